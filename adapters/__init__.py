@@ -1,0 +1,1 @@
+"""Adapters: one sub-package per technology, plus ``memory`` (in-memory test harness)."""

@@ -1,0 +1,1 @@
+"""Use cases, the Node supervisor, configuration loading, DI container and CLI."""

@@ -1,0 +1,1 @@
+"""Pure domain of the node: value objects and services, standard library and attrs only."""

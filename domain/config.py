@@ -1,0 +1,99 @@
+"""The node configuration as domain values (parsed from the vantage6 node YAML by the app)."""
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen, validators
+
+FILE_DATABASE_TYPES = frozenset({"csv", "parquet", "excel"})
+FOLDER_DATABASE_TYPES = frozenset({"folder"})
+DATABASE_TYPES = frozenset({"csv", "parquet", "sql", "sparql", "excel", "other", "folder", "omop"})
+MOUNT_MODES = frozenset({"ro", "copy"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@frozen
+class DatabaseConfig:
+    label: str = field(validator=validators.min_len(1))
+    uri: str
+    type: str = field(default="csv", validator=validators.in_(DATABASE_TYPES))
+    env: dict[str, str] = field(factory=dict, hash=False)
+    mount_mode: str = field(default="ro", validator=validators.in_(MOUNT_MODES))
+
+    @label.validator
+    def _label_is_identifier(self, _attribute: Any, value: str) -> None:
+        if not value.isidentifier():
+            raise ValueError(f"database label {value!r} must be a valid identifier")
+
+    @property
+    def is_file(self) -> bool:
+        return self.type in FILE_DATABASE_TYPES
+
+    @property
+    def is_folder(self) -> bool:
+        return self.type in FOLDER_DATABASE_TYPES
+
+
+@frozen
+class PolicyConfig:
+    """``policies`` of the node config; empty tuples mean "no restriction"."""
+
+    allowed_algorithms: tuple[str, ...] = ()
+    allowed_algorithm_stores: tuple[str, ...] = ()
+    allow_either_whitelist_or_store: bool = False
+    # Ids are kept as strings so YAML ints and strings compare alike (spec §13 item 1).
+    allowed_users: tuple[str, ...] = ()
+    allowed_organizations: tuple[str, ...] = ()
+    allow_basics_algorithm: bool = True
+    require_algorithm_pull: bool = True
+
+
+@frozen
+class LoggingConfig:
+    level: str = field(default="INFO", validator=validators.in_(LOG_LEVELS))
+    use_console: bool = True
+    backup_count: int = 5
+    max_size: int = 1024  # kB, as in the vantage6 config
+    format: str = "%(asctime)s - %(name)-14s - %(levelname)-8s - %(message)s"
+    datefmt: str = "%Y-%m-%d %H:%M:%S"
+    file: str | None = None
+    loggers: tuple[tuple[str, str], ...] = ()
+
+
+@frozen
+class NodeConfig:
+    """Everything the node reads from its YAML file, with defaults filled in."""
+
+    name: str = field(validator=validators.min_len(1))
+    api_key: str = field(validator=validators.min_len(1))
+    server_url: str = field(validator=validators.min_len(1))
+    port: int | None
+    api_path: str
+    data_dir: str
+    log_dir: str
+    source: str = ""
+    task_dir: str | None = None
+    databases: tuple[DatabaseConfig, ...] = ()
+    logging: LoggingConfig = LoggingConfig()
+    encryption_enabled: bool = False
+    private_key: str | None = None
+    policies: PolicyConfig = PolicyConfig()
+    share_algorithm_logs: bool = True
+    share_config: bool = True
+    algorithm_env: dict[str, str] = field(factory=dict, hash=False)
+    gpu: bool = False
+    run_context_file: bool = False
+    max_concurrent_runs: int = field(default=8, validator=validators.ge(1))
+
+    @property
+    def server_root(self) -> str:
+        """``server_url`` with the port: where the websocket and refresh URLs live."""
+        return f"{self.server_url}:{self.port}" if self.port else self.server_url
+
+    @property
+    def api_base(self) -> str:
+        """Base of every REST endpoint, like the reference's ``base_path``."""
+        return f"{self.server_root}{self.api_path}"
+
+    def database(self, label: str) -> DatabaseConfig | None:
+        return next((db for db in self.databases if db.label == label), None)

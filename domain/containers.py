@@ -1,0 +1,223 @@
+"""The algorithm container, described purely from (run, task, node settings)."""
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+from typing import Any
+
+from attrs import field, frozen
+
+from v6node.domain.config import DatabaseConfig
+from v6node.domain.errors import InvalidRunEnvironment
+from v6node.domain.model import Run
+
+# Where things appear inside an algorithm container (fixed by vantage6-algorithm-tools).
+CONTAINER_DATA_DIR = "/mnt/data"
+CONTAINER_TMP_DIR = "/mnt/tmp"
+ENV_EQUALS_REPLACEMENT = "!"
+ENV_NOT_SETTABLE = frozenset({"PKG_NAME"})
+
+# Labels. The reference's three are kept so vantage6 tooling recognises our containers;
+# MANAGED_BY marks everything v6node creates so cleanup can find it by label.
+LABEL_TYPE = "vantage6-type"
+LABEL_NODE = "node"
+LABEL_RUN = "run_id"
+LABEL_TASK = "task_id"
+LABEL_MANAGED_BY = "v6node.node"
+
+
+@frozen
+class Mount:
+    source: str  # host path for binds, volume name for volumes
+    target: str
+    read_only: bool = False
+    kind: str = "bind"  # "bind" or "volume"
+
+
+@frozen
+class ContainerSpec:
+    name: str
+    image: str
+    network: str
+    environment: dict[str, str] = field(factory=dict, hash=False)
+    mounts: tuple[Mount, ...] = ()
+    labels: dict[str, str] = field(factory=dict, hash=False)
+    cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    pids_limit: int | None = None
+    mem_limit: int | None = None  # bytes
+    nano_cpus: int | None = None
+    gpu: bool = False
+
+
+@frozen
+class ContainerInfo:
+    """A container as found in the engine."""
+
+    id: str
+    name: str
+    labels: dict[str, str] = field(factory=dict, hash=False)
+    running: bool = False
+    exit_code: int | None = None
+
+
+@frozen
+class ContainerExit:
+    exit_code: int
+    oom_killed: bool = False
+
+
+@frozen
+class AlgorithmSettings:
+    """What the node contributes to every algorithm container of a run."""
+
+    node_name: str
+    tasks_dir: str  # host folder that holds the task-<run id> folders
+    network: str
+    proxy_host: str
+    proxy_port: int
+    databases: tuple[DatabaseConfig, ...] = ()
+    algorithm_env: dict[str, str] = field(factory=dict, hash=False)
+    gpu: bool = False
+
+
+def task_folder_name(run_id: int) -> str:
+    return f"task-{run_id:09d}"
+
+
+def container_name(node_name: str, run_id: int) -> str:
+    return f"vantage6-{node_name}-run-{run_id}"
+
+
+def network_name(node_name: str) -> str:
+    return f"vantage6-{node_name}-user-net"
+
+
+def tmp_volume_name(node_name: str, job_id: int | None, run_id: int) -> str:
+    # Runs of one job on this node share it; a run without a job gets its own.
+    key = job_id if job_id is not None else f"run{run_id}"
+    return f"vantage6-{node_name}-user-{key}-tmpvol"
+
+
+def managed_labels(node_name: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: node_name}
+
+
+def run_labels(node_name: str, run: Run) -> dict[str, str]:
+    return {
+        LABEL_TYPE: "algorithm",
+        LABEL_NODE: node_name,
+        LABEL_RUN: str(run.id),
+        LABEL_TASK: str(run.task.id),
+        **managed_labels(node_name),
+    }
+
+
+def encode_env_value(value: object) -> str:
+    """The wire encoding algorithm-tools expects: base32 of the UTF-8 text, ``=`` -> ``!``."""
+    encoded = base64.b32encode(str(value).encode("utf-8")).decode("ascii")
+    return encoded.replace("=", ENV_EQUALS_REPLACEMENT)
+
+
+def decode_env_value(value: str) -> str:
+    return base64.b32decode(value.replace(ENV_EQUALS_REPLACEMENT, "=")).decode("utf-8")
+
+
+def database_container_uri(db: DatabaseConfig) -> str:
+    """Where the algorithm finds a configured database."""
+    if db.is_file:
+        return posixpath.join("/mnt", db.label + posixpath.splitext(db.uri)[1])
+    if db.is_folder:
+        return posixpath.join("/mnt", db.label)
+    return db.uri
+
+
+def database_mounts(databases: tuple[DatabaseConfig, ...]) -> tuple[Mount, ...]:
+    """File and folder databases are bind-mounted (read-only unless ``copy`` is asked)."""
+    return tuple(
+        Mount(source=db.uri, target=database_container_uri(db), read_only=db.mount_mode == "ro")
+        for db in databases
+        if db.is_file or db.is_folder
+    )
+
+
+def _requested_database_env(run: Run) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for requested in run.task.databases:
+        prefix = requested.label.upper()
+        params = requested.parameters
+        if params.get("query") is not None:
+            env[f"{prefix}_QUERY"] = str(params["query"])
+        if params.get("sheet_name") is not None:
+            env[f"{prefix}_SHEET_NAME"] = str(params["sheet_name"])
+        if params.get("preprocessing") is not None:
+            env[f"{prefix}_PREPROCESSING"] = json.dumps(params["preprocessing"])
+    env["USER_REQUESTED_DATABASE_LABELS"] = ",".join(db.label for db in run.task.databases)
+    return env
+
+
+def _configured_database_env(databases: tuple[DatabaseConfig, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for db in databases:
+        prefix = db.label.upper()
+        env[f"{prefix}_DATABASE_URI"] = database_container_uri(db)
+        env[f"{prefix}_DATABASE_TYPE"] = db.type
+        for key, value in db.env.items():
+            env[f"{prefix}_DB_PARAM_{key.upper()}"] = str(value)
+    env["DB_LABELS"] = ",".join(db.label for db in databases)
+    return env
+
+
+def algorithm_environment(run: Run, settings: AlgorithmSettings) -> dict[str, str]:
+    """Every env var of the algorithm container, before encoding."""
+    folder = posixpath.join(CONTAINER_DATA_DIR, task_folder_name(run.id))
+    env: dict[str, Any] = {
+        "INPUT_FILE": f"{folder}/input",
+        "OUTPUT_FILE": f"{folder}/output",
+        "TOKEN_FILE": f"{folder}/token",
+        "TEMPORARY_FOLDER": CONTAINER_TMP_DIR,
+        "HOST": f"http://{settings.proxy_host}",
+        "PORT": str(settings.proxy_port),
+        "API_PATH": "",
+    }
+    env.update(_requested_database_env(run))
+    env.update(_configured_database_env(settings.databases))
+    env.update(settings.algorithm_env)
+    bad = sorted(k for k in env if not k.isidentifier() or k in ENV_NOT_SETTABLE)
+    if bad:
+        raise InvalidRunEnvironment(
+            "environment variable names that cannot be given to an algorithm: "
+            + ", ".join(repr(k) for k in bad)
+            + " (names must be identifiers and PKG_NAME is set by the image)"
+        )
+    return {key: str(value) for key, value in env.items()}
+
+
+def build_container_spec(run: Run, settings: AlgorithmSettings) -> ContainerSpec:
+    """The container that runs ``run``: only its own task folder, the job's tmp volume, the DBs."""
+    folder = task_folder_name(run.id)
+    env = algorithm_environment(run, settings)
+    mounts = (
+        Mount(
+            source=posixpath.join(settings.tasks_dir, folder),
+            target=posixpath.join(CONTAINER_DATA_DIR, folder),
+        ),
+        Mount(
+            source=tmp_volume_name(settings.node_name, run.task.job_id, run.id),
+            target=CONTAINER_TMP_DIR,
+            kind="volume",
+        ),
+        *database_mounts(settings.databases),
+    )
+    return ContainerSpec(
+        name=container_name(settings.node_name, run.id),
+        image=run.task.image,
+        network=settings.network,
+        environment={key: encode_env_value(value) for key, value in env.items()},
+        mounts=mounts,
+        labels=run_labels(settings.node_name, run),
+        cap_drop=("ALL",),
+        security_opt=("no-new-privileges",),
+        gpu=settings.gpu,
+    )

@@ -1,0 +1,98 @@
+"""The node's error tree: one root, a family per port, and a ``retryable`` flag."""
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Root of every error the node raises on purpose."""
+
+    retryable: bool = False
+
+
+# --- configuration -----------------------------------------------------------------
+class ConfigError(NodeError):
+    """A node configuration file that cannot be used; names the file and the key."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = f"{file}: " if file else ""
+        at = f"key '{key}': " if key else ""
+        super().__init__(f"{where}{at}{problem}")
+
+
+# --- server API --------------------------------------------------------------------
+class ServerError(NodeError):
+    """Something went wrong talking to the vantage6 server."""
+
+
+class ServerUnavailable(ServerError):
+    """The server could not be reached or answered 5xx; trying again later may work."""
+
+    retryable = True
+
+
+class AuthenticationFailed(ServerError):
+    """The server refused our credentials (wrong API key); retrying will not help."""
+
+
+class ServerRejected(ServerError):
+    """The server answered a 4xx: the request itself was refused."""
+
+    def __init__(self, status: int, message: str, method: str = "", path: str = "") -> None:
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path} -> HTTP {status}: {message}".strip())
+
+
+class RunAlreadyFinished(ServerRejected):
+    """The server refuses to update a run that already has ``finished_at`` (expected after a kill)."""
+
+
+# --- event stream --------------------------------------------------------------------
+class EventStreamError(NodeError):
+    """The websocket to the server failed."""
+
+    retryable = True
+
+
+class NotConnected(EventStreamError):
+    """An emit was attempted while the websocket is down."""
+
+
+# --- containers ----------------------------------------------------------------------
+class ContainerError(NodeError):
+    """The container engine failed to do what was asked."""
+
+
+class RuntimeUnavailable(ContainerError):
+    """The container engine cannot be reached."""
+
+    retryable = True
+
+
+class ImageNotFound(ContainerError):
+    """The algorithm image is neither pullable nor present locally."""
+
+
+class ContainerStartFailed(ContainerError):
+    """The container could not be created or started."""
+
+
+class ContainerNotFound(ContainerError):
+    """No container with that id exists (any more)."""
+
+
+# --- run preparation -------------------------------------------------------------------
+class CryptoError(NodeError):
+    """Data could not be encrypted or decrypted."""
+
+
+class InvalidRunEnvironment(NodeError):
+    """An environment variable for the algorithm is not allowed (bad name or reserved)."""
+
+
+class JournalError(NodeError):
+    """The local run journal could not be read or written."""

@@ -1,0 +1,113 @@
+"""Which algorithm may run here: the reference's policy semantics with its bugs fixed."""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from attrs import frozen
+
+from v6node.domain.config import PolicyConfig
+
+BASICS_IMAGE_PREFIX = "harbor2.vantage6.ai/algorithms/basics"
+# An allowed_algorithms entry is a regular expression when it has one of these.
+_REGEX_MARKERS = set("*\\?$^[](){}|+")
+_DEFAULT_REGISTRY = "docker.io"
+
+
+@frozen
+class PolicyDecision:
+    allowed: bool
+    reason: str
+
+
+def is_regex(entry: str) -> bool:
+    return any(ch in _REGEX_MARKERS for ch in entry)
+
+
+def image_without_tag(image: str) -> str:
+    """``registry[:port]/name[:tag][@sha256:..]`` -> ``registry[:port]/name``.
+
+    The default registry is dropped so ``docker.io/library/x`` and ``x`` compare alike.
+    """
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    for prefix in (f"{_DEFAULT_REGISTRY}/library/", f"{_DEFAULT_REGISTRY}/", "library/"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _matches(entry: str, value: str) -> bool:
+    if is_regex(entry):
+        return re.match(entry, value) is not None
+    return entry == value
+
+
+def _algorithm_listed(entries: tuple[str, ...], image: str) -> bool:
+    bare = image_without_tag(image)
+    return any(_matches(entry, image) or entry == bare for entry in entries)
+
+
+def evaluate_policy(
+    policy: PolicyConfig,
+    image: str,
+    init_org_id: int | None,
+    init_user_id: int | None,
+    store_url: str | None = None,
+    organization_names: Mapping[str, int] | None = None,
+) -> PolicyDecision:
+    """Decide whether a task's image may run, and say which rule decided.
+
+    Rules, in order:
+    - basics images are refused when ``allow_basics_algorithm`` is false;
+    - with ``allowed_users``/``allowed_organizations`` set, the task's initiating user
+      id or organization (id, or a name resolved to an id in ``organization_names``)
+      must be listed; ids compare as text, so YAML ints and strings both work;
+    - ``allowed_algorithms`` (exact, name without tag, or regex anchored at the start)
+      and ``allowed_algorithm_stores`` (exact or regex on the store URL) combine with
+      AND, or with OR when ``allow_either_whitelist_or_store`` is set. Empty lists
+      restrict nothing.
+    """
+    if image.startswith(BASICS_IMAGE_PREFIX) and not policy.allow_basics_algorithm:
+        return PolicyDecision(False, "policy allow_basics_algorithm is false")
+
+    if policy.allowed_users or policy.allowed_organizations:
+        names = organization_names or {}
+        user_ok = init_user_id is not None and str(init_user_id) in policy.allowed_users
+        org_ok = init_org_id is not None and any(
+            entry == str(init_org_id) or names.get(entry) == init_org_id
+            for entry in policy.allowed_organizations
+        )
+        if not (user_ok or org_ok):
+            return PolicyDecision(
+                False,
+                f"the task's user (id {init_user_id}) is not in allowed_users and its "
+                f"organization (id {init_org_id}) is not in allowed_organizations",
+            )
+
+    listed = _algorithm_listed(policy.allowed_algorithms, image)
+    from_store = store_url is not None and any(
+        _matches(entry, store_url) for entry in policy.allowed_algorithm_stores
+    )
+    if policy.allow_either_whitelist_or_store:
+        # Only a list that is set can grant: the reference's "unset list counts as a
+        # match" would let every image through as soon as one of the two lists is empty.
+        restricted = bool(policy.allowed_algorithms or policy.allowed_algorithm_stores)
+        if not restricted or listed or from_store:
+            return PolicyDecision(True, "allowed")
+        return PolicyDecision(
+            False,
+            f"image {image!r} is neither in allowed_algorithms nor from a store in allowed_algorithm_stores",
+        )
+    ok_list = not policy.allowed_algorithms or listed
+    ok_store = not policy.allowed_algorithm_stores or from_store
+    if not ok_list:
+        return PolicyDecision(False, f"image {image!r} is not in allowed_algorithms")
+    if not ok_store:
+        return PolicyDecision(
+            False, f"the task's algorithm store ({store_url or 'none'}) is not in allowed_algorithm_stores"
+        )
+    return PolicyDecision(True, "allowed")

@@ -1,0 +1,20 @@
+"""What the node needs from the world, as small async Protocols over domain types."""
+from v6node.ports.clock import Clock
+from v6node.ports.container_runtime import ContainerRuntime
+from v6node.ports.cryptor import Cryptor
+from v6node.ports.event_stream import EventStream
+from v6node.ports.proxy_server import ProxyServer
+from v6node.ports.run_journal import RunJournal
+from v6node.ports.server_api import ServerApi
+from v6node.ports.task_workspace import TaskWorkspace
+
+__all__ = [
+    "Clock",
+    "ContainerRuntime",
+    "Cryptor",
+    "EventStream",
+    "ProxyServer",
+    "RunJournal",
+    "ServerApi",
+    "TaskWorkspace",
+]

@@ -1,0 +1,50 @@
+"""The container engine."""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    """Containers, networks and volumes, all labelled so they can be found again.
+
+    Errors: ``RuntimeUnavailable`` (engine unreachable, retryable), ``ImageNotFound``,
+    ``ContainerStartFailed``, ``ContainerNotFound``. ``ensure_*`` and ``remove*`` are
+    idempotent. Cancelling ``wait`` stops waiting, not the container.
+    """
+
+    async def ping(self) -> None:
+        """Raises ``RuntimeUnavailable`` when the engine does not answer."""
+
+    async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
+        """Create (or reuse) an internal network; returns its gateway IP address."""
+
+    async def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
+
+    async def ensure_image(self, image: str, require_pull: bool) -> str:
+        """Pull ``image``; fall back to a local copy when ``require_pull`` is false.
+
+        Returns "pulled" or "local"; raises ``ImageNotFound`` with the reason otherwise.
+        """
+
+    async def run(self, spec: ContainerSpec) -> str:
+        """Create and start a container; returns its id."""
+
+    async def wait(self, container_id: str) -> ContainerExit:
+        """Until the container exits; event-driven, no polling loop."""
+
+    async def logs(self, container_id: str) -> str:
+        """stdout and stderr so far, decoded as UTF-8 (undecodable bytes replaced)."""
+
+    async def kill(self, container_id: str) -> None: ...
+
+    async def remove(self, container_id: str) -> None:
+        """Force-remove; a container that is already gone is not an error."""
+
+    async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying all of ``labels``."""
+
+    async def remove_labelled(self, labels: dict[str, str]) -> int:
+        """Remove every container, then network and volume with ``labels``; returns how many."""

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real server of the test rig and fixtures created on it."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.rig.server import AdminApi, Federation, RealServer, create_federation
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """The real vantage6 4.15.2 server, one per test session (tests make their own federations)."""
+    server = RealServer(tmp_path_factory.mktemp("server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(real_server: RealServer) -> Iterator[AdminApi]:
+    api = AdminApi(real_server)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def make_federation(admin: AdminApi):
+    """Factory: a fresh collaboration (own organizations, nodes and user) per call."""
+
+    def make(n_orgs: int = 2, encrypted: bool = False) -> Federation:
+        return create_federation(admin, f"f{next(_names)}", n_orgs=n_orgs, encrypted=encrypted)
+
+    return make
+
+
+@pytest.fixture
+def federation(make_federation) -> Federation:
+    return make_federation()

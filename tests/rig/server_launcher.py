@@ -1,0 +1,34 @@
+"""Start the real vantage6 server (run with the rig's server venv, not the project's).
+
+Usage: python server_launcher.py CONFIG_YAML HOST PORT
+"""
+import enum
+import sys
+
+
+def _format_mixed_enum_by_value() -> None:
+    # vantage6-server 4.x targets Python 3.10, where format() of a (str, Enum) member
+    # gives its value; 3.11 changed that and breaks the server's permission names.
+    # Must run before vantage6 creates its enum classes.
+    plain_format = enum.Enum.__format__
+
+    def __format__(self, spec):  # noqa: N807 - restores a dunder
+        if type(self)._member_type_ is not object:
+            return format(self.value, spec)
+        return plain_format(self, spec)
+
+    enum.Enum.__format__ = __format__
+
+
+def main() -> None:
+    config, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if sys.version_info >= (3, 11):
+        _format_mixed_enum_by_value()
+    from vantage6.server import run_dev_server, run_server  # noqa: PLC0415 - after the shim
+
+    app = run_server(config, system_folders=False)
+    run_dev_server(app, host=host, port=port)
+
+
+if __name__ == "__main__":
+    main()
