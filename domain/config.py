@@ -84,6 +84,8 @@ class NodeConfig:
     gpu: bool = False
     run_context_file: bool = False
     max_concurrent_runs: int = field(default=8, validator=validators.ge(1))
+    # Largest algorithm output (bytes) the node reports; a bigger one fails the run.
+    max_output_size: int = field(default=1024 * 1024 * 1024, validator=validators.ge(1))
 
     @property
     def server_root(self) -> str:

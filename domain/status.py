@@ -32,6 +32,11 @@ class RunStatus(StrEnum):
         return new in _NEXT[self]
 
 
+def has_failed(status: str) -> bool:
+    """Like the server: any status text off the happy path counts as failed."""
+    return status not in _NOT_FAILED
+
+
 _NOT_FAILED = frozenset(
     {RunStatus.PENDING, RunStatus.INITIALIZING, RunStatus.ACTIVE, RunStatus.COMPLETED}
 )

@@ -1,0 +1,270 @@
+"""An in-memory vantage6 server with the real server's run PATCH semantics."""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from attrs import define, field
+
+from v6node.domain.errors import (
+    AuthenticationFailed,
+    NodeError,
+    RunAlreadyFinished,
+    ServerRejected,
+    ServerUnavailable,
+)
+from v6node.domain.kill import KillOrder, KillTarget
+from v6node.domain.model import (
+    Collaboration,
+    NodeIdentity,
+    Organization,
+    RequestedDatabase,
+    Run,
+    RunUpdate,
+    TaskRef,
+)
+from v6node.domain.status import RunStatus
+
+
+@define
+class StoredRun:
+    """A run as the server stores it (``result`` and ``log`` included)."""
+
+    id: int
+    task_id: int
+    organization_id: int
+    input: str
+    status: RunStatus = RunStatus.PENDING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: str | None = None
+    log: str | None = None
+    patches: list[RunUpdate] = field(factory=list)
+
+
+class MemoryServerApi:
+    """Holds organizations, collaborations, tasks and runs; records every call.
+
+    Test-side helpers: ``create_task``, ``kill_task``, ``runs``, ``calls``, ``fail_next``.
+    """
+
+    def __init__(
+        self,
+        identity: NodeIdentity | None = None,
+        api_key: str = "api-key",
+        encrypted: bool = False,
+        token_lifetime: float = 6 * 3600,
+    ) -> None:
+        self.identity = identity or NodeIdentity(
+            node_id=10, node_name="memory-node", organization_id=1, organization_name="org-1", collaboration_id=1
+        )
+        self.api_key = api_key
+        self.accepted_api_key = api_key
+        self.token_lifetime = token_lifetime
+        self.organizations: dict[int, Organization] = {
+            self.identity.organization_id: Organization(self.identity.organization_id, self.identity.organization_name)
+        }
+        self.collaborations: dict[int, Collaboration] = {
+            self.identity.collaboration_id: Collaboration(self.identity.collaboration_id, "collab", encrypted)
+        }
+        self.tasks: dict[int, TaskRef] = {}
+        self.runs: dict[int, StoredRun] = {}
+        self.calls: Counter[str] = Counter()
+        self._failures: dict[str, list[Exception]] = {}
+        self._ids = itertools.count(1)
+        self._token = ""
+        self._logins = 0
+        self.now = 0.0  # UNIX time used for token expiry; tests may move it
+
+    # --- test-side helpers ---------------------------------------------------------------
+    def add_organization(self, org_id: int, name: str, public_key: str = "") -> Organization:
+        self.organizations[org_id] = org = Organization(org_id, name, public_key)
+        return org
+
+    def fail_next(self, method: str, error: Exception, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` raise ``error``."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    def create_task(
+        self,
+        image: str,
+        input: dict[str, Any] | str | None = None,
+        organization_ids: tuple[int, ...] | None = None,
+        *,
+        parent_id: int | None = None,
+        init_org_id: int | None = None,
+        init_user_id: int | None = 99,
+        databases: tuple[RequestedDatabase, ...] = (),
+        store_id: int | None = None,
+    ) -> TaskRef:
+        """A task with one run per organization; dict inputs are stored as the user client does."""
+        if input is None:
+            input = {"method": "main", "args": [], "kwargs": {}}
+        stored_input = (
+            base64.b64encode(json.dumps(input).encode()).decode() if isinstance(input, dict) else input
+        )
+        task_id = next(self._ids)
+        task = TaskRef(
+            id=task_id,
+            image=image,
+            collaboration_id=self.identity.collaboration_id,
+            name=f"task-{task_id}",
+            job_id=task_id if parent_id is None else self.tasks[parent_id].job_id,
+            parent_id=parent_id,
+            init_org_id=init_org_id or self.identity.organization_id,
+            init_user_id=init_user_id,
+            store_id=store_id,
+            databases=databases,
+        )
+        self.tasks[task_id] = task
+        for org_id in organization_ids or (self.identity.organization_id,):
+            run_id = next(self._ids)
+            self.runs[run_id] = StoredRun(run_id, task_id, org_id, stored_input)
+        return task
+
+    def runs_of(self, task_id: int) -> list[StoredRun]:
+        return [run for run in self.runs.values() if run.task_id == task_id]
+
+    def our_run(self, task_id: int) -> StoredRun:
+        return next(r for r in self.runs_of(task_id) if r.organization_id == self.identity.organization_id)
+
+    def kill_task(self, task_id: int, at: datetime) -> KillOrder:
+        """What the server does on ``POST /kill/task``: finish the open runs, return the event."""
+        targets = []
+        for run in self.runs.values():
+            task = self.tasks[run.task_id]
+            if (run.task_id == task_id or task.parent_id == task_id) and run.finished_at is None:
+                run.status = RunStatus.KILLED
+                run.finished_at = at
+                targets.append(KillTarget(run.id, run.task_id, run.organization_id))
+        return KillOrder(collaboration_id=self.identity.collaboration_id, targets=tuple(targets))
+
+    # --- the port ---------------------------------------------------------------------------
+    def _call(self, method: str) -> None:
+        self.calls[method] += 1
+        queued = self._failures.get(method)
+        if queued:
+            raise queued.pop(0)
+
+    def _require_login(self) -> None:
+        if not self._token:
+            raise ServerRejected(401, "Missing Authorization Header")
+
+    async def authenticate(self) -> NodeIdentity:
+        self._call("authenticate")
+        if self.api_key != self.accepted_api_key:
+            raise AuthenticationFailed("Api key is not recognized!")
+        self._logins += 1
+        self._token = f"access-{self._logins}"
+        self._expires = self.now + self.token_lifetime
+        return self.identity
+
+    async def refresh_token(self) -> None:
+        self._call("refresh_token")
+        self._require_login()
+        self._logins += 1
+        self._token = f"access-{self._logins}"
+        self._expires = self.now + self.token_lifetime
+
+    def access_token(self) -> str:
+        return self._token
+
+    def token_expires_at(self) -> float:
+        return self._expires if self._token else 0.0
+
+    async def get_collaboration(self, collaboration_id: int) -> Collaboration:
+        self._call("get_collaboration")
+        self._require_login()
+        try:
+            return self.collaborations[collaboration_id]
+        except KeyError:
+            raise ServerRejected(404, f"collaboration id={collaboration_id} is not found") from None
+
+    async def get_organization(self, organization_id: int) -> Organization:
+        self._call("get_organization")
+        self._require_login()
+        try:
+            return self.organizations[organization_id]
+        except KeyError:
+            raise ServerRejected(404, f"Organization with id={organization_id} not found") from None
+
+    async def get_task(self, task_id: int) -> TaskRef:
+        self._call("get_task")
+        self._require_login()
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise ServerRejected(404, f"task id={task_id} not found") from None
+
+    def _as_run(self, stored: StoredRun) -> Run:
+        return Run(
+            id=stored.id,
+            task=self.tasks[stored.task_id],
+            input=stored.input,
+            status=stored.status,
+            organization_id=stored.organization_id,
+            started_at=stored.started_at,
+            finished_at=stored.finished_at,
+        )
+
+    async def get_run(self, run_id: int) -> Run:
+        self._call("get_run")
+        self._require_login()
+        try:
+            return self._as_run(self.runs[run_id])
+        except KeyError:
+            raise ServerRejected(404, f"Run id={run_id} not found!") from None
+
+    async def list_open_runs(self, task_id: int | None = None) -> list[Run]:
+        self._call("list_open_runs")
+        self._require_login()
+        mine = self.identity.organization_id
+        return [
+            self._as_run(run)
+            for run in sorted(self.runs.values(), key=lambda r: r.id, reverse=True)
+            if run.organization_id == mine
+            and run.finished_at is None
+            and (task_id is None or run.task_id == task_id)
+        ]
+
+    async def update_run(self, run_id: int, update: RunUpdate) -> None:
+        self._call("update_run")
+        self._require_login()
+        run = self.runs.get(run_id)
+        if run is None:
+            raise ServerRejected(404, f"Run with id={run_id} not found!")
+        if run.organization_id != self.identity.organization_id:
+            raise ServerRejected(401, "This is not your algorithm run to PATCH!")
+        if run.finished_at is not None:
+            raise RunAlreadyFinished(400, "Cannot update an already finished algorithm run!")
+        # Not a partial update: absent finished_at, result and log become NULL.
+        run.started_at = update.started_at or run.started_at
+        run.finished_at = update.finished_at
+        run.result = update.result
+        run.log = update.log
+        run.status = update.status or run.status
+        run.patches.append(update)
+
+    async def request_container_token(self, task_id: int, image: str) -> str:
+        self._call("request_container_token")
+        self._require_login()
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ServerRejected(400, "Parent task does not exist!")
+        if task.image != image:
+            raise ServerRejected(401, "Image and task do no match")
+        if all(r.finished_at is not None for r in self.runs_of(task_id)):
+            raise ServerRejected(400, "Task is already finished!")
+        return f"container-token-{task_id}"
+
+
+def server_down(message: str = "connection refused") -> NodeError:
+    """The error a real adapter raises when the server cannot be reached."""
+    return ServerUnavailable(message)
+
+
+__all__ = ["MemoryServerApi", "StoredRun", "server_down"]

@@ -1,0 +1,43 @@
+"""Task folders kept in memory."""
+from __future__ import annotations
+
+from attrs import define
+
+
+@define
+class TaskFiles:
+    input: bytes
+    token: str
+    output: bytes | None = b""
+
+
+class MemoryTaskWorkspace:
+    def __init__(self) -> None:
+        self.folders: dict[int, TaskFiles] = {}
+        self.removed: list[int] = []
+
+    def tasks_dir(self) -> str:
+        return "/memory/tasks"
+
+    async def prepare(self, run_id: int, input_data: bytes, token: str) -> None:
+        self.folders[run_id] = TaskFiles(input=input_data, token=token)
+
+    async def read_output(self, run_id: int, limit: int) -> bytes:
+        files = self.folders.get(run_id)
+        if files is None or files.output is None:
+            raise FileNotFoundError(f"no output file for run {run_id}")
+        if len(files.output) > limit:
+            raise ValueError(f"output of run {run_id} is {len(files.output)} bytes, more than the limit of {limit}")
+        return files.output
+
+    async def remove(self, run_id: int) -> None:
+        if self.folders.pop(run_id, None) is not None:
+            self.removed.append(run_id)
+
+    async def run_ids(self) -> list[int]:
+        return sorted(self.folders)
+
+    # --- for fake algorithms -------------------------------------------------------
+    def write_output(self, run_id: int, data: bytes | None) -> None:
+        """What an algorithm writes; ``None`` deletes the output file."""
+        self.folders[run_id].output = data

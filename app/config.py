@@ -1,0 +1,277 @@
+"""Load an unmodified vantage6 4.x node YAML file into a ``NodeConfig``.
+
+Unknown keys are ignored with a warning; a wrong type or a missing required key
+raises ``ConfigError`` naming the file, the key path and what was expected.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from v6node.domain.config import (
+    DATABASE_TYPES,
+    LOG_LEVELS,
+    MOUNT_MODES,
+    DatabaseConfig,
+    LoggingConfig,
+    NodeConfig,
+    PolicyConfig,
+)
+from v6node.domain.errors import ConfigError
+
+log = logging.getLogger("v6node.config")
+
+# Keys of the vantage6 4.x node config (validated or read by the reference node).
+_VANTAGE6_KEYS = frozenset(
+    {
+        "api_key", "server_url", "port", "api_path", "task_dir", "databases", "logging",
+        "encryption", "node_extra_env", "node_extra_mounts", "node_extra_hosts",
+        "share_algorithm_logs", "policies", "docker_registries", "algorithm_env",
+        "algorithm_device_requests", "vpn_subnet", "ssh-tunnels", "whitelist",
+        "docker_services", "images", "alpine", "share_config", "run_context_file",
+        "prometheus", "debug", "directories",
+    }
+)
+# Keys only v6node reads (the reference ignores unknown keys, so they are safe to add).
+_V6NODE_KEYS = frozenset({"max_concurrent_runs", "max_output_size"})
+_POLICY_KEYS = frozenset(
+    {
+        "allowed_algorithms", "allowed_algorithm_stores", "allow_either_whitelist_or_store",
+        "allowed_users", "allowed_organizations", "allow_basics_algorithm", "require_algorithm_pull",
+    }
+)
+_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024 * 1024
+
+
+class _Section:
+    """Typed access to one mapping of the YAML, with errors that say where."""
+
+    def __init__(self, file: str, data: Mapping[str, Any], path: str = "") -> None:
+        self.file = file
+        self.data = data
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def _typed(self, name: str, kinds: tuple[type, ...], expected: str, default: Any, required: bool) -> Any:
+        if name not in self.data:
+            if required:
+                raise self.fail(name, f"is required ({expected})")
+            return default
+        value = self.data[name]
+        if value is None and type(None) in kinds:
+            return None
+        # bool is an int in Python; an int where a bool is expected (or back) is a mistake.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(name, f"expected {expected}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(name, f"expected {expected}, got {type(value).__name__} {value!r}")
+        return value
+
+    def string(self, name: str, default: str | None = None, required: bool = False, nullable: bool = False) -> Any:
+        kinds: tuple[type, ...] = (str, type(None)) if nullable else (str,)
+        return self._typed(name, kinds, "a string", default, required)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._typed(name, (bool, type(None)), "true or false", default, False)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int | None, minimum: int | None = None, nullable: bool = False) -> Any:
+        kinds: tuple[type, ...] = (int, type(None)) if nullable else (int,)
+        value = self._typed(name, kinds, "an integer" + (" or null" if nullable else ""), default, False)
+        if value is not None and minimum is not None and value < minimum:
+            raise self.fail(name, f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    def mapping(self, name: str) -> _Section:
+        value = self._typed(name, (dict, type(None)), "a mapping", None, False)
+        return _Section(self.file, value or {}, self.key(name))
+
+    def string_list(self, name: str) -> tuple[str, ...]:
+        """A string or a list of scalars, as text (YAML ints become their digits)."""
+        value = self._typed(name, (str, list, type(None)), "a string or a list", None, False)
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise self.fail(f"{name}[{i}]", f"expected a string or an integer, got {item!r}")
+        return tuple(str(item) for item in items)
+
+    def scalar_mapping(self, name: str) -> dict[str, str]:
+        section = self.mapping(name)
+        result = {}
+        for key, value in section.data.items():
+            if isinstance(value, (dict, list)):
+                raise section.fail(str(key), f"expected a plain value, got {value!r}")
+            result[str(key)] = "" if value is None else str(value)
+        return result
+
+    def warn_unknown(self, known: frozenset[str]) -> None:
+        for name in sorted(set(map(str, self.data)) - known):
+            log.warning("%s: unknown key '%s' is ignored", self.file, self.key(name))
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
+    raw = root.data.get("databases")
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        # vantage6 3.x style {label: uri}; still accepted by the 4.x schema.
+        raw = [{"label": label, "uri": uri} for label, uri in raw.items()]
+    if not isinstance(raw, list):
+        raise root.fail("databases", f"expected a list of databases, got {type(raw).__name__}")
+    databases = []
+    labels: set[str] = set()
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise root.fail(f"databases[{i}]", f"expected a mapping with label, uri and type, got {item!r}")
+        entry = _Section(root.file, item, f"databases[{i}]")
+        label = entry.string("label", required=True)
+        if not label.isidentifier():
+            raise entry.fail("label", f"expected a valid identifier (letters, digits, _), got {label!r}")
+        if label in labels:
+            raise entry.fail("label", f"label {label!r} is used twice")
+        labels.add(label)
+        db_type = entry.string("type", default="csv")
+        if db_type not in DATABASE_TYPES:
+            raise entry.fail("type", f"expected one of {', '.join(sorted(DATABASE_TYPES))}, got {db_type!r}")
+        mount_mode = entry.string("mount_mode", default="ro")
+        if mount_mode not in MOUNT_MODES:
+            raise entry.fail("mount_mode", f"expected 'ro' or 'copy', got {mount_mode!r}")
+        uri = entry.string("uri", required=True)
+        if db_type in ("csv", "parquet", "excel", "folder"):
+            uri = _resolve(base, uri)
+        databases.append(
+            DatabaseConfig(label=label, uri=uri, type=db_type, env=entry.scalar_mapping("env"), mount_mode=mount_mode)
+        )
+        entry.warn_unknown(frozenset({"label", "uri", "type", "env", "mount_mode"}))
+    return tuple(databases)
+
+
+def _logging(root: _Section, base: Path) -> LoggingConfig:
+    section = root.mapping("logging")
+    level = str(section.string("level", default="INFO")).upper()
+    if level not in LOG_LEVELS:
+        raise section.fail("level", f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    loggers = []
+    for i, item in enumerate(section.data.get("loggers") or []):
+        if not isinstance(item, dict) or "name" not in item:
+            raise section.fail(f"loggers[{i}]", f"expected a mapping with name and level, got {item!r}")
+        loggers.append((str(item["name"]), str(item.get("level", "INFO")).upper()))
+    file = section.string("file", nullable=True)
+    defaults = LoggingConfig()
+    return LoggingConfig(
+        level=level,
+        use_console=section.boolean("use_console", defaults.use_console),
+        backup_count=section.integer("backup_count", defaults.backup_count, minimum=1),
+        max_size=section.integer("max_size", defaults.max_size, minimum=16),
+        format=section.string("format", default=defaults.format),
+        datefmt=section.string("datefmt", default=defaults.datefmt),
+        file=_resolve(base, file) if file and os.sep in file else file,
+        loggers=tuple(loggers),
+    )
+
+
+def _policies(root: _Section) -> PolicyConfig:
+    section = root.mapping("policies")
+    section.warn_unknown(_POLICY_KEYS)
+    defaults = PolicyConfig()
+    return PolicyConfig(
+        allowed_algorithms=section.string_list("allowed_algorithms"),
+        allowed_algorithm_stores=section.string_list("allowed_algorithm_stores"),
+        # The reference reads this one at the top level of `policies` and, in some
+        # versions, of the config itself; accept both.
+        allow_either_whitelist_or_store=section.boolean(
+            "allow_either_whitelist_or_store", root.boolean("allow_either_whitelist_or_store", False)
+        ),
+        allowed_users=section.string_list("allowed_users"),
+        allowed_organizations=section.string_list("allowed_organizations"),
+        allow_basics_algorithm=section.boolean("allow_basics_algorithm", defaults.allow_basics_algorithm),
+        require_algorithm_pull=section.boolean("require_algorithm_pull", defaults.require_algorithm_pull),
+    )
+
+
+def parse_config(
+    data: Any, *, file: str, name: str, default_data_dir: str, base_dir: Path | None = None
+) -> NodeConfig:
+    """Build a ``NodeConfig`` from already-parsed YAML ``data``."""
+    if not isinstance(data, dict):
+        raise ConfigError(file, "", f"expected a mapping of settings at the top level, got {type(data).__name__}")
+    if not _NAME_PATTERN.match(name):
+        raise ConfigError(file, "", f"node name {name!r} (from the file name) must match {_NAME_PATTERN.pattern}")
+    base = base_dir or Path(file).resolve().parent
+    root = _Section(file, data)
+    root.warn_unknown(_VANTAGE6_KEYS | _V6NODE_KEYS)
+
+    server_url = root.string("server_url", required=True).rstrip("/")
+    if not server_url.startswith(("http://", "https://")):
+        raise root.fail("server_url", f"expected a URL starting with http:// or https://, got {server_url!r}")
+    port = root.integer("port", None, minimum=1, nullable=True)
+    api_path = root.string("api_path", default="/api", nullable=True) or ""
+    if api_path and not api_path.startswith("/"):
+        raise root.fail("api_path", f"expected a path starting with '/' (or ''), got {api_path!r}")
+
+    encryption = root.mapping("encryption")
+    directories = root.mapping("directories")
+    data_dir = directories.string("data", nullable=True)
+    log_dir = directories.string("log", nullable=True)
+    data_dir = _resolve(base, data_dir) if data_dir else default_data_dir
+    device_requests = root.mapping("algorithm_device_requests")
+
+    return NodeConfig(
+        name=name,
+        source=file,
+        api_key=root.string("api_key", required=True),
+        server_url=server_url,
+        port=port,
+        api_path=api_path.rstrip("/"),
+        task_dir=root.string("task_dir", nullable=True),
+        data_dir=data_dir,
+        log_dir=_resolve(base, log_dir) if log_dir else str(Path(data_dir) / "log"),
+        databases=_databases(root, base),
+        logging=_logging(root, base),
+        encryption_enabled=encryption.boolean("enabled", False),
+        private_key=encryption.string("private_key", nullable=True) or None,
+        policies=_policies(root),
+        share_algorithm_logs=root.boolean("share_algorithm_logs", True),
+        share_config=root.boolean("share_config", True),
+        algorithm_env=root.scalar_mapping("algorithm_env"),
+        gpu=device_requests.boolean("gpu", False),
+        run_context_file=root.boolean("run_context_file", False),
+        max_concurrent_runs=root.integer("max_concurrent_runs", 8, minimum=1),
+        max_output_size=root.integer("max_output_size", DEFAULT_MAX_OUTPUT_SIZE, minimum=1),
+    )
+
+
+def load_config(path: str | os.PathLike[str], default_data_dir: str) -> NodeConfig:
+    """Read and validate a node config file; the node's name is the file's stem.
+
+    ``default_data_dir`` is used when the file has no ``directories.data``.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(file), "", f"cannot read the file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(file), "", f"not valid YAML: {exc}") from exc
+    return parse_config(data, file=str(file), name=file.stem, default_data_dir=default_data_dir)

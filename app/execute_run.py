@@ -1,0 +1,267 @@
+"""Use case: execute one of this node's runs, from the start PATCH to the reported result."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from attrs import frozen
+
+from v6node.app.active_runs import ActiveRuns
+from v6node.app.retry import until_done
+from v6node.domain.config import NodeConfig
+from v6node.domain.containers import (
+    AlgorithmSettings,
+    build_container_spec,
+    managed_labels,
+    tmp_volume_name,
+)
+from v6node.domain.errors import (
+    ContainerStartFailed,
+    CryptoError,
+    ImageNotFound,
+    InvalidRunEnvironment,
+    NodeError,
+    RunAlreadyFinished,
+    ServerRejected,
+)
+from v6node.domain.journal import RunStep
+from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
+from v6node.domain.policy import evaluate_policy
+from v6node.domain.status import RunStatus
+from v6node.ports.clock import Clock
+from v6node.ports.container_runtime import ContainerRuntime
+from v6node.ports.cryptor import Cryptor
+from v6node.ports.run_journal import RunJournal
+from v6node.ports.server_api import ServerApi
+from v6node.ports.task_workspace import TaskWorkspace
+
+log = logging.getLogger("v6node.run")
+
+LOGS_NOT_SHARED = "Node does not allow sharing algorithm logs"
+
+StatusListener = Callable[[StatusChange], Awaitable[None]]
+
+
+class RunEnded(Exception):
+    """A step decided how the run ends before (or instead of) a normal result."""
+
+    def __init__(self, status: RunStatus, log_text: str) -> None:
+        super().__init__(log_text)
+        self.status = status
+        self.log_text = log_text
+
+
+@frozen
+class RunOutcome:
+    status: RunStatus
+    log: str
+    output: bytes = b""
+
+
+class ExecuteRun:
+    """Run one run exactly once and report how it ended.
+
+    Business rules:
+    - ``started_at`` is set first; a run the server already finished (killed) is dropped.
+    - Input that cannot be decoded/decrypted ends the run ``failed``; it never reaches
+      the algorithm.
+    - A policy denial ends it ``not allowed`` with ``finished_at`` and the rule in the log.
+    - No container token -> ``failed``; no image -> ``non-existing Docker image``;
+      an engine that cannot start it -> ``start failed``; a bad env var -> ``failed``.
+    - Exit code 0 -> ``completed`` with the output file as the result, otherwise
+      ``crashed``; the log is the container's output unless logs may not be shared.
+    - A killed run is reported ``killed by user`` (with ``finished_at``), never as crashed.
+    - Every ending is reported with ``finished_at``, retried while the server is away,
+      and announced with ``algorithm_status_change``.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        settings: AlgorithmSettings,
+        cryptor: Cryptor,
+        server: ServerApi,
+        runtime: ContainerRuntime,
+        workspace: TaskWorkspace,
+        journal: RunJournal,
+        clock: Clock,
+        active: ActiveRuns,
+        on_status: StatusListener,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.settings = settings
+        self.cryptor = cryptor
+        self.server = server
+        self.runtime = runtime
+        self.workspace = workspace
+        self.journal = journal
+        self.clock = clock
+        self.active = active
+        self.on_status = on_status
+
+    async def __call__(self, run: Run) -> RunStatus | None:
+        """Execute ``run``; returns the reported status, or None when the server had finished it."""
+        active = self.active.add(run)
+        try:
+            try:
+                await until_done(
+                    lambda: self.server.update_run(run.id, RunUpdate.started(self.clock.now())),
+                    self.clock, log, f"marking run {run.id} started",
+                )
+            except RunAlreadyFinished:
+                log.info("run %s was finished on the server before it started (killed?)", run.id)
+                await self.journal.advance(run.id, RunStep.REPORTED)
+                return None
+            try:
+                outcome = await self._execute(run)
+            except RunEnded as end:
+                outcome = RunOutcome(end.status, end.log_text)
+            if active.killed:
+                outcome = RunOutcome(RunStatus.KILLED, outcome.log or "killed by user")
+            await self._report(run, outcome)
+            await self._clean_up(run, active.container_id)
+            return outcome.status
+        finally:
+            self.active.discard(run.id)
+
+    async def _clean_up(self, run: Run, container_id: str | None) -> None:
+        """Once reported, neither the container nor the task folder is needed."""
+        try:
+            if container_id is not None:
+                await self.runtime.remove(container_id)
+            await self.workspace.remove(run.id)
+        except (NodeError, OSError) as exc:
+            log.warning("could not clean up after run %s: %s", run.id, exc)
+
+    async def _execute(self, run: Run) -> RunOutcome:
+        task = run.task
+        input_data = self._decode_input(run)
+        await self._check_policy(run)
+        token = await self._container_token(run)
+        await self._ensure_image(run)
+        try:
+            spec = build_container_spec(run, self.settings)
+        except InvalidRunEnvironment as exc:
+            raise RunEnded(RunStatus.FAILED, str(exc)) from exc
+
+        await self.workspace.prepare(run.id, input_data, token)
+        await self.runtime.ensure_volume(
+            tmp_volume_name(self.settings.node_name, task.job_id, run.id), managed_labels(self.settings.node_name)
+        )
+        active = self.active.get(run.id)
+        if active is not None and active.killed:
+            raise RunEnded(RunStatus.KILLED, "killed by user before the algorithm started")
+        try:
+            container_id = await self.runtime.run(spec)
+        except ContainerStartFailed as exc:
+            raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
+        if active is not None:
+            active.container_id = container_id
+        await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id)
+        log.info("run %s (task %s) started: %s in container %s", run.id, task.id, task.image, container_id[:12])
+
+        # The "active" announcement need not delay waiting for the algorithm.
+        announce = asyncio.create_task(self._announce_active(run))
+        try:
+            exit_ = await self.runtime.wait(container_id)
+            logs = await self.runtime.logs(container_id)
+        finally:
+            await announce
+        await self.journal.advance(run.id, RunStep.EXITED, exit_code=exit_.exit_code)
+        log.info("run %s exited with code %s", run.id, exit_.exit_code)
+        if not self.config.share_algorithm_logs:
+            logs = LOGS_NOT_SHARED
+        if exit_.exit_code != 0:
+            reason = "\n[v6node] the algorithm was killed: it ran out of memory" if exit_.oom_killed else ""
+            return RunOutcome(RunStatus.CRASHED, logs + reason)
+        try:
+            output = await self.workspace.read_output(run.id, self.config.max_output_size)
+        except FileNotFoundError:
+            return RunOutcome(RunStatus.FAILED, logs + "\n[v6node] the algorithm exited 0 but wrote no output file")
+        except ValueError as exc:
+            return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] {exc}")
+        return RunOutcome(RunStatus.COMPLETED, logs, output)
+
+    def _decode_input(self, run: Run) -> bytes:
+        try:
+            return self.cryptor.decrypt_str(run.input)
+        except CryptoError as exc:
+            what = "decrypted for this organization" if self.cryptor.encrypted else "decoded"
+            raise RunEnded(RunStatus.FAILED, f"the run's input could not be {what}: {exc}") from exc
+
+    async def _check_policy(self, run: Run) -> None:
+        task = run.task
+        decision = evaluate_policy(self.config.policies, task.image, task.init_org_id, task.init_user_id)
+        if not decision.allowed:
+            log.warning("run %s not allowed: %s", run.id, decision.reason)
+            raise RunEnded(RunStatus.NOT_ALLOWED, f"This node does not allow this algorithm to run: {decision.reason}")
+
+    async def _container_token(self, run: Run) -> str:
+        try:
+            return await until_done(
+                lambda: self.server.request_container_token(run.task.id, run.task.image),
+                self.clock, log, f"requesting a container token for run {run.id}",
+            )
+        except ServerRejected as exc:
+            raise RunEnded(RunStatus.FAILED, f"Could not obtain algorithm container token: {exc.message}") from exc
+
+    async def _ensure_image(self, run: Run) -> None:
+        image = run.task.image
+        try:
+            how = await self.runtime.ensure_image(image, self.config.policies.require_algorithm_pull)
+        except ImageNotFound as exc:
+            raise RunEnded(RunStatus.NON_EXISTING_IMAGE, f"Docker image {image} not available: {exc}") from exc
+        if how == "local":
+            log.info("run %s uses the local copy of %s (pull failed; require_algorithm_pull is false)", run.id, image)
+
+    async def _announce_active(self, run: Run) -> None:
+        try:
+            await until_done(
+                lambda: self.server.update_run(run.id, RunUpdate.status_change(RunStatus.ACTIVE)),
+                self.clock, log, f"marking run {run.id} active",
+            )
+        except RunAlreadyFinished:
+            return
+        except NodeError as exc:
+            log.warning("could not mark run %s active: %s", run.id, exc)
+        await self.on_status(self._status_change(run, RunStatus.ACTIVE))
+
+    async def _result_for(self, run: Run, output: bytes) -> str:
+        if not output and not self.cryptor.encrypted:
+            return ""
+        public_key = ""
+        if self.cryptor.encrypted and run.task.init_org_id is not None:
+            org = await until_done(
+                lambda: self.server.get_organization(run.task.init_org_id),
+                self.clock, log, f"reading the public key of organization {run.task.init_org_id}",
+            )
+            public_key = org.public_key
+        return self.cryptor.encrypt_to_str(output, public_key)
+
+    async def _report(self, run: Run, outcome: RunOutcome) -> None:
+        result = await self._result_for(run, outcome.output)
+        update = RunUpdate.finished(outcome.status, self.clock.now(), outcome.log, result)
+        try:
+            await until_done(
+                lambda: self.server.update_run(run.id, update), self.clock, log, f"reporting run {run.id}"
+            )
+        except RunAlreadyFinished:
+            log.info("run %s was already finished on the server (killed?); %s not stored", run.id, outcome.status)
+        await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
+        log.info("run %s reported: %s", run.id, outcome.status)
+        await self.on_status(self._status_change(run, outcome.status))
+
+    def _status_change(self, run: Run, status: RunStatus) -> StatusChange:
+        return StatusChange(
+            node_id=self.identity.node_id,
+            organization_id=self.identity.organization_id,
+            collaboration_id=self.identity.collaboration_id,
+            run_id=run.id,
+            task_id=run.task.id,
+            parent_id=run.task.parent_id,
+            status=status,
+        )

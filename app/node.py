@@ -1,0 +1,456 @@
+"""The Node: the supervisor that logs in, listens to the server and runs algorithms."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+
+from attrs import frozen
+
+from v6node.app.active_runs import ActiveRuns
+from v6node.app.execute_run import ExecuteRun
+from v6node.app.retry import backoff_delays, until_done
+from v6node.domain.config import NodeConfig
+from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name
+from v6node.domain.errors import AuthenticationFailed, NodeError, NotConnected
+from v6node.domain.events import (
+    Connected,
+    Disconnected,
+    KillRequested,
+    NewTask,
+    NodeEvent,
+    PeerStatusChanged,
+    ServerMessage,
+    SyncRequested,
+    TokenExpired,
+    TokenInvalid,
+)
+from v6node.domain.journal import RunStep
+from v6node.domain.kill import KilledRun, KillOrder
+from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
+from v6node.domain.status import RunStatus, has_failed
+from v6node.ports.clock import Clock
+from v6node.ports.container_runtime import ContainerRuntime
+from v6node.ports.cryptor import Cryptor
+from v6node.ports.event_stream import EventStream
+from v6node.ports.proxy_server import ProxyServer
+from v6node.ports.run_journal import RunJournal
+from v6node.ports.server_api import ServerApi
+from v6node.ports.task_workspace import TaskWorkspace
+
+log = logging.getLogger("v6node.node")
+
+# (encrypted collaboration?, private key path) -> the cryptor to use.
+CryptorFactory = Callable[[bool, str], Cryptor]
+
+
+class EncryptionMismatch(NodeError):
+    """The node's ``encryption.enabled`` disagrees with the collaboration's setting."""
+
+
+@frozen
+class NodeTimings:
+    """Intervals of the node's background loops, in seconds."""
+
+    heartbeat: float = 30.0  # the server marks a node offline after 65 s without a ping
+    periodic_sync: float = 300.0  # safety net against lost websocket events
+    refresh_margin: float = 600.0  # refresh the access token this long before it expires
+    socket_connect_timeout: float = 60.0
+
+
+@frozen(kw_only=True)
+class NodeContext:
+    """Everything a Node works with: its configuration and one adapter per port."""
+
+    config: NodeConfig
+    server: ServerApi
+    events: EventStream
+    runtime: ContainerRuntime
+    workspace: TaskWorkspace
+    journal: RunJournal
+    clock: Clock
+    proxy: ProxyServer
+    cryptor_factory: CryptorFactory
+    timings: NodeTimings = NodeTimings()
+
+
+class Node:
+    """A vantage6 node. Method names follow the reference node; all are coroutines.
+
+    Nothing starts in the constructor. ``run_forever`` initializes when needed and runs
+    the event listener, the run executors (at most ``max_concurrent_runs`` at once), the
+    heartbeat, the token refresher and the sync loops in one task group; ``stop`` (or
+    cancelling it) ends them and ``cleanup`` removes everything the node created.
+    """
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.identity: NodeIdentity | None = None
+        self.cryptor: Cryptor | None = None
+        self.settings: AlgorithmSettings | None = None
+        self.active = ActiveRuns()
+        self._queue: asyncio.Queue[Run] = asyncio.Queue()
+        self._executor: ExecuteRun | None = None
+        self._events: AsyncIterator[NodeEvent] | None = None
+        self._sync_wanted = asyncio.Event()
+        self._share_details_wanted = False
+        self._initialized = False
+        self._cleaned = False
+        self._main: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self.connected = asyncio.Event()
+
+    # --- start-up ------------------------------------------------------------------------
+    async def initialize(self) -> None:
+        """Check the engine, log in, set up encryption, the network, the proxy and the socket."""
+        ctx = self.ctx
+        await ctx.runtime.ping()
+        await self.authenticate()
+        await self.setup_encryption()
+        labels = managed_labels(self.config.name)
+        # Leftovers of an earlier process of this node would otherwise run beside ours.
+        removed = await ctx.runtime.remove_labelled({**labels, "vantage6-type": "algorithm"})
+        if removed:
+            log.warning("removed %d algorithm container(s) left behind by an earlier run of this node", removed)
+        network = network_name(self.config.name)
+        gateway = await ctx.runtime.ensure_network(network, labels)
+        port = await ctx.proxy.start(gateway)
+        self.settings = AlgorithmSettings(
+            node_name=self.config.name,
+            tasks_dir=ctx.workspace.tasks_dir(),
+            network=network,
+            proxy_host=gateway,
+            proxy_port=port,
+            databases=self.config.databases,
+            algorithm_env=dict(self.config.algorithm_env),
+            gpu=self.config.gpu,
+        )
+        assert self.identity is not None and self.cryptor is not None
+        self._executor = ExecuteRun(
+            config=self.config,
+            identity=self.identity,
+            settings=self.settings,
+            cryptor=self.cryptor,
+            server=ctx.server,
+            runtime=ctx.runtime,
+            workspace=ctx.workspace,
+            journal=ctx.journal,
+            clock=ctx.clock,
+            active=self.active,
+            on_status=self._emit_status,
+        )
+        await self.connect_to_socket()
+        self._initialized = True
+        log.info(
+            "node '%s' (id %s) of organization '%s' ready; algorithms reach the proxy at %s:%s",
+            self.identity.node_name, self.identity.node_id, self.identity.organization_name, gateway, port,
+        )
+
+    async def authenticate(self) -> NodeIdentity:
+        """Log in with the API key, retrying while the server is unreachable.
+
+        A wrong API key raises ``AuthenticationFailed`` at once: retrying cannot help.
+        """
+        self.identity = await until_done(
+            self.ctx.server.authenticate, self.ctx.clock, log, f"logging in to {self.config.api_base}"
+        )
+        log.info(
+            "logged in as node '%s' (id %s) of organization '%s' in collaboration %s",
+            self.identity.node_name, self.identity.node_id, self.identity.organization_name,
+            self.identity.collaboration_id,
+        )
+        return self.identity
+
+    def private_key_filename(self) -> str:
+        """``encryption.private_key`` (default ``private_key.pem``), relative to the data folder."""
+        name = self.config.private_key or "private_key.pem"
+        return name if os.path.isabs(name) else os.path.join(self.config.data_dir, name)
+
+    async def setup_encryption(self) -> Cryptor:
+        """The collaboration's ``encrypted`` flag must match ``encryption.enabled``."""
+        assert self.identity is not None
+        collaboration = await until_done(
+            lambda: self.ctx.server.get_collaboration(self.identity.collaboration_id),
+            self.ctx.clock, log, "reading the collaboration",
+        )
+        if collaboration.encrypted != self.config.encryption_enabled:
+            server_says = "encrypted" if collaboration.encrypted else "not encrypted"
+            raise EncryptionMismatch(
+                f"collaboration '{collaboration.name}' (id {collaboration.id}) is {server_says} on the "
+                f"server, but {self.config.source or 'the node config'} has encryption.enabled: "
+                f"{str(self.config.encryption_enabled).lower()}. Set encryption.enabled to "
+                f"{str(collaboration.encrypted).lower()}"
+                + (" and point encryption.private_key to the organization's private key" if collaboration.encrypted else "")
+                + "."
+            )
+        self.cryptor = self.ctx.cryptor_factory(collaboration.encrypted, self.private_key_filename())
+        return self.cryptor
+
+    async def connect_to_socket(self) -> None:
+        """Open the websocket and wait until it is connected (or time out with an error)."""
+        self._events = aiter(self.ctx.events.events())
+        try:
+            async with asyncio.timeout(self.ctx.timings.socket_connect_timeout):
+                while True:
+                    event = await anext(self._events)
+                    if isinstance(event, Connected):
+                        break
+                    await self._handle(event)
+        except TimeoutError:
+            raise NodeError(
+                f"could not connect to the websocket of {self.config.server_root} within "
+                f"{self.ctx.timings.socket_connect_timeout:.0f} s"
+            ) from None
+        self.connected.set()
+        log.info("connected to the websocket of %s", self.config.server_root)
+
+    # --- the run queue -------------------------------------------------------------------
+    async def sync_task_queue_with_server(self) -> int:
+        """Queue every open run of this node that is not yet known; returns how many were new."""
+        runs = await self.ctx.server.list_open_runs()
+        return await self._offer(runs)
+
+    async def get_task_and_add_to_queue(self, task_id: int) -> int:
+        """Queue this node's open runs of one task (there may be none)."""
+        runs = await self.ctx.server.list_open_runs(task_id=task_id)
+        return await self._offer(runs)
+
+    async def _offer(self, runs: list[Run]) -> int:
+        assert self.identity is not None
+        queued = 0
+        for run in sorted(runs, key=lambda r: r.id):
+            if run.organization_id not in (None, self.identity.organization_id):
+                continue
+            # The journal's claim is what keeps sync + new_task from starting a run twice.
+            if await self.ctx.journal.claim(run.id, run.task.id):
+                self._queue.put_nowait(run)
+                queued += 1
+        if queued:
+            log.info("queued %d new run(s)", queued)
+        return queued
+
+    async def share_node_details(self) -> None:
+        """Tell the server what this node offers (``node_info_update``), unless ``share_config`` is false."""
+        if not self.config.share_config:
+            return
+        policies = self.config.policies
+        details: dict[str, object] = {
+            "encryption": self.config.encryption_enabled,
+            "allowed_algorithms": list(policies.allowed_algorithms) or "all",
+            "database_labels": [db.label for db in self.config.databases],
+            "database_types": {f"db_type_{db.label}": db.type for db in self.config.databases},
+        }
+        if policies.allowed_users:
+            details["allowed_users"] = list(policies.allowed_users)
+        if policies.allowed_organizations:
+            details["allowed_orgs"] = list(policies.allowed_organizations)
+        await self._emit("node_info_update", details)
+
+    # --- kills ---------------------------------------------------------------------------------
+    async def kill_containers(self, order: KillOrder) -> list[KilledRun]:
+        """Kill what ``order`` targets on this node; returns the runs killed."""
+        assert self.identity is not None
+        me = self.identity
+        if order.collaboration_id not in (None, me.collaboration_id):
+            return []
+        if order.node_id is not None and order.node_id != me.node_id:
+            return []
+        if order.node_wide:
+            targets = [a.run.id for a in self.active.all()]
+        else:
+            targets = [t.run_id for t in order.targets if t.organization_id == me.organization_id]
+        killed = []
+        for run_id in targets:
+            active = self.active.mark_killed(run_id)
+            if active is None:
+                log.info("kill order for run %s, which is not running here", run_id)
+                continue
+            if active.container_id is not None:
+                with contextlib.suppress(NodeError):
+                    await self.ctx.runtime.kill(active.container_id)
+            killed.append(KilledRun(run_id, active.run.task.id, active.run.task.parent_id))
+            log.info("killed run %s of task %s", run_id, active.run.task.id)
+        return killed
+
+    # --- the event loop -------------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        """Serve until cancelled or ``stop()``; always cleans up."""
+        self._main = asyncio.current_task()
+        try:
+            if not self._initialized:
+                await self.initialize()
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._listen(), name="listener")
+                for i in range(self.config.max_concurrent_runs):
+                    group.create_task(self._work(), name=f"executor-{i}")
+                group.create_task(self._heartbeat(), name="heartbeat")
+                group.create_task(self._refresh_tokens(), name="token-refresh")
+                group.create_task(self._sync_loop(), name="sync")
+                group.create_task(self._periodic_sync(), name="periodic-sync")
+        finally:
+            self._group = None
+            await self.cleanup()
+
+    async def stop(self) -> None:
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+
+    async def cleanup(self) -> None:
+        """Close the socket and remove every container, network and volume of this node."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        with contextlib.suppress(NodeError):
+            await self.ctx.events.close()
+        try:
+            removed = await self.ctx.runtime.remove_labelled(managed_labels(self.config.name))
+            log.info("cleanup: removed %d container(s), network(s) and volume(s)", removed)
+        except NodeError as exc:
+            log.error("cleanup: could not remove the node's Docker resources: %s", exc)
+        for run_id in await self.ctx.workspace.run_ids():
+            with contextlib.suppress(OSError):
+                await self.ctx.workspace.remove(run_id)
+        await self.ctx.proxy.stop()
+
+    def _spawn(self, coro, name: str) -> None:
+        if self._group is not None:
+            self._group.create_task(self._guarded(coro, name), name=name)
+        else:
+            coro.close()
+
+    async def _guarded(self, coro, what: str) -> None:
+        try:
+            await coro
+        except NodeError as exc:
+            log.error("%s failed: %s", what, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly", what)
+
+    async def _listen(self) -> None:
+        assert self._events is not None
+        async for event in self._events:
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("handling %r failed", event)
+
+    async def _handle(self, event: NodeEvent) -> None:
+        match event:
+            case Connected(reconnect=reconnect):
+                self.connected.set()
+                if reconnect:
+                    log.info("websocket reconnected; synchronising")
+                    self.request_sync()
+            case Disconnected(reason=reason):
+                self.connected.clear()
+                log.warning("websocket disconnected (%s); reconnecting", reason)
+            case SyncRequested():
+                self._share_details_wanted = True
+                self.request_sync()
+            case NewTask(task_id=task_id):
+                self._spawn(self.get_task_and_add_to_queue(task_id), f"fetching runs of task {task_id}")
+            case KillRequested(order=order):
+                self._spawn(self.kill_containers(order), "kill order")
+            case TokenExpired():
+                self._spawn(self._renew_socket(refresh=True), "renewing the expired token")
+            case TokenInvalid():
+                self._spawn(self._renew_socket(refresh=False), "logging in again")
+            case ServerMessage(text=text):
+                log.info("server: %s", text)
+            case PeerStatusChanged(status=status, run_id=run_id) if has_failed(status):
+                log.warning("run %s reported status '%s'", run_id, status)
+            case _:
+                log.debug("ignored event %r", event)
+
+    def request_sync(self) -> None:
+        self._sync_wanted.set()
+
+    async def _renew_socket(self, refresh: bool) -> None:
+        if refresh:
+            try:
+                await until_done(self.ctx.server.refresh_token, self.ctx.clock, log, "refreshing the token")
+            except AuthenticationFailed:
+                await self.authenticate()
+        else:
+            await self.authenticate()
+        await self.ctx.events.reconnect()
+
+    async def _sync_loop(self) -> None:
+        # Sync requests that arrive while a sync runs collapse into one more sync.
+        delays = backoff_delays()
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            try:
+                await self.sync_task_queue_with_server()
+                if self._share_details_wanted:
+                    self._share_details_wanted = False
+                    await self.share_node_details()
+                delays = backoff_delays()
+            except NodeError as exc:
+                delay = next(delays)
+                log.warning("synchronising with the server failed (%s); again in %.0f s", exc, delay)
+                await self.ctx.clock.sleep(delay)
+                self._sync_wanted.set()
+
+    async def _periodic_sync(self) -> None:
+        while True:
+            await self.ctx.clock.sleep(self.ctx.timings.periodic_sync)
+            self.request_sync()
+
+    async def _work(self) -> None:
+        assert self._executor is not None
+        while True:
+            run = await self._queue.get()
+            try:
+                await self._executor(run)
+            except NodeError as exc:
+                log.error("run %s could not be executed: %s", run.id, exc)
+                await self._report_unexpected(run, str(exc))
+            except Exception as exc:
+                log.exception("run %s failed unexpectedly", run.id)
+                await self._report_unexpected(run, f"{type(exc).__name__}: {exc}")
+
+    async def _report_unexpected(self, run: Run, reason: str) -> None:
+        """The run must still end: report ``unknown error`` so it is not stuck open."""
+        try:
+            update = RunUpdate.finished(
+                RunStatus.UNKNOWN_ERROR, self.ctx.clock.now(), f"[v6node] the node could not execute this run: {reason}"
+            )
+            await self.ctx.server.update_run(run.id, update)
+            await self.ctx.journal.advance(run.id, RunStep.REPORTED, status=RunStatus.UNKNOWN_ERROR)
+        except NodeError as exc:
+            log.error("could not report run %s as failed: %s", run.id, exc)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self.ctx.clock.sleep(self.ctx.timings.heartbeat)
+            with contextlib.suppress(NotConnected):
+                await self.ctx.events.emit("ping")
+
+    async def _refresh_tokens(self) -> None:
+        server, clock = self.ctx.server, self.ctx.clock
+        while True:
+            remaining = server.token_expires_at() - clock.now().timestamp()
+            margin = min(self.ctx.timings.refresh_margin, max(remaining, 0) / 2)
+            await clock.sleep(max(remaining - margin, 1.0))
+            try:
+                await until_done(server.refresh_token, clock, log, "refreshing the access token")
+            except AuthenticationFailed:
+                log.warning("the refresh token was refused; logging in again with the API key")
+                await self.authenticate()
+
+    async def _emit(self, event: str, data: object) -> None:
+        try:
+            await self.ctx.events.emit(event, data)
+        except NotConnected:
+            log.debug("not connected; %s not sent", event)
+
+    async def _emit_status(self, change: StatusChange) -> None:
+        await self._emit("algorithm_status_change", change.as_payload())

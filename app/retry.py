@@ -1,0 +1,38 @@
+"""Retrying calls whose errors say they are retryable."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from v6node.domain.errors import NodeError
+from v6node.ports.clock import Clock
+
+T = TypeVar("T")
+
+
+def backoff_delays(base: float = 1.0, maximum: float = 30.0):
+    """1, 2, 4, ... seconds, capped at ``maximum``; endless."""
+    delay = base
+    while True:
+        yield delay
+        delay = min(delay * 2, maximum)
+
+
+async def until_done(
+    call: Callable[[], Awaitable[T]],
+    clock: Clock,
+    log: logging.Logger,
+    what: str,
+    maximum_delay: float = 30.0,
+) -> T:
+    """Repeat ``call`` while it raises a retryable ``NodeError``; other errors propagate."""
+    for delay in backoff_delays(maximum=maximum_delay):
+        try:
+            return await call()
+        except NodeError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("%s failed (%s); trying again in %.0f s", what, exc, delay)
+            await clock.sleep(delay)
+    raise AssertionError("unreachable")
