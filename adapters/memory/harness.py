@@ -1,0 +1,116 @@
+"""A Node wired entirely to in-memory adapters: the test harness that ships with v6node."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from attrs import evolve
+
+from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
+from v6node.adapters.memory.clock import ManualClock
+from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
+from v6node.adapters.memory.event_stream import MemoryEventStream
+from v6node.adapters.memory.journal import MemoryRunJournal
+from v6node.adapters.memory.proxy import MemoryProxyServer
+from v6node.adapters.memory.server_api import MemoryServerApi
+from v6node.adapters.memory.workspace import MemoryTaskWorkspace
+from v6node.app.node import Node, NodeContext, NodeTimings
+from v6node.domain.config import NodeConfig, PolicyConfig
+from v6node.domain.status import RunStatus
+from v6node.ports.cryptor import Cryptor
+
+
+def default_config(**changes: object) -> NodeConfig:
+    config = NodeConfig(
+        name="memnode",
+        api_key="api-key",
+        server_url="http://server.invalid",
+        port=None,
+        api_path="/api",
+        data_dir="/memory/data",
+        log_dir="/memory/log",
+        policies=PolicyConfig(require_algorithm_pull=False),
+    )
+    return evolve(config, **changes)
+
+
+def plain_cryptor_factory(encrypted: bool, _private_key: str) -> Cryptor:
+    if encrypted:
+        raise NotImplementedError("the memory harness has no cryptor for encrypted collaborations")
+    return Base64Cryptor()
+
+
+class MemoryNodeHarness:
+    """Builds a ``Node`` on memory adapters and exposes each adapter for assertions.
+
+    ``async with MemoryNodeHarness() as h:`` starts ``run_forever`` in the background and
+    waits until the node is connected; leaving the block stops it.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig | None = None,
+        *,
+        encrypted: bool = False,
+        timings: NodeTimings = NodeTimings(),
+        cryptor_factory: Callable[[bool, str], Cryptor] = plain_cryptor_factory,
+    ) -> None:
+        self.config = config or default_config()
+        self.clock = ManualClock()
+        self.server = MemoryServerApi(api_key=self.config.api_key, encrypted=encrypted)
+        self.events = MemoryEventStream(token_provider=self.server.access_token)
+        self.workspace = MemoryTaskWorkspace()
+        self.runtime = MemoryContainerRuntime(self.workspace)
+        self.journal = MemoryRunJournal()
+        self.proxy = MemoryProxyServer()
+        self.node = Node(
+            NodeContext(
+                config=self.config,
+                server=self.server,
+                events=self.events,
+                runtime=self.runtime,
+                workspace=self.workspace,
+                journal=self.journal,
+                clock=self.clock,
+                proxy=self.proxy,
+                cryptor_factory=cryptor_factory,
+                timings=timings,
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.node.run_forever())
+        connected = asyncio.create_task(self.node.connected.wait())
+        done, _ = await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            connected.cancel()
+            self._task.result()  # raises the start-up error
+
+    async def stop(self) -> None:
+        await self.node.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def __aenter__(self) -> MemoryNodeHarness:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Let the node work until ``condition()`` holds (real time, no clock moves).
+
+        Everything here runs on this event loop, so yielding to it is all the node needs.
+        """
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0)
+
+    async def until_run_finished(self, task_id: int, timeout: float = 5.0) -> RunStatus:
+        run = self.server.our_run(task_id)
+        await self.until(lambda: run.finished_at is not None, timeout)
+        return run.status

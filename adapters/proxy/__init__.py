@@ -1,0 +1,1 @@
+"""The local proxy for algorithm containers."""

@@ -1,0 +1,80 @@
+"""The composition root: configuration in, adapters wired to ports, a Node out."""
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from dependency_injector import containers, providers
+
+from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
+from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
+from v6node.adapters.http.httpx_server_api import HttpxServerApi
+from v6node.adapters.memory.journal import MemoryRunJournal
+from v6node.adapters.proxy.reserved_port import ReservedPortProxy
+from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
+from v6node.adapters.system.clock import SystemClock
+from v6node.app.node import Node, NodeContext, NodeTimings
+from v6node.domain.config import NodeConfig
+from v6node.domain.errors import NodeError
+from v6node.ports.clock import Clock
+from v6node.ports.cryptor import Cryptor
+
+
+def make_cryptor(encrypted: bool, private_key_path: str) -> Cryptor:
+    if encrypted:
+        raise NodeError(
+            "this v6node version cannot join encrypted collaborations yet "
+            f"(private key would be {private_key_path})"
+        )
+    return Base64Cryptor()
+
+
+async def _server_api(config: NodeConfig, clock: Clock) -> AsyncIterator[HttpxServerApi]:
+    api = HttpxServerApi(
+        api_base=config.api_base, server_root=config.server_root, api_key=config.api_key, clock=clock
+    )
+    try:
+        yield api
+    finally:
+        await api.aclose()
+
+
+def _tasks_dir(config: NodeConfig) -> str:
+    return os.path.join(config.data_dir, "tasks")
+
+
+class Adapters(containers.DeclarativeContainer):
+    """The production adapters; tests override this container (or single providers)."""
+
+    config = providers.Dependency(instance_of=NodeConfig)
+    clock = providers.Singleton(SystemClock)
+    server = providers.Resource(_server_api, config=config, clock=clock)
+    events = providers.Singleton(
+        WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
+    )
+    runtime = providers.Singleton(DockerContainerRuntime)
+    workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
+    journal = providers.Singleton(MemoryRunJournal)
+    proxy = providers.Singleton(ReservedPortProxy)
+    cryptor_factory = providers.Object(make_cryptor)
+
+
+class NodeContainer(containers.DeclarativeContainer):
+    config = providers.Dependency(instance_of=NodeConfig)
+    timings = providers.Object(NodeTimings())
+    adapters = providers.Container(Adapters, config=config)
+    context = providers.Factory(
+        NodeContext,
+        config=config,
+        server=adapters.server,
+        events=adapters.events,
+        runtime=adapters.runtime,
+        workspace=adapters.workspace,
+        journal=adapters.journal,
+        clock=adapters.clock,
+        proxy=adapters.proxy,
+        cryptor_factory=adapters.cryptor_factory,
+        timings=timings,
+    )
+    node = providers.Factory(Node, ctx=context)

@@ -1,0 +1,115 @@
+import pytest
+
+from v6node.domain.config import DatabaseConfig
+from v6node.domain.containers import (
+    AlgorithmSettings,
+    build_container_spec,
+    decode_env_value,
+    encode_env_value,
+    task_folder_name,
+)
+from v6node.domain.errors import InvalidRunEnvironment
+from v6node.domain.model import RequestedDatabase, Run, TaskRef
+
+
+def make_run(run_id=42, databases=(), job_id=7):
+    task = TaskRef(id=3, image="127.0.0.1:5999/echo-algo:1", collaboration_id=1, job_id=job_id, databases=databases)
+    return Run(id=run_id, task=task, input="e30=")
+
+
+def settings(**changes):
+    base = dict(
+        node_name="alpha",
+        tasks_dir="/srv/node/tasks",
+        network="vantage6-alpha-user-net",
+        proxy_host="172.18.0.1",
+        proxy_port=41234,
+    )
+    base.update(changes)
+    return AlgorithmSettings(**base)
+
+
+def test_env_values_use_base32_with_bang_padding():
+    assert encode_env_value("abc") == "MFRGG!!!"
+    assert decode_env_value("MFRGG!!!") == "abc"
+    assert decode_env_value(encode_env_value("ünïcode / ,=")) == "ünïcode / ,="
+
+
+def test_task_folder_name_is_zero_padded():
+    assert task_folder_name(42) == "task-000000042"
+
+
+def test_spec_has_every_env_var_encoded():
+    spec = build_container_spec(make_run(), settings())
+    env = {k: decode_env_value(v) for k, v in spec.environment.items()}
+    assert env == {
+        "INPUT_FILE": "/mnt/data/task-000000042/input",
+        "OUTPUT_FILE": "/mnt/data/task-000000042/output",
+        "TOKEN_FILE": "/mnt/data/task-000000042/token",
+        "TEMPORARY_FOLDER": "/mnt/tmp",
+        "HOST": "http://172.18.0.1",
+        "PORT": "41234",
+        "API_PATH": "",
+        "USER_REQUESTED_DATABASE_LABELS": "",
+        "DB_LABELS": "",
+    }
+
+
+def test_spec_mounts_only_its_own_task_folder_and_the_jobs_tmp_volume():
+    spec = build_container_spec(make_run(), settings())
+    assert [(m.source, m.target, m.read_only, m.kind) for m in spec.mounts] == [
+        ("/srv/node/tasks/task-000000042", "/mnt/data/task-000000042", False, "bind"),
+        ("vantage6-alpha-user-7-tmpvol", "/mnt/tmp", False, "volume"),
+    ]
+    assert spec.name == "vantage6-alpha-run-42"
+    assert spec.network == "vantage6-alpha-user-net"
+    assert spec.labels["vantage6-type"] == "algorithm"
+    assert spec.labels["node"] == "alpha"
+    assert spec.labels["run_id"] == "42"
+    assert spec.labels["v6node.node"] == "alpha"
+    assert spec.cap_drop == ("ALL",)
+    assert spec.security_opt == ("no-new-privileges",)
+
+
+def test_databases_give_uris_types_params_and_read_only_mounts():
+    dbs = (
+        DatabaseConfig(label="default", uri="/data/patients.csv", type="csv", env={"sep": ";"}),
+        DatabaseConfig(label="images", uri="/data/imgs", type="folder"),
+        DatabaseConfig(label="warehouse", uri="postgresql://db/x", type="sql"),
+    )
+    requested = (
+        RequestedDatabase("warehouse", {"query": "SELECT 1", "preprocessing": [{"f": 1}]}),
+        RequestedDatabase("default", {"sheet_name": "s1"}),
+    )
+    spec = build_container_spec(make_run(databases=requested), settings(databases=dbs))
+    env = {k: decode_env_value(v) for k, v in spec.environment.items()}
+    assert env["DEFAULT_DATABASE_URI"] == "/mnt/default.csv"
+    assert env["DEFAULT_DATABASE_TYPE"] == "csv"
+    assert env["DEFAULT_DB_PARAM_SEP"] == ";"
+    assert env["IMAGES_DATABASE_URI"] == "/mnt/images"
+    assert env["WAREHOUSE_DATABASE_URI"] == "postgresql://db/x"
+    assert env["WAREHOUSE_QUERY"] == "SELECT 1"
+    assert env["WAREHOUSE_PREPROCESSING"] == '[{"f": 1}]'
+    assert env["DEFAULT_SHEET_NAME"] == "s1"
+    assert env["USER_REQUESTED_DATABASE_LABELS"] == "warehouse,default"
+    assert env["DB_LABELS"] == "default,images,warehouse"
+    db_mounts = [(m.source, m.target, m.read_only) for m in spec.mounts[2:]]
+    assert db_mounts == [("/data/patients.csv", "/mnt/default.csv", True), ("/data/imgs", "/mnt/images", True)]
+
+
+def test_algorithm_env_is_added_and_may_override():
+    spec = build_container_spec(make_run(), settings(algorithm_env={"MY_SETTING": "1", "API_PATH": "/x"}))
+    env = {k: decode_env_value(v) for k, v in spec.environment.items()}
+    assert env["MY_SETTING"] == "1"
+    assert env["API_PATH"] == "/x"
+
+
+@pytest.mark.parametrize("bad", ["PKG_NAME", "not-an-identifier", "1ABC"])
+def test_env_var_names_that_cannot_be_given_are_refused(bad):
+    with pytest.raises(InvalidRunEnvironment, match="cannot be given"):
+        build_container_spec(make_run(), settings(algorithm_env={bad: "x"}))
+
+
+def test_run_without_job_gets_its_own_tmp_volume():
+    spec = build_container_spec(make_run(job_id=None), settings())
+    assert spec.mounts[1].source == "vantage6-alpha-user-run42-tmpvol"

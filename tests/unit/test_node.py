@@ -1,0 +1,464 @@
+"""The Node's use cases on the in-memory harness."""
+import asyncio
+import base64
+import json
+
+import pytest
+from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
+from v6node.app.node import EncryptionMismatch, NodeTimings
+from v6node.domain.config import PolicyConfig
+from v6node.domain.errors import AuthenticationFailed, ServerRejected, ServerUnavailable
+from v6node.domain.events import KillRequested, NewTask, SyncRequested, TokenExpired, TokenInvalid
+from v6node.domain.journal import RunStep
+from v6node.domain.status import RunStatus
+
+IMAGE = "127.0.0.1:5999/echo-algo:1"
+
+
+@pytest.fixture
+async def harness():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    async with h:
+        yield h
+
+
+def statuses_emitted(h, run_id):
+    return [data["status"] for name, data in h.events.emitted if name == "algorithm_status_change" and data["run_id"] == run_id]
+
+
+async def test_a_task_arriving_by_new_task_completes_with_the_output_as_result(harness):
+    h = harness
+    task = h.server.create_task(IMAGE, {"method": "echo", "args": [1], "kwargs": {}})
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    run = h.server.our_run(task.id)
+    # The echo image writes its input back: the result is base64 of those bytes.
+    assert json.loads(base64.b64decode(run.result)) == {"method": "echo", "args": [1], "kwargs": {}}
+    assert run.log == "echo algorithm\n"
+    assert run.started_at is not None and run.finished_at is not None
+    assert [p.status for p in run.patches] == [None, RunStatus.ACTIVE, RunStatus.COMPLETED]
+    await h.until(lambda: statuses_emitted(h, run.id) == ["active", "completed"])
+    assert len(h.runtime.started) == 1
+    entry = await h.journal.get(run.id)
+    assert entry.step is RunStep.REPORTED and entry.container_starts == 1
+    # Nothing left behind once reported.
+    assert h.runtime.alive() == [] and h.workspace.folders == {}
+
+
+async def test_a_task_arriving_by_sync_runs_and_details_are_shared(harness):
+    h = harness
+    task = h.server.create_task(IMAGE)
+    h.events.push(SyncRequested())
+    assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    await h.until(lambda: any(name == "node_info_update" for name, _ in h.events.emitted))
+    details = next(data for name, data in h.events.emitted if name == "node_info_update")
+    assert details["encryption"] is False
+    assert details["allowed_algorithms"] == "all"
+    assert details["database_labels"] == []
+
+
+async def test_sync_and_new_task_together_start_the_run_once(harness):
+    h = harness
+    task = h.server.create_task(IMAGE)
+    for _ in range(3):
+        h.events.push(SyncRequested())
+        h.events.push(NewTask(task.id))
+    await h.until_run_finished(task.id)
+    h.events.push(SyncRequested())
+    await h.until(lambda: h.server.calls["list_open_runs"] >= 4)
+    assert len(h.runtime.started) == 1
+    assert h.server.calls["request_container_token"] == 1
+
+
+async def test_a_run_of_another_organization_is_not_ours():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    h.server.add_organization(2, "other")
+    task = h.server.create_task(IMAGE, organization_ids=(1, 2))
+    async with h:
+        h.events.push(NewTask(task.id))
+        await h.until_run_finished(task.id)
+    other = next(r for r in h.server.runs_of(task.id) if r.organization_id == 2)
+    assert other.status == RunStatus.PENDING and other.started_at is None
+    assert len(h.runtime.started) == 1
+
+
+async def test_a_crashing_algorithm_is_reported_crashed_with_its_log(harness):
+    async def crash(call):
+        call.log("crash-algo: failing on purpose")
+        return 3
+
+    h = harness
+    h.runtime.add_image("crash:1", crash)
+    task = h.server.create_task("crash:1")
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.CRASHED
+    run = h.server.our_run(task.id)
+    assert "crash-algo: failing on purpose" in run.log
+    assert run.result == ""
+
+
+async def test_an_unknown_image_ends_as_non_existing_docker_image(harness):
+    h = harness
+    task = h.server.create_task("127.0.0.1:5999/does-not-exist:1")
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.NON_EXISTING_IMAGE
+    run = h.server.our_run(task.id)
+    assert "127.0.0.1:5999/does-not-exist:1" in run.log
+    assert h.runtime.started == []
+
+
+async def test_a_local_image_is_not_used_when_a_pull_is_required():
+    h = MemoryNodeHarness(default_config(policies=PolicyConfig(require_algorithm_pull=True)))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        assert await h.until_run_finished(task.id) == RunStatus.NON_EXISTING_IMAGE
+    assert "require_algorithm_pull" in h.server.our_run(task.id).log
+    assert h.runtime.started == []
+
+
+async def test_a_denied_image_is_not_allowed_never_started_and_finished():
+    policies = PolicyConfig(allowed_algorithms=("^127\\.0\\.0\\.1:5999/approved-.*",), require_algorithm_pull=False)
+    h = MemoryNodeHarness(default_config(policies=policies))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        assert await h.until_run_finished(task.id) == RunStatus.NOT_ALLOWED
+    run = h.server.our_run(task.id)
+    assert "allowed_algorithms" in run.log
+    assert run.finished_at is not None
+    assert h.runtime.started == []
+    assert h.server.calls["request_container_token"] == 0
+
+
+async def test_input_that_is_not_base64_fails_the_run_and_never_reaches_the_algorithm(harness):
+    h = harness
+    task = h.server.create_task(IMAGE, input="this is not base64!!")
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    assert "input could not be decoded" in h.server.our_run(task.id).log
+    assert h.runtime.started == []
+
+
+async def test_no_container_token_fails_the_run_with_the_reason(harness):
+    h = harness
+    h.server.fail_next("request_container_token", ServerRejected(401, "Image and task do no match"))
+    task = h.server.create_task(IMAGE)
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    log = h.server.our_run(task.id).log
+    assert "Could not obtain algorithm container token" in log and "Image and task do no match" in log
+
+
+async def test_an_engine_that_cannot_start_the_container_gives_start_failed(harness):
+    h = harness
+    h.runtime.fail_start.add(IMAGE)
+    task = h.server.create_task(IMAGE)
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.START_FAILED
+    assert "could not be started" in h.server.our_run(task.id).log
+
+
+async def test_a_bad_algorithm_env_name_fails_the_run():
+    h = MemoryNodeHarness(default_config(algorithm_env={"PKG_NAME": "evil"}, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    assert "PKG_NAME" in h.server.our_run(task.id).log
+    assert h.runtime.started == []
+
+
+async def test_an_algorithm_without_output_file_fails(harness):
+    async def no_output(call):
+        call.write_output(None)
+        return 0
+
+    h = harness
+    h.runtime.add_image("noout:1", no_output)
+    task = h.server.create_task("noout:1")
+    h.events.push(NewTask(task.id))
+    assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    assert "wrote no output file" in h.server.our_run(task.id).log
+
+
+async def test_an_output_past_the_limit_fails_with_the_reason():
+    async def big(call):
+        call.write_output(b"x" * 2048)
+        return 0
+
+    h = MemoryNodeHarness(default_config(max_output_size=1024, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image("big:1", big)
+    async with h:
+        task = h.server.create_task("big:1")
+        h.events.push(NewTask(task.id))
+        assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    assert "more than the limit of 1024" in h.server.our_run(task.id).log
+
+
+async def test_algorithm_gets_the_proxy_address_and_its_files(harness):
+    h = harness
+    seen = {}
+
+    async def inspect(call):
+        seen.update(call.env)
+        seen["token"] = h.workspace.folders[call.run_id].token
+        call.write_output(b"{}")
+        return 0
+
+    h.runtime.add_image("inspect:1", inspect)
+    task = h.server.create_task("inspect:1")
+    h.events.push(NewTask(task.id))
+    await h.until_run_finished(task.id)
+    run_id = h.server.our_run(task.id).id
+    assert seen["HOST"] == f"http://{h.runtime.gateway}"
+    assert seen["PORT"] == str(h.proxy.port)
+    assert seen["INPUT_FILE"] == f"/mnt/data/task-{run_id:09d}/input"
+    assert seen["token"] == f"container-token-{task.id}"
+    assert h.proxy.host == h.runtime.gateway
+
+
+async def test_ten_tasks_at_once_all_complete(harness):
+    h = harness
+    tasks = [h.server.create_task(IMAGE) for _ in range(10)]
+    for task in tasks:
+        h.events.push(NewTask(task.id))
+    for task in tasks:
+        assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert len(h.runtime.started) == 10
+
+
+async def test_concurrency_is_bounded_by_max_concurrent_runs():
+    release = asyncio.Event()
+    running = []
+    peak = 0
+
+    async def blocking(call):
+        nonlocal peak
+        running.append(call.run_id)
+        peak = max(peak, len(running))
+        await release.wait()
+        running.remove(call.run_id)
+        call.write_output(b"1")
+        return 0
+
+    h = MemoryNodeHarness(default_config(max_concurrent_runs=2, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image("block:1", blocking)
+    async with h:
+        tasks = [h.server.create_task("block:1") for _ in range(5)]
+        h.events.push(SyncRequested())
+        await h.until(lambda: len(running) == 2)
+        await asyncio.sleep(0)
+        assert len(running) == 2
+        release.set()
+        for task in tasks:
+            assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert peak == 2
+
+
+async def test_a_killed_run_is_reported_killed_not_crashed_and_its_container_removed(harness):
+    started = asyncio.Event()
+
+    async def forever(call):
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    h = harness
+    h.runtime.add_image("sleep:1", forever)
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    run = h.server.our_run(task.id)
+    order = h.server.kill_task(task.id, h.clock.now())  # the server finishes the run itself
+    h.events.push(KillRequested(order))
+    await h.until(lambda: h.runtime.alive() == [])
+    await h.until(lambda: statuses_emitted(h, run.id)[-1:] == ["killed by user"])
+    assert run.status == RunStatus.KILLED
+    entry = await h.journal.get(run.id)
+    assert entry.step is RunStep.REPORTED and entry.status is RunStatus.KILLED
+
+
+async def test_kill_orders_for_other_collaborations_or_orgs_are_ignored(harness):
+    from v6node.domain.kill import KillOrder, KillTarget
+
+    started = asyncio.Event()
+
+    async def forever(call):
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    h = harness
+    h.runtime.add_image("sleep:1", forever)
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    run_id = h.server.our_run(task.id).id
+    assert await h.node.kill_containers(KillOrder(collaboration_id=99, targets=(KillTarget(run_id, task.id, 1),))) == []
+    assert await h.node.kill_containers(KillOrder(collaboration_id=1, targets=(KillTarget(run_id, task.id, 2),))) == []
+    assert await h.node.kill_containers(KillOrder(collaboration_id=1, node_id=999)) == []
+    assert len(h.runtime.alive()) == 1
+    killed = await h.node.kill_containers(KillOrder(collaboration_id=1, node_id=h.server.identity.node_id))
+    assert [(k.run_id, k.task_id) for k in killed] == [(run_id, task.id)]
+    # A node-wide kill is not marked by the server; the node finishes the run itself.
+    assert await h.until_run_finished(task.id) == RunStatus.KILLED
+
+
+async def test_the_result_survives_a_server_outage_while_reporting(harness):
+    h = harness
+    task = h.server.create_task(IMAGE)
+    down = ServerUnavailable("connection refused")
+    # started + active go through; the final report meets a server that is down twice.
+    original = h.server.update_run
+    calls = 0
+
+    async def flaky(run_id, update):
+        nonlocal calls
+        calls += 1
+        if update.finished_at is not None and calls <= 4:
+            raise down
+        await original(run_id, update)
+
+    h.server.update_run = flaky
+    h.events.push(NewTask(task.id))
+    await h.until(lambda: h.clock.sleepers >= 1 and calls >= 3)
+    while h.server.our_run(task.id).finished_at is None:
+        await h.clock.advance(30)
+    assert h.server.our_run(task.id).status == RunStatus.COMPLETED
+    assert len(h.runtime.started) == 1
+
+
+async def test_stop_removes_every_container_and_network_of_the_node():
+    started = asyncio.Event()
+
+    async def forever(call):
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    h = MemoryNodeHarness()
+    h.runtime.add_image("sleep:1", forever)
+    await h.start()
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    assert h.runtime.networks
+    await h.stop()
+    assert h.runtime.alive() == []
+    assert h.runtime.networks == {} and h.runtime.volumes == {}
+    assert h.events.closed
+    assert not h.proxy.running
+
+
+async def test_wrong_api_key_is_fatal_and_not_retried():
+    h = MemoryNodeHarness()
+    h.server.accepted_api_key = "another key"
+    with pytest.raises(AuthenticationFailed):
+        await h.start()
+    assert h.server.calls["authenticate"] == 1
+
+
+async def test_login_is_retried_while_the_server_is_down():
+    h = MemoryNodeHarness()
+    h.server.fail_next("authenticate", ServerUnavailable("connection refused"), times=3)
+    start = asyncio.create_task(h.start())
+    for _ in range(3):
+        await h.until(lambda: h.clock.sleepers == 1)
+        await h.clock.advance(30)
+    await start
+    assert h.server.calls["authenticate"] == 4
+    await h.stop()
+
+
+async def test_encryption_mismatch_refuses_to_start_and_says_how_to_fix():
+    h = MemoryNodeHarness(encrypted=True)
+    with pytest.raises(EncryptionMismatch) as info:
+        await h.start()
+    message = str(info.value)
+    assert "is encrypted on the server" in message
+    assert "encryption.enabled: false" in message
+    assert "Set encryption.enabled to true" in message
+
+
+async def test_expired_token_refreshes_and_reconnects_with_the_new_token(harness):
+    h = harness
+    first = h.events.tokens[-1]
+    h.events.push(TokenExpired())
+    await h.until(lambda: h.events.reconnects == 1)
+    assert h.server.calls["refresh_token"] == 1
+    await h.until(lambda: len(h.events.tokens) == 2)
+    assert h.events.tokens[-1] != first
+
+
+async def test_invalid_token_logs_in_again_and_reconnects(harness):
+    h = harness
+    h.events.push(TokenInvalid())
+    await h.until(lambda: h.events.reconnects == 1)
+    assert h.server.calls["authenticate"] == 2
+
+
+async def test_a_reconnect_triggers_a_resync(harness):
+    h = harness
+    task = h.server.create_task(IMAGE)
+    h.events.drop("network glitch")
+    assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+
+
+async def test_heartbeat_pings_every_30_seconds(harness):
+    h = harness
+    await h.clock.advance(30)
+    await h.clock.advance(30)
+    assert [name for name, _ in h.events.emitted].count("ping") == 2
+
+
+async def test_the_access_token_is_refreshed_before_it_expires():
+    h = MemoryNodeHarness()
+    h.server.token_lifetime = 3600
+    async with h:
+        h.server.now = h.clock.now().timestamp()
+        await h.node.authenticate()  # a token that expires an hour from the clock's now
+        assert h.server.calls["refresh_token"] == 0
+        await h.clock.advance(3600 - 600 + 1)
+        await h.until(lambda: h.server.calls["refresh_token"] == 1)
+
+
+async def test_periodic_sync_picks_up_runs_whose_event_was_lost(harness):
+    h = harness
+    task = h.server.create_task(IMAGE)  # no new_task event arrives
+    await h.clock.advance(NodeTimings().periodic_sync)
+    assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+
+
+async def test_logs_are_withheld_when_sharing_is_off():
+    h = MemoryNodeHarness(default_config(share_algorithm_logs=False, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        await h.until_run_finished(task.id)
+    assert h.server.our_run(task.id).log == "Node does not allow sharing algorithm logs"
+
+
+async def test_share_config_false_sends_no_node_details():
+    h = MemoryNodeHarness(default_config(share_config=False))
+    async with h:
+        h.events.push(SyncRequested())
+        await h.until(lambda: h.server.calls["list_open_runs"] == 1)
+        await asyncio.sleep(0)
+    assert not any(name == "node_info_update" for name, _ in h.events.emitted)
+
+
+def test_private_key_filename_is_relative_to_the_data_folder():
+    from v6node.app.node import Node
+
+    h = MemoryNodeHarness(default_config(data_dir="/srv/node"))
+    assert h.node.private_key_filename() == "/srv/node/private_key.pem"
+    h2 = MemoryNodeHarness(default_config(data_dir="/srv/node", private_key="/keys/k.pem"))
+    assert h2.node.private_key_filename() == "/keys/k.pem"
+    assert isinstance(h.node, Node)
