@@ -153,7 +153,9 @@ class MemoryContainerRuntime:
     async def wait(self, container_id: str) -> ContainerExit:
         container = self._get(container_id)
         assert container.task is not None
-        await asyncio.shield(container.task)
+        # asyncio.wait neither cancels the program when the waiter is cancelled nor raises
+        # when the program was killed.
+        await asyncio.wait({container.task})
         assert container.exit is not None
         return container.exit
 
@@ -166,6 +168,8 @@ class MemoryContainerRuntime:
         if container.task is not None and not container.task.done():
             container.task.cancel()
             await asyncio.gather(container.task, return_exceptions=True)
+        if container.exit is None:  # killed before its program took its first step
+            container.exit = ContainerExit(exit_code=KILLED_EXIT_CODE)
 
     async def remove(self, container_id: str) -> None:
         container = self.containers.get(container_id)
@@ -188,6 +192,8 @@ class MemoryContainerRuntime:
         ]
 
     async def remove_labelled(self, labels: dict[str, str]) -> int:
+        if not labels:
+            raise ValueError("remove_labelled needs at least one label (it would remove everything)")
         removed = 0
         for info in await self.list(labels):
             await self.remove(info.id)

@@ -1,0 +1,444 @@
+"""ContainerRuntime on the Docker Engine, through the docker SDK (blocking calls run in thread pools)."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests
+from docker.types import CancellableStream, DeviceRequest
+from docker.types import Mount as DockerMount
+from docker.utils import parse_repository_tag
+
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
+from v6node.domain.errors import (
+    ContainerError,
+    ContainerNotFound,
+    ContainerStartFailed,
+    ImageNotFound,
+    RuntimeUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """The engine did not answer (socket missing, refused, timed out), anywhere in the cause chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _translate(
+    exc: Exception,
+    what: str,
+    not_found: type[ContainerError] = ContainerNotFound,
+    failed: type[ContainerError] = ContainerError,
+) -> ContainerError:
+    """The one place where docker SDK and requests exceptions become the node's errors."""
+    if _is_unreachable(exc):
+        return RuntimeUnavailable(f"{what}: the Docker engine cannot be reached ({exc})")
+    if isinstance(exc, docker.errors.NotFound):
+        return not_found(f"{what}: {getattr(exc, 'explanation', None) or exc}")
+    if isinstance(exc, docker.errors.APIError):
+        return failed(f"{what}: {exc.explanation or exc}")
+    return failed(f"{what}: {exc}")
+
+
+@contextmanager
+def _docker_errors(
+    what: str, not_found: type[ContainerError] = ContainerNotFound, failed: type[ContainerError] = ContainerError
+) -> Iterator[None]:
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise _translate(exc, what, not_found, failed) from exc
+
+
+def _status_code(exc: docker.errors.APIError) -> int | None:
+    return exc.response.status_code if exc.response is not None else None
+
+
+def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
+    return {"label": [f"{key}={value}" for key, value in labels.items()]}
+
+
+class _PendingWait:
+    """One blocking wait request; ``abort`` closes its socket so the waiting thread returns at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = None
+        self.aborted = False
+
+    def attach(self, response: requests.Response) -> None:
+        with self._lock:
+            self._response = response
+            aborted = self.aborted
+        if aborted:
+            self._close(response)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            response = self._response
+        if response is not None:
+            self._close(response)
+
+    @staticmethod
+    def _close(response: requests.Response) -> None:
+        try:
+            CancellableStream(None, response).close()
+        except Exception:  # noqa: BLE001 - e.g. SSH transports; closing the response is the fallback
+            response.close()
+
+
+class DockerContainerRuntime:
+    """The ``ContainerRuntime`` port on a Docker Engine.
+
+    ``base_url`` (e.g. ``unix:///var/run/docker.sock``) or, when None, the usual
+    ``DOCKER_HOST`` environment. Nothing connects before the first call. Short calls share
+    ``max_calls`` threads and time out after ``timeout`` seconds; every ``wait`` holds one
+    of ``max_waits`` threads and has no timeout. The HTTP connection pool is sized for both.
+    Call ``close()`` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60,
+        max_calls: int = 16,
+        max_waits: int = 256,
+    ) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._pool_size = max_calls + max_waits
+        self._calls = ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="docker-call")
+        self._waits = ThreadPoolExecutor(max_workers=max_waits, thread_name_prefix="docker-wait")
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._pending: set[_PendingWait] = set()
+
+    def close(self) -> None:
+        """Stop pending waits, the thread pools and the HTTP connections (idempotent)."""
+        for pending in list(self._pending):
+            pending.abort()
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self._waits.shutdown(wait=False, cancel_futures=True)
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _docker(self) -> docker.DockerClient:
+        """The client, created on first use (creating it asks the engine for its API version)."""
+        with self._client_lock:
+            if self._client is None:
+                with _docker_errors("connecting to the Docker engine"):
+                    if self._base_url is None:
+                        self._client = docker.from_env(timeout=self._timeout, max_pool_size=self._pool_size)
+                    else:
+                        self._client = docker.DockerClient(
+                            base_url=self._base_url, timeout=self._timeout, max_pool_size=self._pool_size
+                        )
+            return self._client
+
+    @property
+    def _api(self) -> docker.APIClient:
+        return self._docker().api
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._calls, functools.partial(fn, *args))
+
+    # --- the port -------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._call(self._ping)
+
+    def _ping(self) -> None:
+        with _docker_errors("ping"):
+            self._api.ping()
+
+    async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
+        return await self._call(self._ensure_network, name, labels)
+
+    def _ensure_network(self, name: str, labels: dict[str, str]) -> str:
+        with _docker_errors(f"network {name}"):
+            network = self._network_named(name)
+            if network is None:
+                try:
+                    self._api.create_network(
+                        name, driver="bridge", internal=True, labels=labels, check_duplicate=True
+                    )
+                except docker.errors.APIError as exc:
+                    if _status_code(exc) != 409:  # 409: created meanwhile by someone else; reuse it
+                        raise
+                network = self._network_named(name)
+            if network is None:
+                raise ContainerError(f"network {name} was created but cannot be found")
+        if not network.get("Internal"):
+            raise ContainerError(
+                f"network {name} exists but is not internal, so algorithms on it could reach the "
+                "internet; remove it and let the node create it"
+            )
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            if config.get("Gateway"):
+                return config["Gateway"]
+        raise ContainerError(f"network {name} has no gateway address in its IPAM configuration")
+
+    def _network_named(self, name: str) -> dict[str, Any] | None:
+        # The engine's name filter matches substrings, so compare exactly.
+        for summary in self._api.networks(names=[name]):
+            if summary["Name"] == name:
+                return self._api.inspect_network(summary["Id"])
+        return None
+
+    async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        await self._call(self._ensure_volume, name, labels)
+
+    def _ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        with _docker_errors(f"volume {name}"):
+            try:
+                self._api.inspect_volume(name)
+            except docker.errors.NotFound:
+                self._api.create_volume(name, labels=labels)
+
+    async def ensure_image(self, image: str, require_pull: bool) -> str:
+        return await self._call(self._ensure_image, image, require_pull)
+
+    def _ensure_image(self, image: str, require_pull: bool) -> str:
+        pull_error = self._pull(image)
+        if pull_error is None:
+            return "pulled"
+        with _docker_errors(f"image {image}", not_found=ImageNotFound):
+            try:
+                self._api.inspect_image(image)
+            except docker.errors.NotFound:
+                raise ImageNotFound(
+                    f"{image} could not be pulled ({pull_error}) and there is no local copy"
+                ) from None
+        if require_pull:
+            raise ImageNotFound(
+                f"{image} could not be pulled ({pull_error}); a local copy exists, but "
+                "require_algorithm_pull is true, which forbids using it"
+            )
+        log.info("pulling %s failed (%s); using the local copy", image, pull_error)
+        return "local"
+
+    def _pull(self, image: str) -> str | None:
+        """None on success, else why the pull failed (the engine also reports errors mid-stream)."""
+        repository, tag = parse_repository_tag(image)
+        try:
+            for message in self._api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if message.get("error"):
+                    return str(message.get("errorDetail", {}).get("message") or message["error"])
+        except docker.errors.APIError as exc:
+            return str(exc.explanation or exc)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _translate(exc, f"pulling {image}", not_found=ImageNotFound) from exc
+        return None
+
+    async def run(self, spec: ContainerSpec) -> str:
+        return await self._call(self._run, spec)
+
+    def _run(self, spec: ContainerSpec) -> str:
+        what = f"starting container {spec.name} ({spec.image})"
+        with _docker_errors(what, not_found=ContainerStartFailed, failed=ContainerStartFailed):
+            api = self._api
+            host_config = api.create_host_config(
+                mounts=[
+                    DockerMount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+                    for m in spec.mounts
+                ],
+                cap_drop=list(spec.cap_drop) or None,
+                security_opt=list(spec.security_opt) or None,
+                pids_limit=spec.pids_limit,
+                mem_limit=spec.mem_limit,
+                # Without this the container may use as much swap again as its memory limit.
+                memswap_limit=spec.mem_limit,
+                nano_cpus=spec.nano_cpus,
+                device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.gpu else None,
+                network_mode=spec.network,
+            )
+            networking = None
+            if not spec.network.startswith("container:"):
+                networking = api.create_networking_config({spec.network: api.create_endpoint_config()})
+            created = api.create_container(
+                spec.image,
+                name=spec.name,
+                environment=dict(spec.environment),
+                labels=dict(spec.labels),
+                host_config=host_config,
+                networking_config=networking,
+            )
+            container_id: str = created["Id"]
+            try:
+                api.start(container_id)
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                # Leave no half-made container behind: its name would block a retry.
+                with suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                    api.remove_container(container_id, force=True)
+                raise
+        return container_id
+
+    async def wait(self, container_id: str) -> ContainerExit:
+        pending = _PendingWait()
+        self._pending.add(pending)
+        loop = asyncio.get_running_loop()
+        try:
+            status = await loop.run_in_executor(self._waits, self._blocking_wait, container_id, pending)
+        except asyncio.CancelledError:
+            pending.abort()
+            raise
+        finally:
+            self._pending.discard(pending)
+        return ContainerExit(exit_code=status, oom_killed=await self._call(self._oom_killed, container_id))
+
+    def _blocking_wait(self, container_id: str, pending: _PendingWait) -> int:
+        """The engine's wait endpoint, read without a timeout; ``pending.abort()`` ends it early."""
+        what = f"waiting for container {container_id[:12]}"
+        with _docker_errors(what):
+            api = self._api
+            # The engine answers with headers as soon as the wait is registered and sends the
+            # body when the container stops; stream=True lets us hold the socket to abort it.
+            response = api._post(
+                api._url("/containers/{0}/wait", container_id),
+                params={"condition": "not-running"},
+                stream=True,
+                timeout=None,
+            )
+            try:
+                api._raise_for_status(response)
+                pending.attach(response)
+                try:
+                    body = response.content
+                except (requests.exceptions.RequestException, OSError):
+                    if not pending.aborted:
+                        raise
+            finally:
+                response.close()
+        if pending.aborted:
+            raise RuntimeUnavailable(f"{what}: stopped waiting (cancelled, or the runtime was closed)")
+        result = json.loads(body)
+        if result.get("Error") and result["Error"].get("Message"):
+            raise ContainerError(f"{what}: {result['Error']['Message']}")
+        return int(result["StatusCode"])
+
+    def _oom_killed(self, container_id: str) -> bool:
+        try:
+            with _docker_errors(f"inspecting container {container_id[:12]}"):
+                return bool(self._api.inspect_container(container_id)["State"].get("OOMKilled"))
+        except ContainerNotFound:
+            return False  # removed right after it stopped; the exit code is all there is
+
+    async def logs(self, container_id: str) -> str:
+        return await self._call(self._logs, container_id)
+
+    def _logs(self, container_id: str) -> str:
+        with _docker_errors(f"logs of container {container_id[:12]}"):
+            raw: bytes = self._api.logs(container_id, stdout=True, stderr=True, stream=False)
+        return raw.decode("utf-8", errors="replace")
+
+    async def kill(self, container_id: str) -> None:
+        await self._call(self._kill, container_id)
+
+    def _kill(self, container_id: str) -> None:
+        with _docker_errors(f"killing container {container_id[:12]}"):
+            try:
+                self._api.kill(container_id)
+            except docker.errors.APIError as exc:
+                if _status_code(exc) != 409:  # 409: not running, nothing to kill
+                    raise
+
+    async def remove(self, container_id: str) -> None:
+        await self._call(self._remove, container_id)
+
+    def _remove(self, container_id: str) -> bool:
+        """True when this call removed it."""
+        with _docker_errors(f"removing container {container_id[:12]}"):
+            try:
+                self._api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if _status_code(exc) != 409:  # 409: removal already in progress
+                    raise
+                return False
+        return True
+
+    async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        return await self._call(self._list, labels)
+
+    def _list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        with _docker_errors("listing containers"):
+            summaries = self._api.containers(all=True, filters=_label_filter(labels))
+        return [self._info(summary) for summary in summaries]
+
+    @staticmethod
+    def _info(summary: dict[str, Any]) -> ContainerInfo:
+        exited = _EXITED.match(summary.get("Status") or "")
+        names = summary.get("Names") or [""]
+        return ContainerInfo(
+            id=summary["Id"],
+            name=names[0].lstrip("/"),
+            labels=dict(summary.get("Labels") or {}),
+            running=summary.get("State") == "running",
+            exit_code=int(exited.group(1)) if exited else None,
+        )
+
+    async def remove_labelled(self, labels: dict[str, str]) -> int:
+        if not labels:
+            raise ValueError("remove_labelled needs at least one label (it would remove everything)")
+        return await self._call(self._remove_labelled, labels)
+
+    def _remove_labelled(self, labels: dict[str, str]) -> int:
+        removed = sum(self._remove(info.id) for info in self._list(labels))
+        api = self._api
+        with _docker_errors("removing labelled networks"):
+            for summary in api.networks(filters=_label_filter(labels)):
+                removed += self._remove_network(summary["Id"])
+        with _docker_errors("removing labelled volumes"):
+            for volume in api.volumes(filters=_label_filter(labels)).get("Volumes") or []:
+                try:
+                    api.remove_volume(volume["Name"])
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    if _status_code(exc) != 409:
+                        raise
+                    log.warning("volume %s is still in use and was kept: %s", volume["Name"], exc.explanation)
+                    continue
+                removed += 1
+        return removed
+
+    def _remove_network(self, network_id: str) -> int:
+        api = self._api
+        try:
+            attached = api.inspect_network(network_id).get("Containers") or {}
+            for container_id in attached:
+                try:
+                    api.disconnect_container_from_network(container_id, network_id, force=True)
+                except docker.errors.NotFound:
+                    pass
+            api.remove_network(network_id)
+        except docker.errors.NotFound:
+            return 0
+        return 1

@@ -1,0 +1,377 @@
+"""What only the real Docker engine can show: isolation, limits, concurrency, time-outs, OOM."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import docker
+import pytest
+from attrs import evolve
+
+from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.domain.containers import (
+    AlgorithmSettings,
+    ContainerSpec,
+    Mount,
+    algorithm_environment,
+    build_container_spec,
+    managed_labels,
+    network_name,
+    task_folder_name,
+    tmp_volume_name,
+)
+from v6node.domain.errors import ContainerError, ContainerStartFailed, RuntimeUnavailable
+from v6node.domain.config import DatabaseConfig
+from v6node.domain.model import RequestedDatabase, Run, TaskRef
+from tests.rig.images import ensure_images
+from tests.rig.paths import image
+
+pytestmark = pytest.mark.docker
+
+SHELL = image("shell-algo")
+SLEEP = image("sleep-algo")
+ENV = image("env-algo")
+MiB = 1024 * 1024
+PROMPTLY = 15
+
+
+@pytest.fixture(scope="module", autouse=True)
+def images() -> None:
+    ensure_images(["shell-algo", "sleep-algo", "env-algo"])
+
+
+@pytest.fixture
+def client() -> Iterator[docker.DockerClient]:
+    """A plain docker client, to look at what the adapter made."""
+    raw = docker.from_env()
+    yield raw
+    raw.close()
+
+
+@pytest.fixture
+def node() -> str:
+    return f"it{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def runtime(node: str) -> AsyncIterator[DockerContainerRuntime]:
+    engine = DockerContainerRuntime()
+    yield engine
+    await engine.remove_labelled(managed_labels(node))
+    engine.close()
+
+
+@pytest.fixture
+async def network(runtime: DockerContainerRuntime, node: str) -> tuple[str, str]:
+    """(name, gateway) of the node's internal network; removed with the node's labels."""
+    name = network_name(node)
+    return name, await runtime.ensure_network(name, managed_labels(node))
+
+
+def shell(node: str, name: str, script: str, network: str, **kwargs: object) -> ContainerSpec:
+    """A busybox container running ``script``, labelled as the node's."""
+    return ContainerSpec(
+        name=f"{node}-{name}",
+        image=SHELL,
+        network=network,
+        environment={"SCRIPT": script},
+        labels=managed_labels(node),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def run_to_end(runtime: DockerContainerRuntime, spec: ContainerSpec) -> tuple[int, bool, str]:
+    container_id = await runtime.run(spec)
+    exit_ = await asyncio.wait_for(runtime.wait(container_id), 60)
+    return exit_.exit_code, exit_.oom_killed, await runtime.logs(container_id)
+
+
+# --- network -------------------------------------------------------------------------------------
+async def test_the_network_is_an_internal_labelled_bridge(
+    network: tuple[str, str], client: docker.DockerClient, node: str
+) -> None:
+    name, gateway = network
+    attrs = client.networks.get(name).attrs
+
+    assert attrs["Internal"] is True
+    assert attrs["Driver"] == "bridge"
+    assert managed_labels(node).items() <= attrs["Labels"].items()
+    assert [c["Gateway"] for c in attrs["IPAM"]["Config"]] == [gateway]
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        body = self.server.token.encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.visited.set()  # type: ignore[attr-defined]
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_on_gateway(network: tuple[str, str]) -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer((network[1], 0), _Hello)
+    server.token = f"hello-{uuid.uuid4().hex}"  # type: ignore[attr-defined]
+    server.visited = threading.Event()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def test_a_host_server_on_the_gateway_address_is_reachable_from_the_network(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str, http_on_gateway: ThreadingHTTPServer
+) -> None:
+    host, port = http_on_gateway.server_address[:2]
+    spec = shell(node, "probe", f"timeout 10 wget -q -O - http://{host}:{port}/", network[0])
+
+    code, _, logs = await run_to_end(runtime, spec)
+
+    assert code == 0, logs
+    assert http_on_gateway.token in logs  # type: ignore[attr-defined]
+    assert http_on_gateway.visited.is_set()  # type: ignore[attr-defined]
+
+
+async def test_an_existing_network_that_is_not_internal_is_refused(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, node: str
+) -> None:
+    name = f"{network_name(node)}-open"
+    client.networks.create(name, driver="bridge", internal=False, labels=managed_labels(node))
+
+    with pytest.raises(ContainerError, match="not internal"):
+        await runtime.ensure_network(name, managed_labels(node))
+
+
+async def test_remove_labelled_removes_a_network_that_foreign_containers_still_use(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+) -> None:
+    stranger = {"v6node.node": f"{node}-stranger"}
+    spec = evolve(shell(node, "stranger", "sleep 600", network[0]), labels=stranger)
+    container_id = await runtime.run(spec)
+    try:
+        assert await runtime.remove_labelled(managed_labels(node)) == 1
+
+        with pytest.raises(docker.errors.NotFound):
+            client.networks.get(network[0])
+        [info] = await runtime.list(stranger)
+        assert info.id == container_id and info.running
+    finally:
+        await runtime.remove_labelled(stranger)
+
+
+# --- mounts and confinement ---------------------------------------------------------------------------
+async def test_a_read_only_bind_mount_cannot_be_written_and_a_read_write_one_can(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str, tmp_path: Path
+) -> None:
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "rw").mkdir()
+    script = "echo a > /mnt/rw/written || exit 41; echo b > /mnt/ro/written && exit 0; exit 42"
+    spec = shell(
+        node, "mounts", script, network[0],
+        mounts=(Mount(str(tmp_path / "ro"), "/mnt/ro", read_only=True), Mount(str(tmp_path / "rw"), "/mnt/rw")),
+    )
+
+    code, _, logs = await run_to_end(runtime, spec)
+
+    assert code == 42, logs
+    assert "Read-only file system" in logs
+    assert (tmp_path / "rw" / "written").read_text() == "a\n"
+    assert not (tmp_path / "ro" / "written").exists()
+
+
+async def test_limits_and_confinement_are_applied(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+) -> None:
+    script = "grep NoNewPrivs /proc/self/status; touch /tmp/f && chown 65534 /tmp/f"
+    confined = shell(
+        node, "confined", script, network[0],
+        cap_drop=("ALL",), security_opt=("no-new-privileges",),
+        pids_limit=64, mem_limit=64 * MiB, nano_cpus=500_000_000,
+    )
+    free = shell(node, "free", script, network[0])
+
+    confined_id = await runtime.run(confined)
+    exit_ = await asyncio.wait_for(runtime.wait(confined_id), 60)
+    logs = await runtime.logs(confined_id)
+    free_code, _, _ = await run_to_end(runtime, free)
+
+    host_config = client.api.inspect_container(confined_id)["HostConfig"]
+    assert host_config["CapDrop"] == ["ALL"]
+    assert host_config["SecurityOpt"] == ["no-new-privileges"]
+    assert (host_config["PidsLimit"], host_config["Memory"], host_config["NanoCpus"]) == (64, 64 * MiB, 500_000_000)
+    assert host_config["AutoRemove"] is False
+    assert "NoNewPrivs:\t1" in logs
+    assert exit_.exit_code != 0, "chown needs CAP_CHOWN, which was dropped"
+    assert free_code == 0
+
+
+async def test_a_gpu_request_on_a_machine_without_gpus_fails_to_start_and_leaves_nothing(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str
+) -> None:
+    with pytest.raises(ContainerStartFailed):
+        await runtime.run(shell(node, "gpu", "true", network[0], gpu=True))
+
+    assert await runtime.list(managed_labels(node)) == []
+
+
+async def test_the_algorithm_sees_the_decoded_environment_and_only_its_own_task_folder(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str, tmp_path: Path
+) -> None:
+    settings = AlgorithmSettings(
+        node_name=node, tasks_dir=str(tmp_path), network=network[0], proxy_host=network[1], proxy_port=8080,
+        algorithm_env={"GREETING": 'héllo "wörld" \\ 1=2'},
+    )
+    run = Run(id=7, task=TaskRef(id=70, image=ENV, collaboration_id=1), input="")
+    for run_id in (7, 8):  # 8: another run's folder, which must stay invisible
+        folder = tmp_path / task_folder_name(run_id)
+        folder.mkdir()
+        (folder / "input").write_text("{}")
+        (folder / "output").write_text("")
+    await runtime.ensure_volume(tmp_volume_name(node, None, run.id), managed_labels(node))
+
+    code, _, logs = await run_to_end(runtime, build_container_spec(run, settings))
+
+    assert code == 0, logs
+    seen = json.loads((tmp_path / task_folder_name(7) / "output").read_text("utf-8"))
+    expected = algorithm_environment(run, settings)
+    assert {key: seen["env"][key] for key in expected} == expected
+    assert seen["mounts"] == ["/mnt/data", "/mnt/data/task-000000007", "/mnt/tmp"]
+
+
+@pytest.fixture(scope="module")
+def v6_algo() -> str:
+    """A real vantage6 algorithm image (debootstrap + algorithm-tools; built once, then cached)."""
+    ensure_images(["v6-algo"])
+    return image("v6-algo")
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "expected"),
+    [("echo", {"value": [1, "é"]}, {"echo": [1, "é"]}), ("column_sums", {}, {"a": 4, "b": 6.5})],
+)
+async def test_a_real_vantage6_algorithm_runs_with_the_node_environment_and_database(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str, tmp_path: Path, v6_algo: str,
+    method: str, kwargs: dict[str, object], expected: dict[str, object],
+) -> None:
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b,name\n1,2.5,x\n3,4,y\n")
+    settings = AlgorithmSettings(
+        node_name=node, tasks_dir=str(tmp_path / "tasks"), network=network[0], proxy_host=network[1],
+        proxy_port=8080, databases=(DatabaseConfig(label="default", uri=str(csv), type="csv", mount_mode="ro"),),
+    )
+    task = TaskRef(id=90, image=v6_algo, collaboration_id=1, databases=(RequestedDatabase("default"),))
+    run = Run(id=9, task=task, input="")
+    folder = tmp_path / "tasks" / task_folder_name(run.id)
+    folder.mkdir(parents=True)
+    (folder / "input").write_text(json.dumps({"method": method, "args": [], "kwargs": kwargs}))
+    (folder / "output").write_text("")
+    (folder / "token").write_text("not-a-real-token")
+    await runtime.ensure_volume(tmp_volume_name(node, None, run.id), managed_labels(node))
+
+    code, _, logs = await run_to_end(runtime, build_container_spec(run, settings))
+
+    assert code == 0, logs
+    assert json.loads((folder / "output").read_text()) == expected
+
+
+# --- waiting --------------------------------------------------------------------------------------------
+async def test_thirty_containers_are_waited_on_concurrently(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    script = "while [ ! -e /mnt/gate/open ]; do sleep 0.1; done"
+    specs = [
+        shell(node, f"c{i}", script, network[0], mounts=(Mount(str(gate), "/mnt/gate", read_only=True),))
+        for i in range(30)
+    ]
+    ids = await asyncio.gather(*(runtime.run(spec) for spec in specs))
+    waits = [asyncio.create_task(runtime.wait(container_id)) for container_id in ids]
+
+    # The last wait is answered only if the 29 blocked ones before it did not take every thread.
+    await runtime.kill(ids[-1])
+    assert (await asyncio.wait_for(waits[-1], PROMPTLY)).exit_code == 137
+    assert not any(wait.done() for wait in waits[:-1])
+
+    (gate / "open").touch()
+    exits = await asyncio.wait_for(asyncio.gather(*waits[:-1]), 120)
+
+    assert [exit_.exit_code for exit_ in exits] == [0] * 29
+    assert "Connection pool is full" not in caplog.text
+
+
+async def test_wait_is_not_cut_short_by_the_client_timeout(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str
+) -> None:
+    impatient = DockerContainerRuntime(timeout=1)
+    try:
+        container_id = await runtime.run(shell(node, "slow", "sleep 3", network[0]))
+        started = time.monotonic()
+
+        exit_ = await impatient.wait(container_id)
+
+        assert exit_.exit_code == 0
+        assert time.monotonic() - started > 1.5
+    finally:
+        impatient.close()
+
+
+async def test_a_cancelled_wait_gives_its_thread_back(
+    network: tuple[str, str], node: str
+) -> None:
+    one_wait = DockerContainerRuntime(max_waits=1)
+    try:
+        sleeping = await one_wait.run(shell(node, "sleeping", "sleep 600", network[0]))
+        waiter = asyncio.create_task(one_wait.wait(sleeping))
+        done, _ = await asyncio.wait({waiter}, timeout=0.5)
+        assert not done
+        waiter.cancel()
+
+        quick = await one_wait.run(shell(node, "quick", "exit 5", network[0]))
+        assert (await asyncio.wait_for(one_wait.wait(quick), PROMPTLY)).exit_code == 5
+    finally:
+        await one_wait.remove_labelled(managed_labels(node))
+        one_wait.close()
+
+
+async def test_running_out_of_memory_is_reported(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str
+) -> None:
+    spec = shell(node, "hungry", "head -c 200m /dev/zero | tail", network[0], mem_limit=32 * MiB)
+
+    code, oom_killed, _ = await run_to_end(runtime, spec)
+
+    assert (code, oom_killed) == (137, True)
+
+
+# --- engine down ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("call", ["ping", "list", "run", "wait", "logs", "ensure_image", "ensure_network"])
+async def test_an_unreachable_engine_raises_runtime_unavailable(call: str, tmp_path: Path) -> None:
+    gone = DockerContainerRuntime(base_url=f"unix://{tmp_path}/no-engine.sock")
+    calls = {
+        "ping": gone.ping,
+        "list": lambda: gone.list({"a": "b"}),
+        "run": lambda: gone.run(shell("gone", "x", "true", "none")),
+        "wait": lambda: gone.wait("abc"),
+        "logs": lambda: gone.logs("abc"),
+        "ensure_image": lambda: gone.ensure_image(SHELL, False),
+        "ensure_network": lambda: gone.ensure_network("n", {"a": "b"}),
+    }
+    try:
+        with pytest.raises(RuntimeUnavailable):
+            await calls[call]()
+    finally:
+        gone.close()

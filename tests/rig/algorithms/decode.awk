@@ -1,0 +1,1 @@
+BEGIN { printf "%s", b32decode(ENVIRON["V"]) }
