@@ -64,9 +64,9 @@ def setup_logging(config: NodeConfig) -> Path:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(formatter)
         root.addHandler(console)
-    # Libraries chatter at DEBUG; the node's own loggers follow the configured level.
+    # Libraries log every request; the node's own loggers say what matters.
     for noisy in ("httpx", "httpcore", "websockets", "urllib3", "docker"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     for name, level in settings.loggers:
         logging.getLogger(name).setLevel(level)
     return log_file

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from dependency_injector import containers, providers
 
@@ -40,6 +40,14 @@ async def _server_api(config: NodeConfig, clock: Clock) -> AsyncIterator[HttpxSe
         await api.aclose()
 
 
+def _docker_runtime() -> Iterator[DockerContainerRuntime]:
+    runtime = DockerContainerRuntime()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
 def _tasks_dir(config: NodeConfig) -> str:
     return os.path.join(config.data_dir, "tasks")
 
@@ -53,7 +61,7 @@ class Adapters(containers.DeclarativeContainer):
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
-    runtime = providers.Singleton(DockerContainerRuntime)
+    runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Singleton(MemoryRunJournal)
     proxy = providers.Singleton(ReservedPortProxy)

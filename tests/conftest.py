@@ -11,16 +11,20 @@ from tests.rig.server import AdminApi, Federation, RealServer, create_federation
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    """The real vantage6 4.15.2 server, one per test session (tests make their own federations)."""
+    """The real vantage6 4.15.2 server, one per test module.
+
+    Not one per session: the server checks a node's API key against every node's bcrypt
+    hash in turn (~0.2 s each), so node logins slow down as a server collects nodes.
+    """
     server = RealServer(tmp_path_factory.mktemp("server"))
     server.start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def admin(real_server: RealServer) -> Iterator[AdminApi]:
     api = AdminApi(real_server)
     yield api

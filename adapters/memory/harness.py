@@ -58,7 +58,7 @@ class MemoryNodeHarness:
     ) -> None:
         self.config = config or default_config()
         self.clock = ManualClock()
-        self.server = MemoryServerApi(api_key=self.config.api_key, encrypted=encrypted)
+        self.server = MemoryServerApi(api_key=self.config.api_key, encrypted=encrypted, clock=self.clock)
         self.events = MemoryEventStream(token_provider=self.server.access_token)
         self.workspace = MemoryTaskWorkspace()
         self.runtime = MemoryContainerRuntime(self.workspace)

@@ -5,7 +5,7 @@ import base64
 import itertools
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from attrs import define, field
@@ -28,6 +28,7 @@ from v6node.domain.model import (
     TaskRef,
 )
 from v6node.domain.status import RunStatus
+from v6node.ports.clock import Clock
 
 
 @define
@@ -58,6 +59,7 @@ class MemoryServerApi:
         api_key: str = "api-key",
         encrypted: bool = False,
         token_lifetime: float = 6 * 3600,
+        clock: Clock | None = None,
     ) -> None:
         self.identity = identity or NodeIdentity(
             node_id=10, node_name="memory-node", organization_id=1, organization_name="org-1", collaboration_id=1
@@ -78,7 +80,7 @@ class MemoryServerApi:
         self._ids = itertools.count(1)
         self._token = ""
         self._logins = 0
-        self.now = 0.0  # UNIX time used for token expiry; tests may move it
+        self.clock = clock
 
     # --- test-side helpers ---------------------------------------------------------------
     def add_organization(self, org_id: int, name: str, public_key: str = "") -> Organization:
@@ -143,6 +145,10 @@ class MemoryServerApi:
                 targets.append(KillTarget(run.id, run.task_id, run.organization_id))
         return KillOrder(collaboration_id=self.identity.collaboration_id, targets=tuple(targets))
 
+    def _now(self) -> datetime:
+        """Token expiry and server-side timestamps follow the given clock (else real time)."""
+        return self.clock.now() if self.clock is not None else datetime.now(timezone.utc)
+
     # --- the port ---------------------------------------------------------------------------
     def _call(self, method: str) -> None:
         self.calls[method] += 1
@@ -160,7 +166,7 @@ class MemoryServerApi:
             raise AuthenticationFailed("Api key is not recognized!")
         self._logins += 1
         self._token = f"access-{self._logins}"
-        self._expires = self.now + self.token_lifetime
+        self._expires = self._now().timestamp() + self.token_lifetime
         return self.identity
 
     async def refresh_token(self) -> None:
@@ -168,7 +174,7 @@ class MemoryServerApi:
         self._require_login()
         self._logins += 1
         self._token = f"access-{self._logins}"
-        self._expires = self.now + self.token_lifetime
+        self._expires = self._now().timestamp() + self.token_lifetime
 
     def access_token(self) -> str:
         return self._token
@@ -182,7 +188,7 @@ class MemoryServerApi:
         try:
             return self.collaborations[collaboration_id]
         except KeyError:
-            raise ServerRejected(404, f"collaboration id={collaboration_id} is not found") from None
+            raise ServerRejected(404, f"collaboration having id={collaboration_id} not found") from None
 
     async def get_organization(self, organization_id: int) -> Organization:
         self._call("get_organization")
@@ -190,7 +196,7 @@ class MemoryServerApi:
         try:
             return self.organizations[organization_id]
         except KeyError:
-            raise ServerRejected(404, f"Organization with id={organization_id} not found") from None
+            raise ServerRejected(404, f"Organization id={organization_id} not found!") from None
 
     async def get_task(self, task_id: int) -> TaskRef:
         self._call("get_task")
@@ -198,7 +204,7 @@ class MemoryServerApi:
         try:
             return self.tasks[task_id]
         except KeyError:
-            raise ServerRejected(404, f"task id={task_id} not found") from None
+            raise ServerRejected(404, f"task id={task_id} is not found") from None
 
     def _as_run(self, stored: StoredRun) -> Run:
         return Run(
@@ -222,6 +228,8 @@ class MemoryServerApi:
     async def list_open_runs(self, task_id: int | None = None) -> list[Run]:
         self._call("list_open_runs")
         self._require_login()
+        if task_id is not None and task_id not in self.tasks:
+            raise ServerRejected(400, f"Task id={task_id} does not exist!")
         mine = self.identity.organization_id
         return [
             self._as_run(run)
@@ -236,7 +244,7 @@ class MemoryServerApi:
         self._require_login()
         run = self.runs.get(run_id)
         if run is None:
-            raise ServerRejected(404, f"Run with id={run_id} not found!")
+            raise ServerRejected(404, f"Run id={run_id} not found!")
         if run.organization_id != self.identity.organization_id:
             raise ServerRejected(401, "This is not your algorithm run to PATCH!")
         if run.finished_at is not None:
@@ -248,6 +256,25 @@ class MemoryServerApi:
         run.log = update.log
         run.status = update.status or run.status
         run.patches.append(update)
+        if run.status.has_failed:
+            self._fail_unstarted_siblings(run)
+
+    def _fail_unstarted_siblings(self, failed: StoredRun) -> None:
+        # The server fails fast: once one run failed, runs of the task that nobody
+        # started yet are finished as failed, so they are never picked up.
+        for sibling in self.runs_of(failed.task_id):
+            if sibling is failed or sibling.started_at is not None or sibling.finished_at is not None:
+                continue
+            sibling.status = RunStatus.FAILED
+            sibling.finished_at = self._now()
+            sibling.log = sibling.log or (
+                f"Marked as failed because sibling run id={failed.id} failed with status '{failed.status}'."
+            )
+
+    def _task_finished(self, task_id: int) -> bool:
+        # The server derives a task's status from its runs' statuses (finished_at plays no part).
+        statuses = [run.status for run in self.runs_of(task_id)]
+        return any(status.has_failed for status in statuses) or all(s is RunStatus.COMPLETED for s in statuses)
 
     async def request_container_token(self, task_id: int, image: str) -> str:
         self._call("request_container_token")
@@ -257,7 +284,7 @@ class MemoryServerApi:
             raise ServerRejected(400, "Parent task does not exist!")
         if task.image != image:
             raise ServerRejected(401, "Image and task do no match")
-        if all(r.finished_at is not None for r in self.runs_of(task_id)):
+        if self._task_finished(task_id):
             raise ServerRejected(400, "Task is already finished!")
         return f"container-token-{task_id}"
 

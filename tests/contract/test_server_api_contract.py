@@ -1,0 +1,413 @@
+"""One ServerApi suite, run against MemoryServerApi and against HttpxServerApi on the real server."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+from attrs import frozen
+
+from v6node.adapters.http.httpx_server_api import HttpxServerApi, parse_datetime
+from v6node.adapters.memory.server_api import MemoryServerApi
+from v6node.adapters.system.clock import SystemClock
+from v6node.domain.errors import AuthenticationFailed, RunAlreadyFinished, ServerRejected
+from v6node.domain.model import NodeIdentity, RunUpdate
+from v6node.domain.status import RunStatus
+from v6node.ports.server_api import ServerApi
+from tests.rig.server import AdminApi, Federation, RealServer, create_federation
+
+IMAGE = "127.0.0.1:5999/contract-algo:1"
+INPUT = {"method": "main", "args": [1], "kwargs": {}}
+UTC = timezone.utc
+
+# One federation (and one logged-in node) per module and adapter: the server checks a
+# node's API key against every node's bcrypt hash, so each node made slows every login.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def encoded(input_: dict[str, Any]) -> str:
+    """Unencrypted input as the user client stores it."""
+    return base64.b64encode(json.dumps(input_).encode()).decode()
+
+
+@frozen
+class StoredRun:
+    """A run as the server keeps it, read back behind the adapter's back."""
+
+    status: RunStatus
+    log: str | None
+    result: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Driver(Protocol):
+    """What the suite needs from a server besides the port: fixtures and a look at stored state."""
+
+    api: ServerApi
+    identity: NodeIdentity
+    other_organization_id: int
+
+    def create_task(self, image: str = IMAGE, both_organizations: bool = True) -> int: ...
+
+    def run_id(self, task_id: int, ours: bool = True) -> int: ...
+
+    def stored(self, run_id: int) -> StoredRun: ...
+
+    def api_with_wrong_key(self) -> ServerApi: ...
+
+    def fresh_api(self) -> ServerApi:
+        """Another adapter instance for our node, not logged in yet."""
+
+
+class MemoryDriver:
+    def __init__(self) -> None:
+        self.identity = NodeIdentity(
+            node_id=10, node_name="memory-node", organization_id=1, organization_name="org-1", collaboration_id=1
+        )
+        self.api = self.server = MemoryServerApi(identity=self.identity)
+        self.other_organization_id = 2
+        self.server.add_organization(self.other_organization_id, "org-2")
+
+    def create_task(self, image: str = IMAGE, both_organizations: bool = True) -> int:
+        orgs = (1, 2) if both_organizations else (1,)
+        return self.server.create_task(image, INPUT, orgs).id
+
+    def run_id(self, task_id: int, ours: bool = True) -> int:
+        return next(
+            run.id
+            for run in self.server.runs_of(task_id)
+            if (run.organization_id == self.identity.organization_id) == ours
+        )
+
+    def stored(self, run_id: int) -> StoredRun:
+        run = self.server.runs[run_id]
+        return StoredRun(run.status, run.log, run.result, run.started_at, run.finished_at)
+
+    def api_with_wrong_key(self) -> ServerApi:
+        other = MemoryServerApi(identity=self.identity)
+        other.api_key = str(uuid.uuid4())
+        return other
+
+    def fresh_api(self) -> ServerApi:
+        return MemoryServerApi(identity=self.identity)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RealServerDriver:
+    """The first node of a fresh federation; tasks are created by the federation's user."""
+
+    def __init__(self, server: RealServer, admin: AdminApi, federation: Federation) -> None:
+        self.server = server
+        self.admin = admin
+        self.federation = federation
+        node = federation.nodes[0]
+        self.identity = NodeIdentity(
+            node_id=node.node_id,
+            node_name=node.name,
+            organization_id=node.organization_id,
+            organization_name=admin.get(f"/organization/{node.organization_id}")["name"],
+            collaboration_id=federation.collaboration_id,
+        )
+        self.other_organization_id = federation.organization_ids[1]
+        self._apis: list[HttpxServerApi] = []
+        self.api = self._adapter(node.api_key)
+        self.user = httpx.Client(base_url=server.api, timeout=30)
+        login = self.user.post(
+            "/token/user", json={"username": federation.user.username, "password": federation.user.password}
+        )
+        login.raise_for_status()
+        self.user.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+
+    def _adapter(self, api_key: str) -> HttpxServerApi:
+        api = HttpxServerApi(self.server.api, self.server.root, api_key, SystemClock(), max_attempts=2)
+        self._apis.append(api)
+        return api
+
+    def create_task(self, image: str = IMAGE, both_organizations: bool = True) -> int:
+        orgs = self.federation.organization_ids if both_organizations else self.federation.organization_ids[:1]
+        body = {
+            "name": "contract",
+            "image": image,
+            "collaboration_id": self.federation.collaboration_id,
+            "description": "",
+            "organizations": [{"id": org, "input": encoded(INPUT)} for org in orgs],
+            "databases": [],
+        }
+        response = self.user.post("/task", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def run_id(self, task_id: int, ours: bool = True) -> int:
+        return next(
+            run["id"]
+            for run in self.admin.runs_of_task(task_id)
+            if (run["organization"]["id"] == self.identity.organization_id) == ours
+        )
+
+    def stored(self, run_id: int) -> StoredRun:
+        run = self.admin.run(run_id)
+        result = self.admin.get(f"/result/{run_id}")["result"]
+        return StoredRun(
+            RunStatus(run["status"]),
+            run["log"],
+            result,
+            parse_datetime(run["started_at"]),
+            parse_datetime(run["finished_at"]),
+        )
+
+    def api_with_wrong_key(self) -> ServerApi:
+        return self._adapter(str(uuid.uuid4()))
+
+    def fresh_api(self) -> ServerApi:
+        return self._adapter(self.federation.nodes[0].api_key)
+
+    async def aclose(self) -> None:
+        self.user.close()
+        for api in self._apis:
+            await api.aclose()
+
+
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=["memory", pytest.param("httpx", marks=pytest.mark.server)]
+)
+async def driver(request: pytest.FixtureRequest) -> AsyncIterator[MemoryDriver | RealServerDriver]:
+    if request.param == "memory":
+        made: MemoryDriver | RealServerDriver = MemoryDriver()
+    else:
+        admin = request.getfixturevalue("admin")
+        federation = create_federation(admin, f"serverapi-{uuid.uuid4().hex[:8]}", n_orgs=2)
+        made = RealServerDriver(request.getfixturevalue("real_server"), admin, federation)
+    await made.api.authenticate()
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+def api(driver: MemoryDriver | RealServerDriver) -> ServerApi:
+    """Our node, logged in."""
+    return driver.api
+
+
+# --- identity and tokens -----------------------------------------------------------------------------
+async def test_authenticate_returns_who_we_are(driver: MemoryDriver | RealServerDriver) -> None:
+    api = driver.fresh_api()
+    assert isinstance(api, ServerApi)
+    assert (api.access_token(), api.token_expires_at()) == ("", 0.0)
+
+    assert await api.authenticate() == driver.identity
+    assert api.access_token()
+    assert api.token_expires_at() > time.time() + 3600
+
+
+async def test_wrong_api_key_fails_authentication(driver: MemoryDriver | RealServerDriver) -> None:
+    with pytest.raises(AuthenticationFailed):
+        await driver.api_with_wrong_key().authenticate()
+
+
+async def test_refresh_gives_a_new_working_token(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    before = api.access_token()
+    await api.refresh_token()
+    assert api.access_token() not in ("", before)
+    assert (await api.get_organization(driver.identity.organization_id)).name == driver.identity.organization_name
+
+
+# --- reads ----------------------------------------------------------------------------------------------
+async def test_organization_collaboration_task_and_run(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    task_id = driver.create_task()
+    run_id = driver.run_id(task_id)
+
+    organization = await api.get_organization(driver.other_organization_id)
+    collaboration = await api.get_collaboration(driver.identity.collaboration_id)
+    task = await api.get_task(task_id)
+    run = await api.get_run(run_id)
+
+    assert organization.id == driver.other_organization_id and organization.public_key == ""
+    assert (collaboration.id, collaboration.encrypted) == (driver.identity.collaboration_id, False)
+    assert (task.id, task.image, task.collaboration_id) == (task_id, IMAGE, driver.identity.collaboration_id)
+    assert (task.parent_id, task.init_org_id, task.databases) == (None, driver.identity.organization_id, ())
+    assert task.job_id is not None
+    assert (run.id, run.task, run.input, run.status) == (run_id, task, encoded(INPUT), RunStatus.PENDING)
+    assert run.organization_id == driver.identity.organization_id
+    assert (run.started_at, run.finished_at, run.blob_storage_used) == (None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("get_organization", "Organization id={} not found!"),
+        ("get_collaboration", "collaboration having id={} not found"),
+        ("get_task", "task id={} is not found"),
+        ("get_run", "Run id={} not found!"),
+    ],
+)
+async def test_unknown_ids_are_rejected_with_404(api: ServerApi, call: str, message: str) -> None:
+    with pytest.raises(ServerRejected) as info:
+        await getattr(api, call)(999_999)
+    assert (info.value.status, info.value.message) == (404, message.format(999_999))
+
+
+async def test_open_runs_are_ours_and_filter_by_task(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    first, second = driver.create_task(), driver.create_task()
+
+    runs = await api.list_open_runs()
+
+    # Newest first, like the server; runs of earlier tests in this module may follow.
+    assert [run.id for run in runs[:2]] == [driver.run_id(second), driver.run_id(first)]
+    assert [run.task.id for run in runs[:2]] == [second, first]
+    assert {run.organization_id for run in runs} == {driver.identity.organization_id}
+    assert all(run.finished_at is None for run in runs)
+    assert [run.id for run in await api.list_open_runs(task_id=first)] == [driver.run_id(first)]
+
+
+async def test_finished_runs_are_not_open(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    task_id = driver.create_task()
+    await api.update_run(driver.run_id(task_id), RunUpdate.finished(RunStatus.COMPLETED, datetime.now(UTC), "done"))
+    assert await api.list_open_runs(task_id=task_id) == []
+
+
+async def test_open_runs_of_an_unknown_task_are_rejected(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    with pytest.raises(ServerRejected) as info:
+        await api.list_open_runs(task_id=999_999)
+    assert info.value.status == 400
+
+
+async def test_more_than_one_page_of_open_runs_comes_back_complete(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    task_ids = [driver.create_task(both_organizations=False) for _ in range(23)]
+
+    runs = await api.list_open_runs()
+
+    assert {run.task.id for run in runs} >= set(task_ids)
+    assert len({run.id for run in runs}) == len(runs)
+
+
+# --- run updates --------------------------------------------------------------------------------------
+async def test_started_then_finished_is_stored(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    run_id = driver.run_id(driver.create_task())
+    # Whole seconds and another offset: the adapter must still send microseconds and +00:00.
+    started = datetime(2026, 3, 1, 13, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    finished = datetime(2026, 3, 1, 12, 5, 7, 123456, tzinfo=UTC)
+
+    await api.update_run(run_id, RunUpdate.started(started))
+    after_start = driver.stored(run_id)
+    await api.update_run(run_id, RunUpdate.finished(RunStatus.COMPLETED, finished, log="line 1\nline 2", result="cmVzdWx0"))
+
+    assert after_start.started_at == datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    assert after_start.status is RunStatus.PENDING
+    assert driver.stored(run_id) == StoredRun(
+        RunStatus.COMPLETED, "line 1\nline 2", "cmVzdWx0", datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC), finished
+    )
+    run = await api.get_run(run_id)
+    assert (run.status, run.finished_at) == (RunStatus.COMPLETED, finished)
+
+
+async def test_patch_is_not_partial_a_status_change_erases_the_log(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    run_id = driver.run_id(driver.create_task())
+    await api.update_run(run_id, RunUpdate(status=RunStatus.INITIALIZING, log="pulling image"))
+    assert driver.stored(run_id).log == "pulling image"
+
+    await api.update_run(run_id, RunUpdate.status_change(RunStatus.ACTIVE))
+
+    stored = driver.stored(run_id)
+    assert (stored.status, stored.log, stored.result, stored.finished_at) == (RunStatus.ACTIVE, None, None, None)
+
+
+async def test_patch_after_finish_is_run_already_finished(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    run_id = driver.run_id(driver.create_task())
+    await api.update_run(run_id, RunUpdate.finished(RunStatus.CRASHED, datetime.now(UTC), log="boom"))
+
+    with pytest.raises(RunAlreadyFinished) as info:
+        await api.update_run(run_id, RunUpdate.status_change(RunStatus.KILLED))
+
+    assert (info.value.status, info.value.message) == (400, "Cannot update an already finished algorithm run!")
+    assert driver.stored(run_id).status is RunStatus.CRASHED
+
+
+async def test_patch_of_another_organizations_run_is_rejected(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    theirs = driver.run_id(driver.create_task(), ours=False)
+    with pytest.raises(ServerRejected) as info:
+        await api.update_run(theirs, RunUpdate.status_change(RunStatus.ACTIVE))
+    assert info.value.status == 401
+    assert driver.stored(theirs).status is RunStatus.PENDING
+
+
+async def test_patch_of_an_unknown_run_is_rejected(api: ServerApi) -> None:
+    with pytest.raises(ServerRejected) as info:
+        await api.update_run(999_999, RunUpdate.status_change(RunStatus.ACTIVE))
+    assert (info.value.status, info.value.message) == (404, "Run id=999999 not found!")
+
+
+async def test_a_failed_run_fails_its_unstarted_siblings(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    task_id = driver.create_task()
+    ours, theirs = driver.run_id(task_id), driver.run_id(task_id, ours=False)
+
+    await api.update_run(ours, RunUpdate.finished(RunStatus.FAILED, datetime.now(UTC), log="error"))
+
+    sibling = driver.stored(theirs)
+    assert sibling.status is RunStatus.FAILED
+    assert sibling.finished_at is not None
+    assert sibling.log == f"Marked as failed because sibling run id={ours} failed with status 'failed'."
+
+
+# --- container tokens -------------------------------------------------------------------------------------
+async def test_container_token_needs_the_tasks_exact_image(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    task_id = driver.create_task()
+
+    with pytest.raises(ServerRejected) as info:
+        await api.request_container_token(task_id, IMAGE.replace(":1", ":2"))
+    assert info.value.status == 401
+
+    token = await api.request_container_token(task_id, IMAGE)
+    assert isinstance(token, str) and token
+
+
+async def test_container_token_for_an_unknown_task_is_rejected(api: ServerApi) -> None:
+    with pytest.raises(ServerRejected) as info:
+        await api.request_container_token(999_999, IMAGE)
+    assert info.value.status == 400
+
+
+async def test_container_token_is_refused_once_the_task_has_failed(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    task_id = driver.create_task()
+    # A failed status without finished_at: the server goes by the runs' statuses alone.
+    await api.update_run(driver.run_id(task_id), RunUpdate.status_change(RunStatus.FAILED))
+
+    with pytest.raises(ServerRejected) as info:
+        await api.request_container_token(task_id, IMAGE)
+    assert (info.value.status, info.value.message) == (400, "Task is already finished!")
+
+
+# --- what the adapter assumes about the real server -------------------------------------------------------
+def _forged_token(secret: str, claims: dict[str, Any]) -> str:
+    def part(obj: dict[str, Any]) -> bytes:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=")
+
+    signing_input = part({"alg": "HS256", "typ": "JWT"}) + b"." + part(claims)
+    signature = base64.urlsafe_b64encode(hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
+
+
+@pytest.mark.server
+async def test_real_server_answers_an_expired_token_with_401_token_has_expired(real_server: RealServer) -> None:
+    # The server will not issue tokens shorter than 30 minutes, so sign an expired one with its secret.
+    secret = yaml.safe_load((real_server.workdir / "server.yaml").read_text())["jwt_secret_key"]
+    past = int(time.time()) - 3600
+    token = _forged_token(secret, {"sub": 1, "type": "access", "iat": past - 60, "nbf": past - 60, "exp": past, "jti": "x"})
+
+    response = httpx.get(f"{real_server.api}/organization/1", headers={"Authorization": f"Bearer {token}"})
+
+    # HttpxServerApi renews and repeats on exactly this answer.
+    assert response.status_code == 401
+    assert "expired" in response.json()["msg"].lower()

@@ -1,0 +1,621 @@
+"""HttpxServerApi against a scripted server on httpx.MockTransport; time from a ManualClock."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from v6node.adapters.http.httpx_server_api import HttpxServerApi, parse_run
+from v6node.adapters.memory.clock import ManualClock
+from v6node.domain.errors import (
+    AuthenticationFailed,
+    RunAlreadyFinished,
+    ServerError,
+    ServerRejected,
+    ServerUnavailable,
+)
+from v6node.domain.model import NodeIdentity, RequestedDatabase, RunUpdate
+from v6node.domain.status import RunStatus
+
+ROOT = "http://v6.test:7601"
+API = f"{ROOT}/api"
+API_KEY = "0f1e2d3c-aaaa-bbbb-cccc-123456789abc"
+NODE_ID = 42
+ORG_ID = 7
+COLLAB_ID = 3
+T = TypeVar("T")
+
+
+def jwt(sub: int, exp: float, tag: str) -> str:
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'sub': sub, 'exp': exp, 'tag': tag})}.c2lnbmF0dXJl"
+
+
+class RecordingClock(ManualClock):
+    """A ManualClock that remembers how long each sleep was meant to be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await super().sleep(seconds)
+
+
+async def drive(clock: RecordingClock, call: Awaitable[T]) -> T:
+    """Run ``call``, moving the clock over every sleep it starts."""
+    task = asyncio.ensure_future(call)
+    while not task.done():
+        if clock.sleepers:
+            await clock.advance(clock.slept[-1])
+        else:
+            await asyncio.sleep(0)
+    return task.result()
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class FakeServer:
+    """Routes ``(METHOD, path)`` to handlers, logs in and refreshes like vantage6, records every request."""
+
+    def __init__(self, clock: ManualClock, lifetime: float = 6 * 3600) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.requests: list[httpx.Request] = []
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.issued = 0
+        self.refresh_status = 200
+        self.route("POST", "/api/token/node", self._login)
+        self.route("POST", "/api/token/refresh", self._refresh)
+        self.route("GET", f"/api/node/{NODE_ID}", lambda r: self.ok({
+            "id": NODE_ID, "name": "node-a", "type": "node",
+            "organization": {"id": ORG_ID, "link": f"/api/organization/{ORG_ID}", "methods": ["GET"]},
+            "collaboration": {"id": COLLAB_ID, "link": f"/api/collaboration/{COLLAB_ID}", "methods": ["GET"]},
+        }))
+        self.route("GET", f"/api/organization/{ORG_ID}", lambda r: self.ok({"id": ORG_ID, "name": "org-a", "public_key": ""}))
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self.routes[(method, path)] = handler
+
+    @staticmethod
+    def ok(body: Any, status: int = 200) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    @staticmethod
+    def error(status: int, msg: str) -> httpx.Response:
+        return httpx.Response(status, json={"msg": msg})
+
+    def tokens(self) -> dict[str, str]:
+        self.issued += 1
+        exp = self.clock.now().timestamp() + self.lifetime
+        return {
+            "access_token": jwt(NODE_ID, exp, f"access-{self.issued}"),
+            "refresh_token": jwt(NODE_ID, exp + 3600, f"refresh-{self.issued}"),
+            "refresh_url": "/api/token/refresh",
+            "node_url": f"/api/node/{NODE_ID}",
+        }
+
+    def _login(self, request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content) != {"api_key": API_KEY}:
+            return self.error(401, "Api key is not recognized!")
+        return self.ok(self.tokens())
+
+    def _refresh(self, request: httpx.Request) -> httpx.Response:
+        if self.refresh_status != 200:
+            return self.error(self.refresh_status, "Token has expired")
+        return self.ok(self.tokens())
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        handler = self.routes.get((request.method, request.url.path))
+        if handler is None:
+            return self.error(404, f"no route {request.method} {request.url.path}")
+        return handler(request)
+
+    def sent(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+    @property
+    def paths(self) -> list[str]:
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
+
+@pytest.fixture
+def clock() -> RecordingClock:
+    return RecordingClock()
+
+
+@pytest.fixture
+def server(clock: RecordingClock) -> FakeServer:
+    return FakeServer(clock)
+
+
+def make_api(server: FakeServer, clock: ManualClock, **kwargs: Any) -> HttpxServerApi:
+    return HttpxServerApi(API, ROOT, kwargs.pop("api_key", API_KEY), clock, transport=httpx.MockTransport(server.handle), **kwargs)
+
+
+@pytest.fixture
+async def api(server: FakeServer, clock: RecordingClock):
+    async with make_api(server, clock) as adapter:
+        yield adapter
+
+
+@pytest.fixture
+async def logged_in(api: HttpxServerApi, server: FakeServer) -> HttpxServerApi:
+    await api.authenticate()
+    server.requests.clear()
+    return api
+
+
+def bearer(request: httpx.Request) -> str:
+    return request.headers.get("Authorization", "")
+
+
+def claims(token: str) -> dict[str, Any]:
+    payload = token.removeprefix("Bearer ").split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def task_body(task_id: int = 5, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "id": task_id, "name": f"task-{task_id}", "description": "", "image": "harbor.test/algo:1", "job_id": task_id,
+        "status": "pending", "created_at": "2026-01-01T10:00:00.000001", "finished_at": None,
+        "collaboration": {"id": COLLAB_ID, "link": f"/api/collaboration/{COLLAB_ID}", "methods": ["GET"]},
+        "parent": None, "init_org": {"id": ORG_ID, "link": "/api/organization/7", "methods": ["GET"]},
+        "init_user": {"id": 9, "link": "/api/user/9", "methods": ["GET"]}, "algorithm_store": None,
+        "study": None, "databases": [], "runs": "/api/run?task_id=5", "children": "/api/task?parent_id=5",
+    }
+    body.update(overrides)
+    return body
+
+
+def run_body(run_id: int, task: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "id": run_id, "input": "eyJhIjogMX0=", "status": "pending", "assigned_at": "2026-01-01T10:00:00.100000",
+        "started_at": None, "finished_at": None, "log": None, "cleanup_at": None, "blob_storage_used": False,
+        "organization": {"id": ORG_ID, "link": "/api/organization/7", "methods": ["GET"]},
+        "task": task or task_body(), "ports": [], "node": {"id": NODE_ID, "name": "node-a"},
+    }
+    body.update(overrides)
+    return body
+
+
+# --- login and identity ---------------------------------------------------------------------------
+async def test_authenticate_logs_in_and_discovers_who_we_are(api: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+    identity = await api.authenticate()
+
+    assert identity == NodeIdentity(
+        node_id=NODE_ID, node_name="node-a", organization_id=ORG_ID, organization_name="org-a", collaboration_id=COLLAB_ID
+    )
+    assert server.paths == ["POST /api/token/node", f"GET /api/node/{NODE_ID}", f"GET /api/organization/{ORG_ID}"]
+    login, node, org = server.requests
+    assert json.loads(login.content) == {"api_key": API_KEY}
+    assert "Authorization" not in login.headers
+    assert bearer(node) == bearer(org) == f"Bearer {api.access_token()}"
+    assert claims(api.access_token())["tag"] == "access-1"
+    assert api.token_expires_at() == pytest.approx(clock.now().timestamp() + 6 * 3600)
+
+
+async def test_before_authenticate_there_is_no_token_and_calls_are_refused_locally(api: HttpxServerApi, server: FakeServer) -> None:
+    assert api.access_token() == ""
+    assert api.token_expires_at() == 0.0
+    with pytest.raises(ServerRejected) as info:
+        await api.get_organization(ORG_ID)
+    assert info.value.status == 401
+    assert server.requests == []
+
+
+async def test_unknown_api_key_fails_authentication_at_once(server: FakeServer, clock: RecordingClock) -> None:
+    async with make_api(server, clock, api_key="11111111-2222-3333-4444-555555555555") as api:
+        with pytest.raises(AuthenticationFailed) as info:
+            await api.authenticate()
+    message = str(info.value)
+    assert "not recognised" in message and ROOT in message
+    assert "11111111" not in message
+    assert server.paths == ["POST /api/token/node"]
+    assert clock.slept == []
+
+
+async def test_api_key_that_is_not_a_uuid_fails_authentication_with_the_servers_reason(server: FakeServer, clock: RecordingClock) -> None:
+    server.route("POST", "/api/token/node", lambda r: server.ok(
+        {"msg": "Request body is incorrect", "errors": {"api_key": ["API key is not a valid UUID"]}}, 400
+    ))
+    async with make_api(server, clock, api_key="not-a-uuid") as api:
+        with pytest.raises(AuthenticationFailed, match="API key is not a valid UUID"):
+            await api.authenticate()
+    assert len(server.requests) == 1
+
+
+async def test_login_answer_without_a_jwt_is_an_unexpected_answer(server: FakeServer, clock: RecordingClock) -> None:
+    server.route("POST", "/api/token/node", lambda r: server.ok({"access_token": "opaque", "refresh_token": "x"}))
+    async with make_api(server, clock) as api:
+        with pytest.raises(ServerError, match="unexpected answer") as info:
+            await api.authenticate()
+    assert not info.value.retryable
+
+
+# --- retries and backoff ------------------------------------------------------------------------------
+async def test_5xx_is_retried_with_growing_backoff_until_success(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    answers = [server.error(503, "down"), server.error(502, "bad gateway"), server.ok({"id": 8, "name": "org-b"})]
+    server.route("GET", "/api/organization/8", lambda r: answers.pop(0))
+
+    org = await drive(clock, logged_in.get_organization(8))
+
+    assert org.name == "org-b"
+    assert len(server.sent("GET", "/api/organization/8")) == 3
+    assert clock.slept == [0.5, 1.0]
+    assert clock.monotonic() == pytest.approx(1.5)
+
+
+async def test_connection_errors_give_server_unavailable_after_max_attempts(server: FakeServer, clock: RecordingClock) -> None:
+    async with make_api(server, clock, max_attempts=5, backoff_max=1.5) as api:
+        await api.authenticate()
+
+        def refuse(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+        server.route("GET", "/api/collaboration/3", refuse)
+        with pytest.raises(ServerUnavailable) as info:
+            await drive(clock, api.get_collaboration(3))
+
+    assert info.value.retryable
+    assert "GET collaboration/3" in str(info.value) and "Connection refused" in str(info.value)
+    assert len(server.sent("GET", "/api/collaboration/3")) == 5
+    assert clock.slept == [0.5, 1.0, 1.5, 1.5]
+
+
+async def test_timeouts_are_retried_like_connection_errors(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    calls = 0
+
+    def slow_then_ok(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return server.ok({"id": 3, "name": "c", "encrypted": True})
+
+    server.route("GET", "/api/collaboration/3", slow_then_ok)
+    collaboration = await drive(clock, logged_in.get_collaboration(3))
+    assert collaboration.encrypted is True
+    assert clock.slept == [0.5]
+
+
+async def test_4xx_is_rejected_with_the_servers_message_and_not_retried(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.get_task(999)
+    assert (info.value.status, info.value.method, info.value.path) == (404, "GET", "task/999")
+    assert info.value.message == "no route GET /api/task/999"
+    assert not info.value.retryable
+    assert server.paths == ["GET /api/task/999"]
+    assert clock.slept == []
+
+
+async def test_non_json_success_body_is_server_unavailable(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("GET", "/api/organization/8", lambda r: httpx.Response(200, text="<html>maintenance</html>"))
+    with pytest.raises(ServerUnavailable, match="not JSON"):
+        await logged_in.get_organization(8)
+    assert len(server.sent("GET", "/api/organization/8")) == 1
+
+
+# --- tokens ---------------------------------------------------------------------------------------------
+async def test_expired_token_is_refreshed_once_and_the_request_repeated_once(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    first_token = logged_in.access_token()
+    server.route("GET", "/api/organization/8", lambda r: (
+        server.error(401, "Token has expired") if bearer(r) == f"Bearer {first_token}" else server.ok({"id": 8, "name": "org-b"})
+    ))
+
+    org = await logged_in.get_organization(8)
+
+    assert org.name == "org-b"
+    assert server.paths == ["GET /api/organization/8", "POST /api/token/refresh", "GET /api/organization/8"]
+    refresh = server.requests[1]
+    assert str(refresh.url) == f"{ROOT}/api/token/refresh"
+    assert claims(bearer(refresh))["tag"] == "refresh-1"
+    assert logged_in.access_token() != first_token
+    assert bearer(server.requests[2]) == f"Bearer {logged_in.access_token()}"
+
+
+async def test_a_token_that_stays_expired_is_refreshed_only_once(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("GET", "/api/organization/8", lambda r: server.error(401, "Token has expired"))
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.get_organization(8)
+    assert info.value.status == 401
+    assert server.paths.count("POST /api/token/refresh") == 1
+    assert server.paths.count("GET /api/organization/8") == 2
+
+
+@pytest.mark.parametrize(("status", "msg"), [(401, "This is not your algorithm run to PATCH!"), (400, "bad"), (404, "gone")])
+async def test_other_error_answers_do_not_refresh(logged_in: HttpxServerApi, server: FakeServer, status: int, msg: str) -> None:
+    server.route("PATCH", "/api/run/4", lambda r: server.error(status, msg))
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.update_run(4, RunUpdate(status=RunStatus.ACTIVE))
+    assert (info.value.status, info.value.message) == (status, msg)
+    assert server.paths == ["PATCH /api/run/4"]
+
+
+async def test_token_close_to_expiry_is_refreshed_before_the_request(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+    before = logged_in.access_token()
+    await clock.advance(6 * 3600 - 59)
+
+    await logged_in.get_organization(ORG_ID)
+
+    assert server.paths == ["POST /api/token/refresh", f"GET /api/organization/{ORG_ID}"]
+    assert logged_in.access_token() != before
+    assert bearer(server.requests[1]) == f"Bearer {logged_in.access_token()}"
+    assert logged_in.token_expires_at() == pytest.approx(clock.now().timestamp() + 6 * 3600)
+
+
+async def test_token_with_time_left_is_not_refreshed(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+    await clock.advance(6 * 3600 - 61)
+    await logged_in.get_organization(ORG_ID)
+    assert server.paths == [f"GET /api/organization/{ORG_ID}"]
+
+
+async def test_concurrent_requests_share_one_refresh(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+    async def refresh_that_yields(request: httpx.Request) -> httpx.Response:
+        for _ in range(20):  # stay in flight while the other requests reach the refresh
+            await asyncio.sleep(0)
+        return server.ok(server.tokens())
+
+    server.route("POST", "/api/token/refresh", refresh_that_yields)
+    await clock.advance(6 * 3600)
+
+    await asyncio.gather(*(logged_in.get_organization(ORG_ID) for _ in range(5)))
+
+    assert server.paths.count("POST /api/token/refresh") == 1
+    assert server.paths.count(f"GET /api/organization/{ORG_ID}") == 5
+    assert {bearer(r) for r in server.sent("GET", f"/api/organization/{ORG_ID}")} == {f"Bearer {logged_in.access_token()}"}
+
+
+async def test_refused_refresh_falls_back_to_logging_in_with_the_api_key(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+    server.refresh_status = 401
+    await clock.advance(6 * 3600)
+
+    await logged_in.get_organization(ORG_ID)
+
+    assert server.paths == ["POST /api/token/refresh", "POST /api/token/node", f"GET /api/organization/{ORG_ID}"]
+    assert logged_in.token_expires_at() > clock.now().timestamp()
+
+
+async def test_refresh_token_refused_is_authentication_failed(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.refresh_status = 422
+    with pytest.raises(AuthenticationFailed, match="refresh token"):
+        await logged_in.refresh_token()
+
+
+async def test_refresh_token_replaces_both_tokens(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+    before = logged_in.access_token()
+    await clock.advance(100)
+    await logged_in.refresh_token()
+    assert logged_in.access_token() != before
+    assert logged_in.token_expires_at() == pytest.approx(clock.now().timestamp() + 6 * 3600)
+    await logged_in.refresh_token()
+    # The second refresh must present the refresh token that the first one returned.
+    assert claims(bearer(server.requests[-1]))["tag"] == "refresh-2"
+
+
+async def test_tokens_and_api_key_never_reach_the_log(server: FakeServer, clock: RecordingClock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="v6node.http")
+    server.route("GET", "/api/organization/8", lambda r: server.error(401, "Token has expired"))
+    async with make_api(server, clock) as api:
+        await api.authenticate()
+        with pytest.raises(ServerRejected):
+            await api.get_organization(8)
+    assert "v6node.http" in {record.name for record in caplog.records}
+    secrets = [API_KEY] + [bearer(r).removeprefix("Bearer ") for r in server.requests if bearer(r)]
+    for secret in secrets:
+        assert secret not in caplog.text
+
+
+# --- runs ----------------------------------------------------------------------------------------------
+async def test_open_runs_are_read_over_every_page(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    pages = {"1": [30, 29], "2": [28, 27], "3": [26]}
+
+    def run_list(request: httpx.Request) -> httpx.Response:
+        page = request.url.params.get("page", "1")
+        links = {"first": "/api/run?page=1", "self": f"/api/run?page={page}", "last": "/api/run?page=3"}
+        if page != "3":
+            links["next"] = f"/api/run?page={int(page) + 1}"
+        return server.ok({"data": [run_body(i) for i in pages[page]], "links": links})
+
+    server.route("GET", "/api/run", run_list)
+
+    runs = await logged_in.list_open_runs(task_id=5)
+
+    assert [run.id for run in runs] == [30, 29, 28, 27, 26]
+    sent = server.sent("GET", "/api/run")
+    assert [r.url.params.get("page") for r in sent] == [None, "2", "3"]
+    for request in sent:
+        assert request.url.params["state"] == "open"
+        assert request.url.params["node_id"] == str(NODE_ID)
+        assert request.url.params["include"] == "task"
+        assert request.url.params["task_id"] == "5"
+
+
+async def test_open_runs_without_task_filter_and_runs_seen_twice_once(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    # A run created while paging pushes the last run of page 1 onto page 2.
+    pages = {"1": ([12, 11], True), "2": ([11, 10], False)}
+
+    def run_list(request: httpx.Request) -> httpx.Response:
+        ids, more = pages[request.url.params.get("page", "1")]
+        return server.ok({"data": [run_body(i) for i in ids], "links": {"next": "/api/run?page=2"} if more else {}})
+
+    server.route("GET", "/api/run", run_list)
+    runs = await logged_in.list_open_runs()
+    assert [run.id for run in runs] == [12, 11, 10]
+    assert "task_id" not in server.requests[0].url.params
+
+
+async def test_run_parsing_maps_the_server_shape() -> None:
+    body = run_body(
+        11,
+        task=task_body(
+            6,
+            job_id=5,
+            parent={"id": 5, "link": "/api/task/5", "methods": ["GET"]},
+            algorithm_store={"id": 2, "link": "/api/algorithmstore/2", "methods": ["GET"]},
+            init_user=None,
+            databases=[
+                {"label": "default", "parameters": '{"query": "select 1", "sheet_name": "s"}'},
+                {"label": "no-params"},
+                {"label": "null-params", "parameters": None},
+                {"label": "broken", "parameters": "{not json"},
+                {"label": "list", "parameters": "[1, 2]"},
+            ],
+        ),
+        status="active",
+        started_at="2026-01-01T10:00:01.500000",
+        finished_at="2026-01-01T11:00:00.000001+02:00",
+    )
+    del body["blob_storage_used"]
+
+    run = parse_run(body)
+
+    assert run.id == 11 and run.input == "eyJhIjogMX0=" and run.status is RunStatus.ACTIVE
+    assert run.organization_id == ORG_ID
+    assert run.blob_storage_used is False
+    assert run.started_at == datetime(2026, 1, 1, 10, 0, 1, 500000, tzinfo=timezone.utc)
+    assert run.finished_at == datetime(2026, 1, 1, 9, 0, 0, 1, tzinfo=timezone.utc)
+    task = run.task
+    assert (task.id, task.image, task.collaboration_id, task.name) == (6, "harbor.test/algo:1", COLLAB_ID, "task-6")
+    assert (task.job_id, task.parent_id, task.init_org_id, task.init_user_id, task.store_id) == (5, 5, ORG_ID, None, 2)
+    assert task.databases == (
+        RequestedDatabase("default", {"query": "select 1", "sheet_name": "s"}),
+        RequestedDatabase("no-params", {}),
+        RequestedDatabase("null-params", {}),
+        RequestedDatabase("broken", {}),
+        RequestedDatabase("list", {}),
+    )
+    assert [db.parameters for db in task.databases] == [{"query": "select 1", "sheet_name": "s"}, {}, {}, {}, {}]
+
+
+async def test_run_without_parent_and_with_blob_storage() -> None:
+    run = parse_run(run_body(3, blob_storage_used=True, input=None))
+    assert run.task.parent_id is None and run.task.store_id is None
+    assert run.blob_storage_used is True
+    assert run.input == ""
+    assert run.started_at is None and run.finished_at is None
+
+
+async def test_get_run_asks_for_the_task_included(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("GET", "/api/run/11", lambda r: server.ok(run_body(11)))
+    run = await logged_in.get_run(11)
+    assert run.task.id == 5
+    assert server.requests[0].url.params["include"] == "task"
+
+
+async def test_a_run_in_an_unexpected_shape_is_a_server_error(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("GET", "/api/run/11", lambda r: server.ok({"id": 11, "task": {"id": 5, "link": "/api/task/5"}}))
+    with pytest.raises(ServerError, match="GET run/11: unexpected answer"):
+        await logged_in.get_run(11)
+
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("update", "body"),
+    [
+        (RunUpdate.started(datetime(2026, 1, 1, 12, 0, 0, 0, tzinfo=UTC)), {"started_at": "2026-01-01T12:00:00.000000+00:00"}),
+        (RunUpdate.status_change(RunStatus.ACTIVE), {"status": "active"}),
+        (
+            RunUpdate.finished(RunStatus.KILLED, datetime(2026, 1, 1, 14, 30, 5, 17, tzinfo=timezone(timedelta(hours=2))), "log\n"),
+            {"status": "killed by user", "finished_at": "2026-01-01T12:30:05.000017+00:00", "log": "log\n", "result": ""},
+        ),
+        (RunUpdate(status=RunStatus.NON_EXISTING_IMAGE, log=""), {"status": "non-existing Docker image", "log": ""}),
+        (RunUpdate(), {}),
+    ],
+)
+async def test_update_run_sends_exactly_the_fields_it_carries(
+    logged_in: HttpxServerApi, server: FakeServer, update: RunUpdate, body: dict[str, str]
+) -> None:
+    server.route("PATCH", "/api/run/4", lambda r: server.ok({"id": 4}))
+    await logged_in.update_run(4, update)
+    (request,) = server.requests
+    assert json.loads(request.content) == body
+
+
+async def test_patch_of_a_finished_run_is_run_already_finished(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("PATCH", "/api/run/4", lambda r: server.error(400, "Cannot update an already finished algorithm run!"))
+    with pytest.raises(RunAlreadyFinished) as info:
+        await logged_in.update_run(4, RunUpdate.status_change(RunStatus.KILLED))
+    assert (info.value.status, info.value.method, info.value.path) == (400, "PATCH", "run/4")
+
+
+async def test_other_400_on_patch_stays_server_rejected(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("PATCH", "/api/run/4", lambda r: server.ok(
+        {"msg": "Request body is incorrect", "errors": {"status": ["Must be one of: pending"]}}, 400
+    ))
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.update_run(4, RunUpdate.status_change(RunStatus.ACTIVE))
+    assert not isinstance(info.value, RunAlreadyFinished)
+    assert "Must be one of" in info.value.message
+
+
+# --- the rest ----------------------------------------------------------------------------------------
+async def test_container_token(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("POST", "/api/token/container", lambda r: (
+        server.ok({"container_token": "ct"}) if json.loads(r.content) == {"task_id": 5, "image": "harbor.test/algo:1"}
+        else server.error(401, "Image and task do no match")
+    ))
+    assert await logged_in.request_container_token(5, "harbor.test/algo:1") == "ct"
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.request_container_token(5, "other:1")
+    assert info.value.status == 401
+
+
+async def test_organization_and_collaboration(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("GET", "/api/organization/8", lambda r: server.ok({"id": 8, "name": "org-b", "public_key": None}))
+    server.route("GET", "/api/collaboration/3", lambda r: server.ok({"id": 3, "name": "c", "encrypted": False}))
+    org = await logged_in.get_organization(8)
+    collaboration = await logged_in.get_collaboration(3)
+    assert (org.id, org.name, org.public_key) == (8, "org-b", "")
+    assert (collaboration.id, collaboration.name, collaboration.encrypted) == (3, "c", False)
+
+
+async def test_api_path_may_be_empty_and_refresh_url_is_joined_to_the_server_root(server: FakeServer, clock: ManualClock) -> None:
+    # Behind a reverse proxy that strips /api the node uses api_path "" (spec §3.1).
+    for method, path in [("POST", "/api/token/node"), ("GET", f"/api/node/{NODE_ID}"), ("GET", f"/api/organization/{ORG_ID}")]:
+        server.route(method, path.removeprefix("/api"), server.routes[(method, path)])
+    async with HttpxServerApi(ROOT + "/", ROOT + "/", API_KEY, clock, transport=httpx.MockTransport(server.handle)) as api:
+        await api.authenticate()
+        await api.refresh_token()
+    assert [str(r.url) for r in server.requests] == [
+        f"{ROOT}/token/node", f"{ROOT}/node/{NODE_ID}", f"{ROOT}/organization/{ORG_ID}", f"{ROOT}/api/token/refresh"
+    ]
+
+
+async def test_login_waits_longer_than_other_calls(server: FakeServer, clock: ManualClock) -> None:
+    # The server bcrypt-checks the key against every node it has: logins can be slow.
+    async with make_api(server, clock, timeout=7.0, login_timeout=120.0) as api:
+        await api.authenticate()
+    login, node, _ = server.requests
+    assert login.extensions["timeout"]["read"] == 120.0
+    assert node.extensions["timeout"]["read"] == 7.0
+
+
+async def test_the_context_manager_closes_the_client_and_its_transport(server: FakeServer, clock: ManualClock) -> None:
+    class ClosingTransport(httpx.MockTransport):
+        closed = 0
+
+        async def aclose(self) -> None:
+            self.closed += 1
+
+    transport = ClosingTransport(server.handle)
+    async with HttpxServerApi(API, ROOT, API_KEY, clock, transport=transport) as api:
+        await api.authenticate()
+        assert transport.closed == 0
+    assert transport.closed == 1
+    await api.aclose()  # a second close is a no-op
+    assert transport.closed == 1
