@@ -1,0 +1,78 @@
+"""End-to-end fixtures: a `v6node start` process against the real server and dockerd."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.rig.images import ensure_images
+from tests.rig.node_process import NodeProcess, node_config
+from tests.rig.researcher import Researcher
+from tests.rig.server import Federation, NodeCredentials, RealServer
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_images() -> None:
+    ensure_images()
+
+
+def leftovers(client: docker.DockerClient, node_name: str) -> dict[str, list[str]]:
+    """Everything in Docker that still carries the node's label."""
+    label = f"v6node.node={node_name}"
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters={"label": label})],
+        "networks": [n.name for n in client.networks.list(filters={"label": label})],
+        "volumes": [v.name for v in client.volumes.list(filters={"label": label})],
+    }
+
+
+NO_LEFTOVERS = {"containers": [], "networks": [], "volumes": []}
+
+
+@pytest.fixture
+def start_node(real_server: RealServer, tmp_path_factory, test_images) -> Iterator[Callable[..., NodeProcess]]:
+    """Factory: write a node config for ``node`` and start `v6node start` on it."""
+    started: list[NodeProcess] = []
+
+    def start(node: NodeCredentials, wait: bool = True, **extra) -> NodeProcess:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        home = tmp_path_factory.mktemp(name)
+        process = NodeProcess.write_config(home / f"{name}.yaml", node_config(real_server, node, home, **extra))
+        process.name = name
+        started.append(process)
+        process.start(wait=wait)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def researcher_for(real_server: RealServer) -> Iterator[Callable[[Federation], Researcher]]:
+    opened: list[Researcher] = []
+
+    def make(federation: Federation, private_key: str | None = None) -> Researcher:
+        researcher = Researcher(real_server, federation.user, private_key)
+        opened.append(researcher)
+        return researcher
+
+    yield make
+    for researcher in opened:
+        researcher.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path

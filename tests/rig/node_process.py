@@ -1,0 +1,129 @@
+"""Run ``v6node start`` as its own process, the way an operator would."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.rig.server import NodeCredentials, RealServer
+
+READY_MARK = "ready; algorithms reach the proxy"
+
+
+def node_config(server: RealServer, node: NodeCredentials, data_dir: Path, **extra: Any) -> dict[str, Any]:
+    """A vantage6 4.x node config, as `v6 node new` would write it, for the rig's server."""
+    config: dict[str, Any] = {
+        "api_key": node.api_key,
+        "server_url": server.url,
+        "port": server.port,
+        "api_path": "/api",
+        "task_dir": str(data_dir / "tasks"),
+        "databases": [],
+        "encryption": {"enabled": False, "private_key": ""},
+        "logging": {
+            "level": "DEBUG",
+            "use_console": True,
+            "backup_count": 2,
+            "max_size": 1024,
+            "format": "%(asctime)s %(name)s %(levelname)s %(message)s",
+            "datefmt": "%H:%M:%S",
+            "loggers": [{"name": "websockets", "level": "INFO"}],
+        },
+        "policies": {"require_algorithm_pull": False},
+        "directories": {"data": str(data_dir / "data"), "log": str(data_dir / "log")},
+    }
+    config.update(extra)
+    return config
+
+
+class NodeProcess:
+    """``v6node start -c <file>`` in a subprocess; its console output is kept in ``lines``."""
+
+    def __init__(self, config_file: Path) -> None:
+        self.config_file = Path(config_file)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @classmethod
+    def write_config(cls, path: Path, config: dict[str, Any]) -> NodeProcess:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        return cls(path)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def start(self, wait: bool = True, timeout: float = 90.0) -> None:
+        executable = Path(sys.executable).with_name("v6node")
+        self._process = subprocess.Popen(
+            [str(executable), "start", "-c", str(self.config_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if wait:
+            self.wait_ready(timeout)
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        """Until the node prints ``text``; fails early when the process ends first."""
+        with self._changed:
+            found = self._changed.wait_for(lambda: text in self.output or self._ended, timeout)
+        if not found or text not in self.output:
+            raise RuntimeError(f"v6node did not print {text!r}:\n{self.output[-4000:]}")
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        self.wait_for(READY_MARK, timeout)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self._process is not None
+        code = self._process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(5)
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` and wait; returns the exit code."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(sig)
+        try:
+            return self.wait_exit(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return self.wait_exit(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> NodeProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
