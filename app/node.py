@@ -204,7 +204,7 @@ class Node:
                 f"could not connect to the websocket of {self.config.server_root} within "
                 f"{self.ctx.timings.socket_connect_timeout:.0f} s"
             ) from None
-        self.connected.set()
+        await self._on_connected()
         log.info("connected to the websocket of %s", self.config.server_root)
 
     # --- the run queue -------------------------------------------------------------------
@@ -343,7 +343,7 @@ class Node:
     async def _handle(self, event: NodeEvent) -> None:
         match event:
             case Connected(reconnect=reconnect):
-                self.connected.set()
+                await self._on_connected()
                 if reconnect:
                     log.info("websocket reconnected; synchronising")
                     self.request_sync()
@@ -367,6 +367,12 @@ class Node:
                 log.warning("run %s reported status '%s'", run_id, status)
             case _:
                 log.debug("ignored event %r", event)
+
+    async def _on_connected(self) -> None:
+        self.connected.set()
+        # A ping at once: the server's liveness check trips over an online node that
+        # has never been seen, and sockets alone do not count as seen.
+        await self._emit("ping", None)
 
     def request_sync(self) -> None:
         self._sync_wanted.set()

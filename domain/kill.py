@@ -13,15 +13,20 @@ class KillTarget:
 
 @frozen
 class KillOrder:
-    """A task kill lists its targets; a node-wide kill names the node and lists none."""
+    """A task kill lists its targets; a node-wide kill names the node and lists none.
+
+    ``node_wide`` is explicit: a task kill whose list came out empty must kill nothing
+    (the reference node treats an empty list as "kill everything").
+    """
 
     collaboration_id: int | None
     node_id: int | None = None
     targets: tuple[KillTarget, ...] = ()
+    node_wide: bool = False
 
-    @property
-    def node_wide(self) -> bool:
-        return not self.targets
+    def __attrs_post_init__(self) -> None:
+        if self.node_wide and self.targets:
+            raise ValueError("a node-wide kill order cannot also list targets")
 
 
 @frozen

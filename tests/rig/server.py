@@ -79,13 +79,13 @@ class RealServer:
         if not SERVER_PYTHON.exists():
             raise RuntimeError(f"no server venv at {SERVER_PYTHON}: run scripts/setup-rig first")
         config = self._write_config()
-        log = self.log_file.open("ab")
-        self._process = subprocess.Popen(
-            [str(SERVER_PYTHON), str(RIG_SRC / "server_launcher.py"), str(config), self.host, str(self.port)],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                [str(SERVER_PYTHON), str(RIG_SRC / "server_launcher.py"), str(config), self.host, str(self.port)],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -302,9 +302,10 @@ async def test_kill_orders_for_other_collaborations_or_orgs_are_ignored(harness)
     run_id = h.server.our_run(task.id).id
     assert await h.node.kill_containers(KillOrder(collaboration_id=99, targets=(KillTarget(run_id, task.id, 1),))) == []
     assert await h.node.kill_containers(KillOrder(collaboration_id=1, targets=(KillTarget(run_id, task.id, 2),))) == []
-    assert await h.node.kill_containers(KillOrder(collaboration_id=1, node_id=999)) == []
+    assert await h.node.kill_containers(KillOrder(collaboration_id=1, node_id=999, node_wide=True)) == []
     assert len(h.runtime.alive()) == 1
-    killed = await h.node.kill_containers(KillOrder(collaboration_id=1, node_id=h.server.identity.node_id))
+    assert await h.node.kill_containers(KillOrder(collaboration_id=1, targets=())) == []  # empty list: nothing
+    killed = await h.node.kill_containers(KillOrder(collaboration_id=1, node_id=h.server.identity.node_id, node_wide=True))
     assert [(k.run_id, k.task_id) for k in killed] == [(run_id, task.id)]
     # A node-wide kill is not marked by the server; the node finishes the run itself.
     assert await h.until_run_finished(task.id) == RunStatus.KILLED
@@ -414,7 +415,8 @@ async def test_heartbeat_pings_every_30_seconds(harness):
     h = harness
     await h.clock.advance(30)
     await h.clock.advance(30)
-    assert [name for name, _ in h.events.emitted].count("ping") == 2
+    # One ping on connecting, then one every 30 s.
+    assert [name for name, _ in h.events.emitted].count("ping") == 3
 
 
 async def test_the_access_token_is_refreshed_before_it_expires():
