@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -50,6 +51,19 @@ class RunEnded(Exception):
         super().__init__(log_text)
         self.status = status
         self.log_text = log_text
+
+
+class _FinishedOnServer(Exception):
+    """The server refused the start PATCH: the run was finished (killed) before it began."""
+
+
+async def _first_failure_wins(*steps: Awaitable[object]) -> list[object]:
+    """Run ``steps`` concurrently; all finish, then the first failure (in argument order) is raised."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 @frozen
@@ -108,18 +122,14 @@ class ExecuteRun:
         active = self.active.add(run)
         try:
             try:
-                await until_done(
-                    lambda: self.server.update_run(run.id, RunUpdate.started(self.clock.now())),
-                    self.clock, log, f"marking run {run.id} started",
-                )
-            except RunAlreadyFinished:
-                log.info("run %s was finished on the server before it started (killed?)", run.id)
-                await self.journal.advance(run.id, RunStep.REPORTED)
-                return None
-            try:
                 outcome = await self._execute(run)
             except RunEnded as end:
                 outcome = RunOutcome(end.status, end.log_text)
+            except _FinishedOnServer:
+                log.info("run %s was finished on the server before it started (killed?)", run.id)
+                await self.journal.advance(run.id, RunStep.REPORTED)
+                await self._clean_up(run, active.container_id)
+                return None
             if active.killed:
                 outcome = RunOutcome(RunStatus.KILLED, outcome.log or "killed by user")
             await self._report(run, outcome)
@@ -138,39 +148,27 @@ class ExecuteRun:
             log.warning("could not clean up after run %s: %s", run.id, exc)
 
     async def _execute(self, run: Run) -> RunOutcome:
-        task = run.task
-        input_data = self._decode_input(run)
-        await self._check_policy(run)
-        token = await self._container_token(run)
-        await self._ensure_image(run)
+        # The start PATCH need not delay the container: it only has to be through before
+        # any other status is sent (and when the server refuses it, the run is stopped).
+        started = asyncio.create_task(self._mark_started(run))
         try:
-            spec = build_container_spec(run, self.settings)
-        except InvalidRunEnvironment as exc:
-            raise RunEnded(RunStatus.FAILED, str(exc)) from exc
-
-        await self.workspace.prepare(run.id, input_data, token)
-        await self.runtime.ensure_volume(
-            tmp_volume_name(self.settings.node_name, task.job_id, run.id), managed_labels(self.settings.node_name)
-        )
-        active = self.active.get(run.id)
-        if active is not None and active.killed:
-            raise RunEnded(RunStatus.KILLED, "killed by user before the algorithm started")
-        try:
-            container_id = await self.runtime.run(spec)
-        except ContainerStartFailed as exc:
-            raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
-        if active is not None:
-            active.container_id = container_id
-        await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id)
-        log.info("run %s (task %s) started: %s in container %s", run.id, task.id, task.image, container_id[:12])
-
-        # The "active" announcement need not delay waiting for the algorithm.
-        announce = asyncio.create_task(self._announce_active(run))
+            container_id = await self._start_container(run)
+        except asyncio.CancelledError:
+            started.cancel()
+            raise
+        except BaseException:
+            await started  # a refused start PATCH (_FinishedOnServer) wins over the failure
+            raise
+        announce = asyncio.create_task(self._announce_active(run, started, container_id))
         try:
             exit_ = await self.runtime.wait(container_id)
             logs = await self.runtime.logs(container_id)
+        except asyncio.CancelledError:
+            announce.cancel()
+            raise
         finally:
-            await announce
+            if not announce.cancelled():
+                await announce
         await self.journal.advance(run.id, RunStep.EXITED, exit_code=exit_.exit_code)
         log.info("run %s exited with code %s", run.id, exit_.exit_code)
         if not self.config.share_algorithm_logs:
@@ -185,6 +183,45 @@ class ExecuteRun:
         except ValueError as exc:
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] {exc}")
         return RunOutcome(RunStatus.COMPLETED, logs, output)
+
+    async def _start_container(self, run: Run) -> str:
+        input_data = self._decode_input(run)
+        await self._check_policy(run)
+        # The container token, the image and the tmp volume do not depend on each other;
+        # waiting for them one by one would add up their round trips.
+        token, _, _ = await _first_failure_wins(
+            self._container_token(run), self._ensure_image(run), self._ensure_tmp_volume(run)
+        )
+        try:
+            spec = build_container_spec(run, self.settings)
+        except InvalidRunEnvironment as exc:
+            raise RunEnded(RunStatus.FAILED, str(exc)) from exc
+        await self.workspace.prepare(run.id, input_data, token)
+        active = self.active.get(run.id)
+        if active is not None and active.killed:
+            raise RunEnded(RunStatus.KILLED, "killed by user before the algorithm started")
+        try:
+            container_id = await self.runtime.run(spec)
+        except ContainerStartFailed as exc:
+            raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
+        if active is not None:
+            active.container_id = container_id
+        await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id)
+        log.info("run %s (task %s) started: %s in container %s", run.id, run.task.id, run.task.image, container_id[:12])
+        return container_id
+
+    async def _mark_started(self, run: Run) -> None:
+        try:
+            await until_done(
+                lambda: self.server.update_run(run.id, RunUpdate.started(self.clock.now())),
+                self.clock, log, f"marking run {run.id} started",
+            )
+        except RunAlreadyFinished:
+            raise _FinishedOnServer from None
+
+    async def _ensure_tmp_volume(self, run: Run) -> None:
+        name = tmp_volume_name(self.settings.node_name, run.task.job_id, run.id)
+        await self.runtime.ensure_volume(name, managed_labels(self.settings.node_name))
 
     def _decode_input(self, run: Run) -> bytes:
         try:
@@ -218,7 +255,14 @@ class ExecuteRun:
         if how == "local":
             log.info("run %s uses the local copy of %s (pull failed; require_algorithm_pull is false)", run.id, image)
 
-    async def _announce_active(self, run: Run) -> None:
+    async def _announce_active(self, run: Run, started: asyncio.Task[None], container_id: str) -> None:
+        try:
+            await started
+        except _FinishedOnServer:
+            # Finished on the server while the container was starting: stop the algorithm.
+            with contextlib.suppress(NodeError):
+                await self.runtime.kill(container_id)
+            raise
         try:
             await until_done(
                 lambda: self.server.update_run(run.id, RunUpdate.status_change(RunStatus.ACTIVE)),

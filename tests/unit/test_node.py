@@ -462,3 +462,27 @@ def test_private_key_filename_is_relative_to_the_data_folder():
     h2 = MemoryNodeHarness(default_config(data_dir="/srv/node", private_key="/keys/k.pem"))
     assert h2.node.private_key_filename() == "/keys/k.pem"
     assert isinstance(h.node, Node)
+
+
+async def test_a_run_finished_on_the_server_while_starting_is_stopped_and_not_reported(harness):
+    from v6node.domain.errors import RunAlreadyFinished
+
+    started = asyncio.Event()
+
+    async def forever(call):
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    h = harness
+    h.runtime.add_image("sleep:1", forever)
+    h.server.fail_next("update_run", RunAlreadyFinished(400, "Cannot update an already finished algorithm run!"))
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    run = h.server.our_run(task.id)
+    await h.until(lambda: len(h.runtime.started) == 1 and h.runtime.alive() == [])
+    entry = await h.journal.get(run.id)
+    await h.until(lambda: h.workspace.folders == {})
+    assert run.patches == []  # only the refused start PATCH was tried
+    assert statuses_emitted(h, run.id) == []
+    assert entry.step is RunStep.REPORTED
