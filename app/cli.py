@@ -98,19 +98,29 @@ def _fail(error: BaseException) -> None:
     sys.exit(exit_code_for(error))
 
 
+def _load(config_file: str) -> NodeConfig:
+    try:
+        return read_config(config_file)
+    except ConfigError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+config_option = click.option(
+    "-c", "--config", "config_file", required=True, type=click.Path(dir_okay=False), help="Node YAML file."
+)
+
+
 @click.group()
 def main() -> None:
     """v6node: a vantage6 4.x node."""
 
 
 @main.command()
-@click.option("-c", "--config", "config_file", required=True, type=click.Path(dir_okay=False), help="Node YAML file.")
+@config_option
 def start(config_file: str) -> None:
     """Start the node in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
-    try:
-        config = read_config(config_file)
-    except ConfigError as exc:
-        _fail(exc)
+    config = _load(config_file)
     log_file = setup_logging(config)
     log.info("v6node %s starting node '%s' (log file %s)", _version(), config.name, log_file)
     try:
@@ -121,14 +131,11 @@ def start(config_file: str) -> None:
 
 
 @main.command("check-config")
-@click.option("-c", "--config", "config_file", required=True, type=click.Path(dir_okay=False), help="Node YAML file.")
+@config_option
 def check_config(config_file: str) -> None:
     """Validate a node config file and print what the node will use."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        config = read_config(config_file)
-    except ConfigError as exc:
-        _fail(exc)
+    config = _load(config_file)
     click.echo(f"{config_file}: OK")
     click.echo(f"  node name:    {config.name}")
     click.echo(f"  server:       {config.api_base}")
@@ -139,13 +146,10 @@ def check_config(config_file: str) -> None:
 
 
 @main.command("files")
-@click.option("-c", "--config", "config_file", required=True, type=click.Path(dir_okay=False), help="Node YAML file.")
+@config_option
 def files(config_file: str) -> None:
     """Print where the node keeps its config, log and data."""
-    try:
-        config = read_config(config_file)
-    except ConfigError as exc:
-        _fail(exc)
+    config = _load(config_file)
     click.echo(f"config file: {Path(config_file).resolve()}")
     click.echo(f"log folder:  {config.log_dir}")
     click.echo(f"data folder: {config.data_dir}")

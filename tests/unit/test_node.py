@@ -23,6 +23,19 @@ async def harness():
         yield h
 
 
+def add_blocking_image(h, image):
+    """An image whose algorithm runs until it is killed; returns the event it sets on starting."""
+    started = asyncio.Event()
+
+    async def forever(call):
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    h.runtime.add_image(image, forever)
+    return started
+
+
 def statuses_emitted(h, run_id):
     return [data["status"] for name, data in h.events.emitted if name == "algorithm_status_change" and data["run_id"] == run_id]
 
@@ -262,15 +275,8 @@ async def test_concurrency_is_bounded_by_max_concurrent_runs():
 
 
 async def test_a_killed_run_is_reported_killed_not_crashed_and_its_container_removed(harness):
-    started = asyncio.Event()
-
-    async def forever(call):
-        started.set()
-        await asyncio.Event().wait()
-        return 0
-
     h = harness
-    h.runtime.add_image("sleep:1", forever)
+    started = add_blocking_image(h, "sleep:1")
     task = h.server.create_task("sleep:1")
     h.events.push(NewTask(task.id))
     await started.wait()
@@ -287,15 +293,8 @@ async def test_a_killed_run_is_reported_killed_not_crashed_and_its_container_rem
 async def test_kill_orders_for_other_collaborations_or_orgs_are_ignored(harness):
     from v6node.domain.kill import KillOrder, KillTarget
 
-    started = asyncio.Event()
-
-    async def forever(call):
-        started.set()
-        await asyncio.Event().wait()
-        return 0
-
     h = harness
-    h.runtime.add_image("sleep:1", forever)
+    started = add_blocking_image(h, "sleep:1")
     task = h.server.create_task("sleep:1")
     h.events.push(NewTask(task.id))
     await started.wait()
@@ -336,15 +335,8 @@ async def test_the_result_survives_a_server_outage_while_reporting(harness):
 
 
 async def test_stop_removes_every_container_and_network_of_the_node():
-    started = asyncio.Event()
-
-    async def forever(call):
-        started.set()
-        await asyncio.Event().wait()
-        return 0
-
     h = MemoryNodeHarness()
-    h.runtime.add_image("sleep:1", forever)
+    started = add_blocking_image(h, "sleep:1")
     await h.start()
     task = h.server.create_task("sleep:1")
     h.events.push(NewTask(task.id))
@@ -467,15 +459,8 @@ def test_private_key_filename_is_relative_to_the_data_folder():
 async def test_a_run_finished_on_the_server_while_starting_is_stopped_and_not_reported(harness):
     from v6node.domain.errors import RunAlreadyFinished
 
-    started = asyncio.Event()
-
-    async def forever(call):
-        started.set()
-        await asyncio.Event().wait()
-        return 0
-
     h = harness
-    h.runtime.add_image("sleep:1", forever)
+    add_blocking_image(h, "sleep:1")
     h.server.fail_next("update_run", RunAlreadyFinished(400, "Cannot update an already finished algorithm run!"))
     task = h.server.create_task("sleep:1")
     h.events.push(NewTask(task.id))

@@ -1,0 +1,57 @@
+"""The `v6node` command line: exit codes and messages an operator sees."""
+from click.testing import CliRunner
+
+from v6node.app.cli import exit_code_for, main
+from v6node.app.node import EncryptionMismatch
+from v6node.domain.errors import AuthenticationFailed, ConfigError, NodeError, RuntimeUnavailable
+
+
+def write(tmp_path, text, name="alpha.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_config_accepts_a_good_file_and_says_what_it_will_use(tmp_path):
+    config = write(tmp_path, "api_key: k\nserver_url: http://v6.example.org\nport: 7601\ndatabases:\n  - {label: default, uri: d.csv, type: csv}\n")
+    result = CliRunner().invoke(main, ["check-config", "-c", config])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+    assert "http://v6.example.org:7601/api" in result.output
+    assert "default (csv, ro)" in result.output
+
+
+def test_check_config_names_the_key_and_exits_2(tmp_path):
+    config = write(tmp_path, "api_key: k\nserver_url: http://s\nport: eighty\n")
+    result = CliRunner().invoke(main, ["check-config", "-c", config])
+    assert result.exit_code == 2
+    assert f"{config}: key 'port': expected an integer" in result.output
+
+
+def test_start_with_a_broken_config_exits_2_before_doing_anything(tmp_path):
+    result = CliRunner().invoke(main, ["start", "-c", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2
+    assert "cannot read the file" in result.output
+
+
+def test_files_prints_the_folders(tmp_path):
+    config = write(tmp_path, f"api_key: k\nserver_url: http://s\ndirectories: {{data: {tmp_path}/d}}\n")
+    result = CliRunner().invoke(main, ["files", "-c", config])
+    assert result.exit_code == 0
+    assert f"data folder: {tmp_path}/d" in result.output
+    assert f"log folder:  {tmp_path}/d/log" in result.output
+
+
+def test_version_prints_the_package_version():
+    result = CliRunner().invoke(main, ["version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == "0.1.0"
+
+
+def test_exit_codes_map_each_failure_kind():
+    assert exit_code_for(ConfigError("f", "k", "bad")) == 2
+    assert exit_code_for(EncryptionMismatch("x")) == 2
+    assert exit_code_for(AuthenticationFailed("x")) == 3
+    assert exit_code_for(RuntimeUnavailable("x")) == 4
+    assert exit_code_for(NodeError("x")) == 1
+    assert exit_code_for(ValueError("x")) == 1
