@@ -10,6 +10,7 @@ from v6node.domain.model import Run
 class ActiveRun:
     run: Run
     container_id: str | None = None
+    token: str | None = None
     killed: bool = False
 
 

@@ -33,6 +33,7 @@ from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
 from v6node.ports.container_runtime import ContainerRuntime
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.proxy_server import ProxyServer
 from v6node.ports.run_journal import RunJournal
 from v6node.ports.server_api import ServerApi
 from v6node.ports.task_workspace import TaskWorkspace
@@ -103,6 +104,7 @@ class ExecuteRun:
         journal: RunJournal,
         clock: Clock,
         active: ActiveRuns,
+        proxy: ProxyServer,
         on_status: StatusListener,
     ) -> None:
         self.config = config
@@ -115,6 +117,7 @@ class ExecuteRun:
         self.journal = journal
         self.clock = clock
         self.active = active
+        self.proxy = proxy
         self.on_status = on_status
 
     async def __call__(self, run: Run) -> RunStatus | None:
@@ -136,6 +139,8 @@ class ExecuteRun:
             await self._clean_up(run, active.container_id)
             return outcome.status
         finally:
+            if active.token is not None:
+                self.proxy.revoke(active.token)
             self.active.discard(run.id)
 
     async def _clean_up(self, run: Run, container_id: str | None) -> None:
@@ -198,6 +203,10 @@ class ExecuteRun:
             raise RunEnded(RunStatus.FAILED, str(exc)) from exc
         await self.workspace.prepare(run.id, input_data, token)
         active = self.active.get(run.id)
+        if active is not None:
+            active.token = token
+        # The proxy forwards only requests of runs that are executing here.
+        self.proxy.authorize(token)
         if active is not None and active.killed:
             raise RunEnded(RunStatus.KILLED, "killed by user before the algorithm started")
         try:

@@ -110,6 +110,7 @@ class Node:
         await ctx.runtime.ping()
         await self.authenticate()
         await self.setup_encryption()
+        assert self.identity is not None and self.cryptor is not None
         labels = managed_labels(self.config.name)
         # Leftovers of an earlier process of this node would otherwise run beside ours.
         removed = await ctx.runtime.remove_labelled({**labels, "vantage6-type": "algorithm"})
@@ -117,7 +118,7 @@ class Node:
             log.warning("removed %d algorithm container(s) left behind by an earlier run of this node", removed)
         network = network_name(self.config.name)
         gateway = await ctx.runtime.ensure_network(network, labels)
-        port = await ctx.proxy.start(gateway)
+        port = await ctx.proxy.start(gateway, self.cryptor)
         self.settings = AlgorithmSettings(
             node_name=self.config.name,
             tasks_dir=ctx.workspace.tasks_dir(),
@@ -128,7 +129,6 @@ class Node:
             algorithm_env=dict(self.config.algorithm_env),
             gpu=self.config.gpu,
         )
-        assert self.identity is not None and self.cryptor is not None
         self._executor = ExecuteRun(
             config=self.config,
             identity=self.identity,
@@ -140,6 +140,7 @@ class Node:
             journal=ctx.journal,
             clock=ctx.clock,
             active=self.active,
+            proxy=ctx.proxy,
             on_status=self._emit_status,
         )
         await self.connect_to_socket()

@@ -1,6 +1,7 @@
 """The vantage6 server's REST API as the node uses it."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from v6node.domain.model import Collaboration, NodeIdentity, Organization, Run, RunUpdate, TaskRef
@@ -45,3 +46,21 @@ class ServerApi(Protocol):
 
     async def request_container_token(self, task_id: int, image: str) -> str:
         """A container token for an algorithm of ``task_id``; ``image`` must equal the task's image."""
+
+    async def set_organization_public_key(self, organization_id: int, public_key: str) -> None:
+        """PATCH our organization's ``public_key`` (base64 of the PEM text)."""
+
+    async def find_organizations(self, name: str) -> list[Organization]:
+        """Organizations whose name is exactly ``name`` (all pages)."""
+
+    async def get_algorithm_store_url(self, store_id: int) -> str:
+        """The URL of an algorithm store registered on the server."""
+
+    async def blob_store_enabled(self) -> bool:
+        """Whether the server stores run data in its blob store; False when it cannot say."""
+
+    def download_blob(self, blob_id: str) -> AsyncIterator[bytes]:
+        """The raw bytes of a blob, streamed in chunks."""
+
+    async def upload_blob(self, chunks: AsyncIterable[bytes]) -> str:
+        """Stream bytes into the blob store; returns the blob's id (a UUID)."""

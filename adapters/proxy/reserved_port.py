@@ -15,11 +15,17 @@ class ReservedPortProxy:
         self._wanted = port
         self._socket: socket.socket | None = None
 
-    async def start(self, host: str) -> int:
+    async def start(self, host: str, cryptor: object = None) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind((host, self._wanted))
         self._socket = sock
         return sock.getsockname()[1]
+
+    def authorize(self, container_token: str) -> None:
+        """Nothing is served, so nothing needs authorizing."""
+
+    def revoke(self, container_token: str) -> None:
+        """Nothing is served, so nothing needs revoking."""
 
     async def stop(self) -> None:
         if self._socket is not None:

@@ -234,6 +234,9 @@ async def test_algorithm_gets_the_proxy_address_and_its_files(harness):
     assert seen["INPUT_FILE"] == f"/mnt/data/task-{run_id:09d}/input"
     assert seen["token"] == f"container-token-{task.id}"
     assert h.proxy.host == h.runtime.gateway
+    # The proxy accepted the run's token only while it ran.
+    assert h.proxy.ever_authorized == [f"container-token-{task.id}"]
+    await h.until(lambda: h.proxy.tokens == set())
 
 
 async def test_ten_tasks_at_once_all_complete(harness):
