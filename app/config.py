@@ -16,6 +16,9 @@ import yaml
 
 from v6node.domain.config import (
     DATABASE_TYPES,
+    FILE_DATABASE_TYPES,
+    FOLDER_DATABASE_TYPES,
+    AlgorithmLimits,
     LOG_LEVELS,
     MOUNT_MODES,
     DatabaseConfig,
@@ -39,7 +42,14 @@ _VANTAGE6_KEYS = frozenset(
     }
 )
 # Keys only v6node reads (the reference ignores unknown keys, so they are safe to add).
-_V6NODE_KEYS = frozenset({"max_concurrent_runs", "max_output_size"})
+_V6NODE_KEYS = frozenset(
+    {
+        "max_concurrent_runs", "max_output_size", "algorithm_cpus", "algorithm_memory",
+        "algorithm_pids_limit", "algorithm_time_limit", "keep_task_folders", "sync_interval",
+    }
+)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _POLICY_KEYS = frozenset(
     {
         "allowed_algorithms", "allowed_algorithm_stores", "allow_either_whitelist_or_store",
@@ -93,6 +103,24 @@ class _Section:
         if value is not None and minimum is not None and value < minimum:
             raise self.fail(name, f"expected an integer >= {minimum}, got {value}")
         return value
+
+    def number(self, name: str, minimum_exclusive: float = 0.0) -> float | None:
+        value = self._typed(name, (int, float, type(None)), "a number", None, False)
+        if value is not None and value <= minimum_exclusive:
+            raise self.fail(name, f"expected a number > {minimum_exclusive:g}, got {value}")
+        return value
+
+    def size(self, name: str) -> int | None:
+        """Bytes, given as an integer or as text like "512m" or "4GiB"."""
+        value = self._typed(name, (int, str, type(None)), "a size such as 4g or 512m", None, False)
+        if value is None or isinstance(value, int):
+            if value is not None and value <= 0:
+                raise self.fail(name, f"expected a positive size, got {value}")
+            return value
+        match = _SIZE.match(value)
+        if not match:
+            raise self.fail(name, f"expected a size such as 4g or 512m, got {value!r}")
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
     def mapping(self, name: str) -> _Section:
         value = self._typed(name, (dict, type(None)), "a mapping", None, False)
@@ -156,8 +184,11 @@ def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
         if mount_mode not in MOUNT_MODES:
             raise entry.fail("mount_mode", f"expected 'ro' or 'copy', got {mount_mode!r}")
         uri = entry.string("uri", required=True)
-        if db_type in ("csv", "parquet", "excel", "folder"):
+        if db_type in FILE_DATABASE_TYPES | FOLDER_DATABASE_TYPES:
             uri = _resolve(base, uri)
+            wanted, exists = ("folder", os.path.isdir(uri)) if db_type == "folder" else ("file", os.path.isfile(uri))
+            if not exists:
+                raise entry.fail("uri", f"database '{label}' ({db_type}): no {wanted} at {uri}")
         databases.append(
             DatabaseConfig(label=label, uri=uri, type=db_type, env=entry.scalar_mapping("env"), mount_mode=mount_mode)
         )
@@ -257,6 +288,14 @@ def parse_config(
         run_context_file=root.boolean("run_context_file", False),
         max_concurrent_runs=root.integer("max_concurrent_runs", 8, minimum=1),
         max_output_size=root.integer("max_output_size", DEFAULT_MAX_OUTPUT_SIZE, minimum=1),
+        limits=AlgorithmLimits(
+            cpus=root.number("algorithm_cpus"),
+            memory=root.size("algorithm_memory"),
+            pids=root.integer("algorithm_pids_limit", AlgorithmLimits().pids, minimum=1, nullable=True),
+            seconds=root.number("algorithm_time_limit"),
+        ),
+        keep_task_folders=root.boolean("keep_task_folders", False),
+        sync_interval=root.number("sync_interval") or NodeConfig.__attrs_attrs__.sync_interval.default,
     )
 
 

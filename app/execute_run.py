@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -12,11 +13,17 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.retry import until_done
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
+    DATABASE_COPIES,
+    RUN_CONTEXT_FILE,
     AlgorithmSettings,
     build_container_spec,
+    database_copies,
     managed_labels,
+    missing_databases,
+    run_context,
     tmp_volume_name,
 )
+from v6node.domain.containers import ContainerExit
 from v6node.domain.errors import (
     ContainerStartFailed,
     CryptoError,
@@ -166,7 +173,7 @@ class ExecuteRun:
             raise
         announce = asyncio.create_task(self._announce_active(run, started, container_id))
         try:
-            exit_ = await self.runtime.wait(container_id)
+            exit_, timed_out = await self._wait(container_id)
             logs = await self.runtime.logs(container_id)
         except asyncio.CancelledError:
             announce.cancel()
@@ -178,9 +185,19 @@ class ExecuteRun:
         log.info("run %s exited with code %s", run.id, exit_.exit_code)
         if not self.config.share_algorithm_logs:
             logs = LOGS_NOT_SHARED
+        limits = self.settings.limits
+        if timed_out:
+            return RunOutcome(
+                RunStatus.FAILED,
+                logs + f"\n[v6node] the algorithm was stopped after {limits.seconds:g} s (algorithm_time_limit)",
+            )
+        if exit_.oom_killed:
+            limit = f" of {limits.memory} bytes (algorithm_memory)" if limits.memory else ""
+            return RunOutcome(
+                RunStatus.FAILED, logs + f"\n[v6node] the algorithm was killed: it ran out of memory{limit}"
+            )
         if exit_.exit_code != 0:
-            reason = "\n[v6node] the algorithm was killed: it ran out of memory" if exit_.oom_killed else ""
-            return RunOutcome(RunStatus.CRASHED, logs + reason)
+            return RunOutcome(RunStatus.CRASHED, logs)
         try:
             output = await self.workspace.read_output(run.id, self.config.max_output_size)
         except FileNotFoundError:
@@ -189,19 +206,43 @@ class ExecuteRun:
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] {exc}")
         return RunOutcome(RunStatus.COMPLETED, logs, output)
 
+    async def _wait(self, container_id: str) -> tuple[ContainerExit, bool]:
+        """The container's exit, and whether it was stopped for running past the time limit."""
+        seconds = self.settings.limits.seconds
+        if seconds is None:
+            return await self.runtime.wait(container_id), False
+        waiting = asyncio.create_task(self.runtime.wait(container_id))
+        deadline = asyncio.create_task(self.clock.sleep(seconds))
+        try:
+            done, _ = await asyncio.wait({waiting, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting in done:
+                return waiting.result(), False
+            log.warning("container %s ran past algorithm_time_limit (%g s); stopping it", container_id[:12], seconds)
+            await self.runtime.kill(container_id)
+            return await waiting, True
+        finally:
+            waiting.cancel()
+            deadline.cancel()
+
     async def _start_container(self, run: Run) -> str:
         input_data = self._decode_input(run)
+        self._check_databases(run)
         await self._check_policy(run)
+        try:
+            spec = build_container_spec(run, self.settings)
+            context = run_context(run, self.settings, input_data) if self.settings.run_context_file else None
+        except InvalidRunEnvironment as exc:
+            raise RunEnded(RunStatus.FAILED, str(exc)) from exc
         # The container token, the image and the tmp volume do not depend on each other;
         # waiting for them one by one would add up their round trips.
         token, _, _ = await _first_failure_wins(
             self._container_token(run), self._ensure_image(run), self._ensure_tmp_volume(run)
         )
-        try:
-            spec = build_container_spec(run, self.settings)
-        except InvalidRunEnvironment as exc:
-            raise RunEnded(RunStatus.FAILED, str(exc)) from exc
         await self.workspace.prepare(run.id, input_data, token)
+        for source, name in database_copies(self.settings.databases):
+            await self.workspace.copy_in(run.id, source, f"{DATABASE_COPIES}/{name}")
+        if context is not None:
+            await self.workspace.add_file(run.id, RUN_CONTEXT_FILE, (json.dumps(context, indent=2) + "\n").encode())
         active = self.active.get(run.id)
         if active is not None:
             active.token = token
@@ -234,10 +275,29 @@ class ExecuteRun:
 
     def _decode_input(self, run: Run) -> bytes:
         try:
-            return self.cryptor.decrypt_str(run.input)
+            data = self.cryptor.decrypt_str(run.input)
         except CryptoError as exc:
             what = "decrypted for this organization" if self.cryptor.encrypted else "decoded"
             raise RunEnded(RunStatus.FAILED, f"the run's input could not be {what}: {exc}") from exc
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            raise RunEnded(
+                RunStatus.FAILED,
+                f"the run's input is not JSON ({exc}); vantage6 algorithms expect "
+                '{"method": ..., "args": [...], "kwargs": {...}}',
+            ) from exc
+        return data
+
+    def _check_databases(self, run: Run) -> None:
+        missing = missing_databases(run, self.settings.databases)
+        if missing:
+            configured = ", ".join(db.label for db in self.settings.databases) or "none"
+            raise RunEnded(
+                RunStatus.FAILED,
+                f"the task asks for database(s) {', '.join(missing)}, which this node does not have "
+                f"(configured: {configured})",
+            )
 
     async def _check_policy(self, run: Run) -> None:
         task = run.task

@@ -128,6 +128,9 @@ class Node:
             databases=self.config.databases,
             algorithm_env=dict(self.config.algorithm_env),
             gpu=self.config.gpu,
+            limits=self.config.limits,
+            run_context_file=self.config.run_context_file,
+            node_id=self.identity.node_id,
         )
         self._executor = ExecuteRun(
             config=self.config,

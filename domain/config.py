@@ -61,6 +61,16 @@ class LoggingConfig:
 
 
 @frozen
+class AlgorithmLimits:
+    """Resources of every algorithm container; None means no limit."""
+
+    cpus: float | None = None
+    memory: int | None = None  # bytes
+    pids: int | None = 1024
+    seconds: float | None = None  # wall-clock time a run may take
+
+
+@frozen
 class NodeConfig:
     """Everything the node reads from its YAML file, with defaults filled in."""
 
@@ -86,6 +96,11 @@ class NodeConfig:
     max_concurrent_runs: int = field(default=8, validator=validators.ge(1))
     # Largest algorithm output (bytes) the node reports; a bigger one fails the run.
     max_output_size: int = field(default=1024 * 1024 * 1024, validator=validators.ge(1))
+    limits: AlgorithmLimits = AlgorithmLimits()
+    # Keep task folders and temporary volumes after runs (for debugging algorithms).
+    keep_task_folders: bool = False
+    # Seconds between re-syncs that catch runs whose websocket event was lost.
+    sync_interval: float = field(default=300.0, validator=validators.gt(0))
 
     @property
     def server_root(self) -> str:

@@ -8,13 +8,15 @@ from typing import Any
 
 from attrs import field, frozen
 
-from v6node.domain.config import DatabaseConfig
+from v6node.domain.config import AlgorithmLimits, DatabaseConfig
 from v6node.domain.errors import InvalidRunEnvironment
 from v6node.domain.model import Run
 
 # Where things appear inside an algorithm container (fixed by vantage6-algorithm-tools).
 CONTAINER_DATA_DIR = "/mnt/data"
 CONTAINER_TMP_DIR = "/mnt/tmp"
+DATABASE_COPIES = "databases"  # folder inside a task folder with the run's database copies
+RUN_CONTEXT_FILE = "run_context.json"
 ENV_EQUALS_REPLACEMENT = "!"
 ENV_NOT_SETTABLE = frozenset({"PKG_NAME"})
 
@@ -80,6 +82,9 @@ class AlgorithmSettings:
     databases: tuple[DatabaseConfig, ...] = ()
     algorithm_env: dict[str, str] = field(factory=dict, hash=False)
     gpu: bool = False
+    limits: AlgorithmLimits = AlgorithmLimits()
+    run_context_file: bool = False
+    node_id: int | None = None  # the server's id of this node, for the run context
 
 
 def task_folder_name(run_id: int) -> str:
@@ -124,22 +129,48 @@ def decode_env_value(value: str) -> str:
     return base64.b32decode(value.replace(ENV_EQUALS_REPLACEMENT, "=")).decode("utf-8")
 
 
-def database_container_uri(db: DatabaseConfig) -> str:
-    """Where the algorithm finds a configured database."""
-    if db.is_file:
-        return posixpath.join("/mnt", db.label + posixpath.splitext(db.uri)[1])
-    if db.is_folder:
-        return posixpath.join("/mnt", db.label)
-    return db.uri
+def _on_disk(db: DatabaseConfig) -> bool:
+    return db.is_file or db.is_folder
+
+
+def database_copy_name(db: DatabaseConfig) -> str:
+    """Name of a ``copy``-mode database inside the run's ``databases`` folder."""
+    return db.label + (posixpath.splitext(db.uri)[1] if db.is_file else "")
+
+
+def database_container_uri(db: DatabaseConfig, run_id: int) -> str:
+    """Where the algorithm finds a configured database.
+
+    ``ro`` files and folders are bind-mounted read-only at ``/mnt/<label><suffix>``; ``copy``
+    ones are copied into the run's own task folder, so no run sees another run's copy.
+    Other databases (SQL, SPARQL, URIs) are passed as they are.
+    """
+    if not _on_disk(db):
+        return db.uri
+    if db.mount_mode == "copy":
+        return posixpath.join(CONTAINER_DATA_DIR, task_folder_name(run_id), DATABASE_COPIES, database_copy_name(db))
+    return posixpath.join("/mnt", database_copy_name(db))
 
 
 def database_mounts(databases: tuple[DatabaseConfig, ...]) -> tuple[Mount, ...]:
-    """File and folder databases are bind-mounted (read-only unless ``copy`` is asked)."""
     return tuple(
-        Mount(source=db.uri, target=database_container_uri(db), read_only=db.mount_mode == "ro")
+        Mount(source=db.uri, target=database_container_uri(db, 0), read_only=True)
         for db in databases
-        if db.is_file or db.is_folder
+        if _on_disk(db) and db.mount_mode == "ro"
     )
+
+
+def database_copies(databases: tuple[DatabaseConfig, ...]) -> tuple[tuple[str, str], ...]:
+    """(host path, name in the run's ``databases`` folder) of each ``copy``-mode database."""
+    return tuple(
+        (db.uri, database_copy_name(db)) for db in databases if _on_disk(db) and db.mount_mode == "copy"
+    )
+
+
+def missing_databases(run: Run, databases: tuple[DatabaseConfig, ...]) -> list[str]:
+    """Labels the task asks for that this node does not have."""
+    configured = {db.label for db in databases}
+    return [requested.label for requested in run.task.databases if requested.label not in configured]
 
 
 def _requested_database_env(run: Run) -> dict[str, str]:
@@ -157,11 +188,11 @@ def _requested_database_env(run: Run) -> dict[str, str]:
     return env
 
 
-def _configured_database_env(databases: tuple[DatabaseConfig, ...]) -> dict[str, str]:
+def _configured_database_env(databases: tuple[DatabaseConfig, ...], run_id: int) -> dict[str, str]:
     env: dict[str, str] = {}
     for db in databases:
         prefix = db.label.upper()
-        env[f"{prefix}_DATABASE_URI"] = database_container_uri(db)
+        env[f"{prefix}_DATABASE_URI"] = database_container_uri(db, run_id)
         env[f"{prefix}_DATABASE_TYPE"] = db.type
         for key, value in db.env.items():
             env[f"{prefix}_DB_PARAM_{key.upper()}"] = str(value)
@@ -182,7 +213,7 @@ def algorithm_environment(run: Run, settings: AlgorithmSettings) -> dict[str, st
         "API_PATH": "",
     }
     env.update(_requested_database_env(run))
-    env.update(_configured_database_env(settings.databases))
+    env.update(_configured_database_env(settings.databases, run.id))
     env.update(settings.algorithm_env)
     bad = sorted(k for k in env if not k.isidentifier() or k in ENV_NOT_SETTABLE)
     if bad:
@@ -210,14 +241,65 @@ def build_container_spec(run: Run, settings: AlgorithmSettings) -> ContainerSpec
         ),
         *database_mounts(settings.databases),
     )
+    environment = {key: encode_env_value(value) for key, value in env.items()}
+    if settings.run_context_file:
+        # Not encoded, as in the reference (the wrapper reads it raw).
+        environment["RUN_CONTEXT_FILE"] = posixpath.join(CONTAINER_DATA_DIR, folder, RUN_CONTEXT_FILE)
+    limits = settings.limits
     return ContainerSpec(
         name=container_name(settings.node_name, run.id),
         image=run.task.image,
         network=settings.network,
-        environment={key: encode_env_value(value) for key, value in env.items()},
+        environment=environment,
         mounts=mounts,
         labels=run_labels(settings.node_name, run),
         cap_drop=("ALL",),
         security_opt=("no-new-privileges",),
+        pids_limit=limits.pids,
+        mem_limit=limits.memory,
+        nano_cpus=None if limits.cpus is None else int(limits.cpus * 1_000_000_000),
         gpu=settings.gpu,
     )
+
+
+def run_context(run: Run, settings: AlgorithmSettings, input_data: bytes) -> dict[str, Any]:
+    """The experimental run context file of vantage6 4.14 (``run_context_file: true``).
+
+    Raises ``InvalidRunEnvironment`` when a requested database is not on disk, which
+    the run context cannot describe.
+    """
+    try:
+        decoded = json.loads(input_data)
+    except ValueError:
+        decoded = {}
+    call = decoded if isinstance(decoded, dict) else {}
+    folder = posixpath.join(CONTAINER_DATA_DIR, task_folder_name(run.id))
+    by_label = {db.label: db for db in settings.databases}
+    inputs = []
+    for requested in run.task.databases:
+        db = by_label.get(requested.label)
+        if db is None or not _on_disk(db):
+            raise InvalidRunEnvironment(
+                f"database '{requested.label}' is not a file or folder, which a run context file cannot describe"
+            )
+        entry: dict[str, Any] = {"id": db.label, "uri": database_container_uri(db, run.id), "type": db.type}
+        arguments = requested.parameters.get("arguments")
+        if isinstance(arguments, dict):
+            entry["arguments"] = arguments
+        inputs.append(entry)
+    return {
+        "schema_version": "0.1",
+        "entrypoint": {"name": call.get("method") or ""},
+        "arguments": {"positional": call.get("args") or [], "named": call.get("kwargs") or {}},
+        "executor": {"id": settings.node_id, "kind": "vantage6-node"},
+        "inputs": inputs,
+        "outputs": [{"id": "result", "uri": f"{folder}/output"}],
+        "x-vantage6": {
+            "run_id": run.id,
+            "task_id": run.task.id,
+            "collaboration_id": run.task.collaboration_id,
+            "token_file": f"{folder}/token",
+            "api_proxy": {"host": f"http://{settings.proxy_host}", "port": str(settings.proxy_port), "api_path": ""},
+            "temporary_directory": CONTAINER_TMP_DIR,
+        },
+    }

@@ -14,6 +14,12 @@ class TaskWorkspace(Protocol):
     async def prepare(self, run_id: int, input_data: bytes, token: str) -> None:
         """Create the folder with ``input``, an empty ``output`` and ``token`` (overwrites)."""
 
+    async def add_file(self, run_id: int, name: str, data: bytes) -> None:
+        """Write ``name`` (a path relative to the run's folder) with ``data``."""
+
+    async def copy_in(self, run_id: int, source: str, name: str) -> None:
+        """Copy the host file or folder ``source`` to ``name`` inside the run's folder."""
+
     async def read_output(self, run_id: int, limit: int) -> bytes:
         """The output file; ``ValueError`` past ``limit`` bytes, ``FileNotFoundError`` if missing."""
 

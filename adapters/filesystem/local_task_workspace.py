@@ -39,6 +39,32 @@ class LocalTaskWorkspace:
         output.write_bytes(b"")
         os.chmod(output, 0o666)
 
+    async def add_file(self, run_id: int, name: str, data: bytes) -> None:
+        await asyncio.to_thread(self._add_file, run_id, name, data)
+
+    def _add_file(self, run_id: int, name: str, data: bytes) -> None:
+        path = self._inside(run_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    async def copy_in(self, run_id: int, source: str, name: str) -> None:
+        await asyncio.to_thread(self._copy_in, run_id, source, name)
+
+    def _copy_in(self, run_id: int, source: str, name: str) -> None:
+        target = self._inside(run_id, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.isdir(source):
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, target)
+
+    def _inside(self, run_id: int, name: str) -> Path:
+        folder = self.folder(run_id).resolve()
+        path = (folder / name).resolve()
+        if folder not in path.parents:
+            raise ValueError(f"{name!r} is not inside the task folder of run {run_id}")
+        return path
+
     async def read_output(self, run_id: int, limit: int) -> bytes:
         return await asyncio.to_thread(self._read_output, run_id, limit)
 

@@ -33,6 +33,8 @@ class AlgorithmCall:
     run_id: int
     workspace: MemoryTaskWorkspace
     log_lines: list[str] = field(factory=list)
+    # Set by a fake algorithm to play one that the engine killed for using too much memory.
+    oom_killed: bool = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -141,7 +143,7 @@ class MemoryContainerRuntime:
             code = await program(container.call)
         except asyncio.CancelledError:
             code = KILLED_EXIT_CODE
-        container.exit = ContainerExit(exit_code=code)
+        container.exit = ContainerExit(exit_code=code, oom_killed=container.call.oom_killed)
         return code
 
     def _get(self, container_id: str) -> FakeContainer:

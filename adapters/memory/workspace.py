@@ -1,7 +1,7 @@
 """Task folders kept in memory."""
 from __future__ import annotations
 
-from attrs import define
+from attrs import define, field
 
 
 @define
@@ -9,6 +9,8 @@ class TaskFiles:
     input: bytes
     token: str
     output: bytes | None = b""
+    files: dict[str, bytes] = field(factory=dict)
+    copies: dict[str, str] = field(factory=dict)  # name in the folder -> host source
 
 
 class MemoryTaskWorkspace:
@@ -21,6 +23,12 @@ class MemoryTaskWorkspace:
 
     async def prepare(self, run_id: int, input_data: bytes, token: str) -> None:
         self.folders[run_id] = TaskFiles(input=input_data, token=token)
+
+    async def add_file(self, run_id: int, name: str, data: bytes) -> None:
+        self.folders[run_id].files[name] = data
+
+    async def copy_in(self, run_id: int, source: str, name: str) -> None:
+        self.folders[run_id].copies[name] = source
 
     async def read_output(self, run_id: int, limit: int) -> bytes:
         files = self.folders.get(run_id)

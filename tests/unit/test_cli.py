@@ -13,6 +13,7 @@ def write(tmp_path, text, name="alpha.yaml"):
 
 
 def test_check_config_accepts_a_good_file_and_says_what_it_will_use(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b\n1,2\n")
     config = write(tmp_path, "api_key: k\nserver_url: http://v6.example.org\nport: 7601\ndatabases:\n  - {label: default, uri: d.csv, type: csv}\n")
     result = CliRunner().invoke(main, ["check-config", "-c", config])
     assert result.exit_code == 0, result.output

@@ -53,6 +53,8 @@ def write(tmp_path, text, name="alpha.yaml"):
 
 
 def test_reference_config_loads(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "patients.csv").write_text("age,weight\n1,2\n")
     config = load_config(write(tmp_path, REFERENCE_CONFIG), default_data_dir=str(tmp_path / "data"))
     assert config.name == "alpha"
     assert config.server_url == "http://localhost"
@@ -101,10 +103,14 @@ def test_unknown_keys_are_ignored_with_a_warning(tmp_path, caplog):
         ("api_key: k\nserver_url: s.example\n", "server_url", "http://"),
         ("api_key: k\nserver_url: http://s\nencryption: {enabled: 'yes'}\n", "encryption.enabled", "true or false"),
         ("api_key: k\nserver_url: http://s\ndatabases: [{uri: x.csv}]\n", "databases[0].label", "is required"),
-        ("api_key: k\nserver_url: http://s\ndatabases: [{label: my-db, uri: x}]\n", "databases[0].label", "identifier"),
+        ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: nowhere.csv}]\n", "databases[0].uri", "database 'a' (csv): no file at"),
+        ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: nowhere, type: folder}]\n", "databases[0].uri", "no folder at"),
+        ("api_key: k\nserver_url: http://s\nalgorithm_memory: lots\n", "algorithm_memory", "a size such as"),
+        ("api_key: k\nserver_url: http://s\nalgorithm_cpus: 0\n", "algorithm_cpus", "a number > 0"),
+        ("api_key: k\nserver_url: http://s\ndatabases: [{label: my-db, uri: x, type: sql}]\n", "databases[0].label", "identifier"),
         ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: x, type: mongo}]\n", "databases[0].type", "expected one of"),
-        ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: x, mount_mode: rw}]\n", "databases[0].mount_mode", "'ro' or 'copy'"),
-        ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: x}, {label: a, uri: y}]\n", "databases[1].label", "used twice"),
+        ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: x, type: sql, mount_mode: rw}]\n", "databases[0].mount_mode", "'ro' or 'copy'"),
+        ("api_key: k\nserver_url: http://s\ndatabases: [{label: a, uri: x, type: sql}, {label: a, uri: y, type: sql}]\n", "databases[1].label", "used twice"),
         ("api_key: k\nserver_url: http://s\nlogging: {level: LOUD}\n", "logging.level", "expected one of"),
         ("api_key: k\nserver_url: http://s\npolicies: {allowed_users: [{id: 1}]}\n", "policies.allowed_users[0]", "string or an integer"),
         ("api_key: k\nserver_url: http://s\nmax_concurrent_runs: 0\n", "max_concurrent_runs", ">= 1"),
@@ -133,3 +139,17 @@ def test_unreadable_and_invalid_files(tmp_path):
 def test_node_name_must_suit_docker(tmp_path):
     with pytest.raises(ConfigError, match="node name"):
         load_config(write(tmp_path, "api_key: k\nserver_url: http://s\n", name="my node.yaml"), "/d")
+
+
+def test_limits_and_v6node_keys(tmp_path):
+    text = "api_key: k\nserver_url: http://s\nalgorithm_cpus: 1.5\nalgorithm_memory: 512m\nalgorithm_pids_limit: 64\nalgorithm_time_limit: 600\nkeep_task_folders: true\nsync_interval: 30\n"
+    config = load_config(write(tmp_path, text), "/d")
+    assert config.limits.cpus == 1.5
+    assert config.limits.memory == 512 * 1024 * 1024
+    assert config.limits.pids == 64
+    assert config.limits.seconds == 600
+    assert config.keep_task_folders is True
+    assert config.sync_interval == 30
+    defaults = load_config(write(tmp_path, "api_key: k\nserver_url: http://s\n", "b.yaml"), "/d")
+    assert defaults.limits.memory is None and defaults.limits.pids == 1024 and defaults.sync_interval == 300
+    assert load_config(write(tmp_path, "api_key: k\nserver_url: http://s\nalgorithm_memory: 2GiB\n", "c.yaml"), "/d").limits.memory == 2 * 1024**3

@@ -113,3 +113,23 @@ def test_env_var_names_that_cannot_be_given_are_refused(bad):
 def test_run_without_job_gets_its_own_tmp_volume():
     spec = build_container_spec(make_run(job_id=None), settings())
     assert spec.mounts[1].source == "vantage6-alpha-user-run42-tmpvol"
+
+
+def test_limits_reach_the_container_spec():
+    from v6node.domain.config import AlgorithmLimits
+
+    spec = build_container_spec(make_run(), settings(limits=AlgorithmLimits(cpus=1.5, memory=2**30, pids=64)))
+    assert spec.nano_cpus == 1_500_000_000
+    assert spec.mem_limit == 2**30
+    assert spec.pids_limit == 64
+    default = build_container_spec(make_run(), settings())
+    assert default.pids_limit == 1024 and default.mem_limit is None and default.nano_cpus is None
+
+
+def test_copy_mode_files_live_in_the_runs_folder_and_are_not_mounted():
+    dbs = (DatabaseConfig(label="default", uri="/data/p.csv", mount_mode="copy"), DatabaseConfig(label="imgs", uri="/data/i", type="folder", mount_mode="copy"))
+    spec = build_container_spec(make_run(), settings(databases=dbs))
+    env = {k: decode_env_value(v) for k, v in spec.environment.items()}
+    assert env["DEFAULT_DATABASE_URI"] == "/mnt/data/task-000000042/databases/default.csv"
+    assert env["IMGS_DATABASE_URI"] == "/mnt/data/task-000000042/databases/imgs"
+    assert len(spec.mounts) == 2  # only the task folder and the tmp volume

@@ -474,3 +474,124 @@ async def test_a_run_finished_on_the_server_while_starting_is_stopped_and_not_re
     assert run.patches == []  # only the refused start PATCH was tried
     assert statuses_emitted(h, run.id) == []
     assert entry.step is RunStep.REPORTED
+
+
+async def run_one(h, image, **task):
+    created = h.server.create_task(image, **task)
+    h.events.push(NewTask(created.id))
+    status = await h.until_run_finished(created.id)
+    return status, h.server.our_run(created.id)
+
+
+async def test_a_database_the_node_lacks_fails_the_run_and_lists_what_it_has():
+    from v6node.domain.config import DatabaseConfig
+    from v6node.domain.model import RequestedDatabase
+
+    dbs = (DatabaseConfig(label="default", uri="/data/a.csv"), DatabaseConfig(label="omop", uri="pg://x", type="sql"))
+    h = MemoryNodeHarness(default_config(databases=dbs, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        status, run = await run_one(h, IMAGE, databases=(RequestedDatabase("imaging"),))
+    assert status == RunStatus.FAILED
+    assert "imaging" in run.log and "configured: default, omop" in run.log
+    assert h.runtime.started == []
+
+
+async def test_input_that_is_not_json_fails_before_the_algorithm(harness):
+    import base64 as b64
+
+    status, run = await run_one(harness, IMAGE, input=b64.b64encode(b"not json at all").decode())
+    assert status == RunStatus.FAILED
+    assert "input is not JSON" in run.log
+    assert harness.runtime.started == []
+
+
+async def test_copy_mode_databases_are_copied_into_the_runs_own_folder():
+    from v6node.domain.config import DatabaseConfig
+
+    dbs = (
+        DatabaseConfig(label="default", uri="/data/a.csv", mount_mode="copy"),
+        DatabaseConfig(label="ro_db", uri="/data/b.csv"),
+    )
+    seen = {}
+
+    async def inspect(call):
+        seen.update(call.env)
+        seen["copies"] = dict(h.workspace.folders[call.run_id].copies)
+        seen["mounts"] = [(m.source, m.target, m.read_only) for m in call.spec.mounts]
+        call.write_output(b"{}")
+        return 0
+
+    h = MemoryNodeHarness(default_config(databases=dbs, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image("inspect:1", inspect)
+    async with h:
+        status, run = await run_one(h, "inspect:1")
+    assert status == RunStatus.COMPLETED
+    assert seen["copies"] == {"databases/default.csv": "/data/a.csv"}
+    assert seen["DEFAULT_DATABASE_URI"] == f"/mnt/data/task-{run.id:09d}/databases/default.csv"
+    assert seen["RO_DB_DATABASE_URI"] == "/mnt/ro_db.csv"
+    assert ("/data/b.csv", "/mnt/ro_db.csv", True) in seen["mounts"]
+    assert not any(source == "/data/a.csv" for source, _, _ in seen["mounts"])
+
+
+async def test_run_context_file_is_written_when_asked():
+    import json as js
+
+    from v6node.domain.config import DatabaseConfig
+    from v6node.domain.model import RequestedDatabase
+
+    seen = {}
+
+    async def inspect(call):
+        seen["file"] = js.loads(h.workspace.folders[call.run_id].files["run_context.json"])
+        seen["env"] = call.spec.environment["RUN_CONTEXT_FILE"]
+        call.write_output(b"{}")
+        return 0
+
+    dbs = (DatabaseConfig(label="default", uri="/data/a.csv"),)
+    h = MemoryNodeHarness(default_config(databases=dbs, run_context_file=True, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image("inspect:1", inspect)
+    async with h:
+        status, run = await run_one(
+            h, "inspect:1", input={"method": "avg", "args": [1], "kwargs": {"c": "age"}}, databases=(RequestedDatabase("default"),)
+        )
+    assert status == RunStatus.COMPLETED
+    folder = f"/mnt/data/task-{run.id:09d}"
+    assert seen["env"] == f"{folder}/run_context.json"  # not base32-encoded
+    context = seen["file"]
+    assert context["entrypoint"] == {"name": "avg"}
+    assert context["arguments"] == {"positional": [1], "named": {"c": "age"}}
+    assert context["inputs"] == [{"id": "default", "uri": "/mnt/default.csv", "type": "csv"}]
+    assert context["executor"] == {"id": h.server.identity.node_id, "kind": "vantage6-node"}
+    assert context["x-vantage6"]["token_file"] == f"{folder}/token"
+
+
+async def test_an_algorithm_past_its_time_limit_is_stopped_and_fails_with_the_reason():
+    from v6node.domain.config import AlgorithmLimits
+
+    h = MemoryNodeHarness(default_config(limits=AlgorithmLimits(seconds=60), policies=PolicyConfig(require_algorithm_pull=False)))
+    started = add_blocking_image(h, "sleep:1")
+    async with h:
+        task = h.server.create_task("sleep:1")
+        h.events.push(NewTask(task.id))
+        await started.wait()
+        await h.clock.advance(61)
+        assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    assert "stopped after 60 s (algorithm_time_limit)" in h.server.our_run(task.id).log
+    assert h.runtime.alive() == []
+
+
+async def test_an_out_of_memory_kill_says_so():
+    from v6node.domain.config import AlgorithmLimits
+
+    async def hungry(call):
+        call.oom_killed = True
+        return 137
+
+    h = MemoryNodeHarness(default_config(limits=AlgorithmLimits(memory=64 * 1024 * 1024), policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image("hungry:1", hungry)
+    async with h:
+        status, run = await run_one(h, "hungry:1")
+    assert status == RunStatus.FAILED
+    assert "ran out of memory of 67108864 bytes (algorithm_memory)" in run.log
+    assert h.runtime.started[0].mem_limit == 64 * 1024 * 1024
