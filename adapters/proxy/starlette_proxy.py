@@ -1,0 +1,667 @@
+"""The local proxy for algorithm containers (spec §8): Starlette on uvicorn, forwarding with httpx."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from v6node.adapters.system.clock import SystemClock
+from v6node.domain.errors import CryptoError, NodeError
+from v6node.ports.clock import Clock
+from v6node.ports.cryptor import Cryptor
+
+log = logging.getLogger("v6node.proxy")
+
+# Never relayed in either direction (RFC 9110 §7.6.1), plus what httpx has already undone
+# (it decodes Content-Encoding) or what no longer matches once the proxy re-encodes a body.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+    "proxy-authorization", "proxy-authenticate",
+})
+_RECOMPUTED = frozenset({"content-length", "content-encoding", "date"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Server answers worth asking again; others (501 Not Implemented, ...) are final.
+_TRANSIENT = frozenset({500, 502, 503, 504})
+# The request certainly never reached the server: safe to repeat whatever the method.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_FORWARDED_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+
+class _Unavailable(Exception):
+    """The server could not be reached, or kept failing, within the attempts allowed."""
+
+
+class StarletteProxyServer:
+    """``ProxyServer``: the HTTP endpoint algorithm containers use instead of the server.
+
+    Serves a Starlette app with uvicorn as a task of the running event loop and forwards to
+    ``api_base`` with one shared ``httpx.AsyncClient``. Routes (spec §8.3):
+
+    * ``GET /health`` answers ``200 {"status": "ok"}`` without a token, so the node can check
+      from a container that the proxy is reachable on the algorithm network. It shadows
+      the server's own ``/health``, which algorithms have no use for.
+    * ``POST /task``: 400 ``{"msg": "Organizations missing from input"}`` without
+      organizations. In an encrypted collaboration (``cryptor.encrypted``) whose server has
+      no blob store (``GET blobstream/status``), each organization's ``input`` (base64 of the
+      plaintext) is replaced by the string form encrypted with that organization's
+      ``public_key`` (``GET organization/<id>``). Then ``POST task``; the server's status and
+      body come back.
+    * ``GET /result?task_id=`` and ``GET /result/<id>``: each result not in the blob store
+      is decrypted and handed back as base64 of the plaintext.
+    * ``GET /blobstream/<id>`` streams the blob back through ``cryptor.decrypt_stream``;
+      ``POST /blobstream`` streams the body through ``cryptor.encrypt_stream`` for the key in
+      ``X-Public-Key`` (400 without it) to the server, as a chunked upload (the length of
+      the ciphertext is not known in advance; the server reads chunked bodies under uWSGI,
+      as it is deployed).
+    * Everything else (GET/POST/PATCH/PUT/DELETE) is forwarded with its query string and body.
+
+    Every route but ``/health`` needs ``Authorization: Bearer <token>`` with a token that
+    was ``authorize``d; anything else gets 401 from the proxy and nothing is forwarded.
+    Only that header (and the body's ``Content-Type``) goes to the server, always with the
+    caller's own container token. The proxy's own answers are ``{"msg": ...}`` JSON.
+
+    Choices beyond the port's contract:
+
+    * Server answers, 4xx included, reach the algorithm with their own status and body.
+      Hop-by-hop headers, ``Content-Length``, ``Content-Encoding`` and ``Date`` of the
+      server are dropped (httpx has already decoded the body; lengths are recomputed).
+    * Connection errors, timeouts and 500/502/503/504 are retried ``max_attempts`` in all
+      with exponential backoff on the clock, for idempotent methods only; then 502. A POST or
+      PATCH is sent again only when the connection failed before the request left (connect
+      error or timeout, no free pooled connection), so ``POST /task`` never creates a
+      subtask twice: its 5xx is relayed as it is, and a failure after sending (read
+      timeout, dropped connection) gets 502 at once; the algorithm decides what to do.
+      A blob upload is streamed, so it is sent again only if none of it was sent yet.
+    * A result that cannot be decrypted keeps the server's value and the proxy logs a
+      warning naming the result; the algorithm then fails to decode it (the algorithm
+      client logs that and returns ``None`` for it) instead of the whole list failing.
+    * A blob that cannot be decrypted gets 500 when that shows before the first byte is
+      sent (wrong key, bad header); later the connection is cut so the algorithm never
+      takes a truncated blob for a whole one.
+    * Cryptor streams are blocking iterators: each runs in a thread of its own, fed one
+      chunk (at most ``chunk_size`` bytes) at a time, so memory stays bounded and the event
+      loop never waits on AES.
+    * Access log lines (method, path, status, time) go to the logger ``v6node.proxy``;
+      tokens and query strings are never logged.
+    """
+
+    def __init__(
+        self,
+        api_base: str,
+        *,
+        port: int = 0,
+        timeout: float = 30.0,
+        max_attempts: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 5.0,
+        clock: Clock | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        chunk_size: int = 64 * 1024,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self._api_base = api_base.rstrip("/")
+        self._wanted_port = port
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._clock: Clock = clock or SystemClock()
+        self._transport = transport
+        self._chunk_size = chunk_size
+        self._shutdown_timeout = shutdown_timeout
+        self._tokens: set[str] = set()
+        self._cryptor: Cryptor | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._server: _EmbeddedServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._port: int | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/health", self._health, methods=["GET"]),
+                Route("/task", self._guarded(self._create_task), methods=["POST"]),
+                Route("/result", self._guarded(self._results), methods=["GET"]),
+                Route("/result/{id:int}", self._guarded(self._result), methods=["GET"]),
+                Route("/blobstream", self._guarded(self._upload_blob), methods=["POST"]),
+                Route("/blobstream/{id}", self._guarded(self._download_blob), methods=["GET"]),
+                Route("/{path:path}", self._guarded(self._forward), methods=_FORWARDED_METHODS),
+            ],
+        )
+        self.app.router.redirect_slashes = False
+
+    # --- the port ------------------------------------------------------------------------------
+    @property
+    def port(self) -> int | None:
+        """The port being listened on, None when stopped."""
+        return self._port
+
+    async def start(self, host: str, cryptor: Cryptor) -> int:
+        """Listen on ``host`` (at the constructor's port; 0 picks a free one); returns the port."""
+        if self._serving is not None:
+            raise NodeError("the algorithm proxy is already running")
+        try:
+            sock = _listen(host, self._wanted_port)
+        except OSError as exc:
+            raise NodeError(
+                f"the algorithm proxy cannot listen on {host}:{self._wanted_port}: {exc.strerror or exc}"
+            ) from exc
+        self._cryptor = cryptor
+        self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,  # the node configures logging, not uvicorn
+            access_log=False,  # our own access log never shows query strings
+            proxy_headers=False,
+            server_header=False,
+            http="h11",
+            ws="none",
+            timeout_graceful_shutdown=self._shutdown_timeout,
+        )
+        server = _EmbeddedServer(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="v6node-proxy")
+        ready = asyncio.create_task(server.ready.wait())
+        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            sock.close()
+            await self._close_client()
+            problem = serving.exception() if not serving.cancelled() else None
+            raise NodeError(f"the algorithm proxy did not start on {host}: {problem!r}")
+        self._server, self._serving = server, serving
+        self._port = sock.getsockname()[1]
+        log.info("algorithm proxy listening on %s:%d, forwarding to %s", host, self._port, self._api_base)
+        return self._port
+
+    def authorize(self, container_token: str) -> None:
+        self._tokens.add(container_token)
+
+    def revoke(self, container_token: str) -> None:
+        self._tokens.discard(container_token)
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (``shutdown_timeout``), close the client."""
+        server, serving = self._server, self._serving
+        self._server = self._serving = None
+        self._port = None
+        if server is not None and serving is not None:
+            server.should_exit = True
+            try:
+                if not serving.done():
+                    # Cancelling stop() cancels the server too: stop then means now.
+                    await serving
+                elif not serving.cancelled() and serving.exception() is not None:
+                    raise serving.exception()  # type: ignore[misc]
+            except Exception:
+                log.exception("the algorithm proxy failed")
+            log.info("algorithm proxy stopped")
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    # --- request plumbing -------------------------------------------------------------------------
+    def _guarded(
+        self, handler: Callable[[Request, str], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Refuse callers without an authorized token; map failures to JSON answers; log access."""
+
+        async def endpoint(request: Request) -> Response:
+            started = time.monotonic()
+            token, refusal = self._caller_token(request)
+            if token is None:
+                log.warning("refused %s %s: %s", request.method, request.url.path, refusal)
+                response: Response = _msg(401, refusal)
+            else:
+                try:
+                    response = await handler(request, token)
+                except _Unavailable as exc:
+                    log.warning("%s %s: %s", request.method, request.url.path, exc)
+                    response = _msg(502, str(exc))
+                except httpx.TransportError as exc:
+                    log.warning("%s %s: the server connection failed (%s)", request.method, request.url.path, exc)
+                    response = _msg(502, f"The connection to the server failed: {type(exc).__name__}")
+                except Exception:
+                    log.exception("%s %s failed in the proxy", request.method, request.url.path)
+                    response = _msg(500, "The node's proxy failed to handle the request; see the node log")
+            elapsed_ms = (time.monotonic() - started) * 1000
+            log.info("%s %s -> %d (%.0f ms)", request.method, request.url.path, response.status_code, elapsed_ms)
+            return response
+
+        return endpoint
+
+    def _caller_token(self, request: Request) -> tuple[str | None, str]:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None, "Missing or malformed Authorization header (expected 'Bearer <container token>')"
+        if token not in self._tokens:
+            return None, "Unknown container token: no run of this node uses it"
+        return token, ""
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise NodeError("the algorithm proxy is not running")
+        return self._client
+
+    def _crypto(self) -> Cryptor:
+        if self._cryptor is None:
+            raise NodeError("the algorithm proxy is not running")
+        return self._cryptor
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        query: bytes = b"",
+        content: bytes | _OneShotBody | None = None,
+        content_type: str | None = None,
+    ) -> httpx.Response:
+        """The server's response with its body unread (the caller closes it), after retries.
+
+        Raises ``_Unavailable`` when the attempts run out or retrying is not safe.
+        """
+        url = httpx.URL(f"{self._api_base}/{path}")
+        if query:
+            url = url.copy_with(query=query)
+        headers = {"Authorization": f"Bearer {token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        idempotent = method in _IDEMPOTENT
+        what = f"{method} {path}"
+        for attempt in range(1, self._max_attempts + 1):
+            request = self._http().build_request(method, url, headers=headers, content=content)
+            try:
+                response = await self._http().send(request, stream=True)
+            except httpx.TransportError as exc:
+                replayable = not (isinstance(content, _OneShotBody) and content.started)
+                if not (replayable and (idempotent or isinstance(exc, _NOT_SENT))):
+                    raise _Unavailable(f"{what} failed: {type(exc).__name__} ({exc})") from exc
+                failure = f"{type(exc).__name__} ({exc})"
+            else:
+                if response.status_code not in _TRANSIENT or not idempotent:
+                    return response
+                await response.aclose()
+                failure = f"HTTP {response.status_code}"
+            if attempt == self._max_attempts:
+                break
+            delay = min(self._backoff_base * 2 ** (attempt - 1), self._backoff_max)
+            log.warning("%s: %s; attempt %d of %d in %.1f s", what, failure, attempt + 1, self._max_attempts, delay)
+            await self._clock.sleep(delay)
+        raise _Unavailable(f"The server did not answer {what}: {failure} after {self._max_attempts} attempts")
+
+    async def _call(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
+        """``_send`` with the body read and the response closed."""
+        response = await self._send(method, path, token, **kwargs)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    # --- routes ---------------------------------------------------------------------------------------
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _forward(self, request: Request, token: str) -> Response:
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        path = raw_path.decode("latin-1").lstrip("/")
+        if any(segment in (".", "..") for segment in request.url.path.split("/")):
+            return _msg(400, "Dot segments are not allowed in the path")
+        body = await request.body()
+        upstream = await self._send(
+            request.method,
+            path,
+            token,
+            query=request.scope.get("query_string", b""),
+            content=body or None,
+            content_type=request.headers.get("content-type") if body else None,
+        )
+        return _StreamedUpstream(upstream.aiter_bytes(), upstream)
+
+    async def _create_task(self, request: Request, token: str) -> Response:
+        try:
+            task = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            return _msg(400, "The task must be a JSON object")
+        organizations = task.get("organizations") if isinstance(task, dict) else None
+        if not organizations or not isinstance(organizations, list):
+            return _msg(400, "Organizations missing from input")
+        cryptor = self._crypto()
+        if cryptor.encrypted and not await self._blob_store_enabled(token):
+            encrypted = await self._encrypt_inputs(organizations, token, cryptor)
+            if isinstance(encrypted, Response):
+                return encrypted
+            task = {**task, "organizations": encrypted}
+        upstream = await self._call(
+            "POST", "task", token, content=json.dumps(task).encode(), content_type="application/json"
+        )
+        return _relay(upstream)
+
+    async def _blob_store_enabled(self, token: str) -> bool:
+        response = await self._call("GET", "blobstream/status", token)
+        if not response.is_success:
+            # Servers before blob storage have no such endpoint: inputs are inline then.
+            log.warning("GET blobstream/status -> %d; assuming the server has no blob store", response.status_code)
+            return False
+        try:
+            return response.json().get("blob_store_enabled") is True
+        except (ValueError, AttributeError):
+            return False
+
+    async def _encrypt_inputs(
+        self, organizations: list[Any], token: str, cryptor: Cryptor
+    ) -> list[dict[str, Any]] | Response:
+        """Each organization's input encrypted with its own key, or the answer refusing the task."""
+        keys: dict[int, str] = {}
+        encrypted = []
+        for entry in organizations:
+            org_id = entry.get("id") if isinstance(entry, dict) else None
+            if isinstance(org_id, str) and org_id.isdigit():
+                org_id = int(org_id)
+            if not isinstance(org_id, int) or isinstance(org_id, bool) or not isinstance(entry.get("input"), str):
+                return _msg(400, "Each organization needs an integer 'id' and a base64 'input'")
+            try:
+                plaintext = base64.b64decode(entry["input"], validate=True)
+            except binascii.Error:
+                return _msg(400, f"The input for organization {org_id} is not base64")
+            if org_id not in keys:
+                answer = await self._call("GET", f"organization/{org_id}", token)
+                if not answer.is_success:
+                    return _relay(answer)
+                try:
+                    public_key = answer.json().get("public_key")
+                except (ValueError, AttributeError):
+                    public_key = None
+                if not public_key:
+                    return _msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
+                keys[org_id] = public_key
+            try:
+                ciphertext = await asyncio.to_thread(cryptor.encrypt_to_str, plaintext, keys[org_id])
+            except CryptoError as exc:
+                return _msg(400, f"The input for organization {org_id} cannot be encrypted: {exc}")
+            encrypted.append({**entry, "id": org_id, "input": ciphertext})
+        return encrypted
+
+    async def _results(self, request: Request, token: str) -> Response:
+        if not request.query_params.get("task_id"):
+            return _msg(400, "task_id missing from the query")
+        upstream = await self._call("GET", "result", token, query=request.scope.get("query_string", b""))
+        page = _json_or_none(upstream)
+        if not upstream.is_success or not isinstance(page, dict) or not isinstance(page.get("data"), list):
+            return _relay(upstream)
+        items = await self._decrypted(page["data"])
+        return JSONResponse({**page, "data": items}, status_code=upstream.status_code)
+
+    async def _result(self, request: Request, token: str) -> Response:
+        result_id = request.path_params["id"]
+        upstream = await self._call("GET", f"result/{result_id}", token, query=request.scope.get("query_string", b""))
+        item = _json_or_none(upstream)
+        if not upstream.is_success or not isinstance(item, dict):
+            return _relay(upstream)
+        [decrypted] = await self._decrypted([item])
+        return JSONResponse(decrypted, status_code=upstream.status_code)
+
+    async def _decrypted(self, items: list[Any]) -> list[Any]:
+        cryptor = self._crypto()
+        if cryptor.encrypted:  # RSA and AES: off the event loop
+            return await asyncio.to_thread(_decrypt_items, cryptor, items)
+        return _decrypt_items(cryptor, items)
+
+    async def _download_blob(self, request: Request, token: str) -> Response:
+        blob_id = request.path_params["id"]
+        upstream = await self._send(
+            "GET", f"blobstream/{blob_id}", token, query=request.scope.get("query_string", b"")
+        )
+        content_type = upstream.headers.get("content-type", "")
+        if not upstream.is_success or "application/octet-stream" not in content_type:
+            return _StreamedUpstream(upstream.aiter_bytes(), upstream)  # errors, blobstream/status
+        plaintext = _through_thread(self._crypto().decrypt_stream, _bounded(upstream.aiter_bytes(), self._chunk_size))
+        try:
+            first = await anext(plaintext, b"")
+        except CryptoError as exc:
+            await plaintext.aclose()
+            await upstream.aclose()
+            log.warning("blob %s could not be decrypted: %s", blob_id, exc)
+            return _msg(500, f"Blob {blob_id} could not be decrypted by this node")
+        except BaseException:
+            await plaintext.aclose()
+            await upstream.aclose()
+            raise
+        return _StreamedUpstream(_prepend(first, plaintext), upstream, blob_id=blob_id)
+
+    async def _upload_blob(self, request: Request, token: str) -> Response:
+        public_key = request.headers.get("x-public-key", "").strip()
+        if not public_key:
+            return _msg(400, "Missing X-Public-Key header")
+        cryptor = self._crypto()
+        source = _bounded(request.stream(), self._chunk_size)
+        ciphertext = _through_thread(lambda chunks: cryptor.encrypt_stream(chunks, public_key), source)
+        try:
+            try:
+                first = await anext(ciphertext, b"")
+            except CryptoError as exc:
+                return _msg(400, f"The body cannot be encrypted for X-Public-Key: {exc}")
+            upstream = await self._call(
+                "POST",
+                "blobstream",
+                token,
+                content=_OneShotBody(_prepend(first, ciphertext)),
+                content_type=request.headers.get("content-type") or "application/octet-stream",
+            )
+        finally:
+            await ciphertext.aclose()
+        return _relay(upstream)
+
+
+# --- serving --------------------------------------------------------------------------------------------
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn as a task of someone else's event loop: says when it listens, leaves signals alone."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The node's entry point owns SIGINT/SIGTERM; it stops the proxy through stop().
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so a bind error is raised to start() and port 0 is resolved."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+# --- responses ------------------------------------------------------------------------------------------
+def _msg(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"msg": message}, status_code=status)
+
+
+def _passable(headers: httpx.Headers) -> dict[str, str]:
+    named_by_connection = {
+        name.strip().lower() for value in headers.get_list("connection") for name in value.split(",")
+    }
+    dropped = _HOP_BY_HOP | _RECOMPUTED | named_by_connection
+    return {name: value for name, value in headers.items() if name.lower() not in dropped}
+
+
+def _relay(upstream: httpx.Response) -> Response:
+    """A server answer whose body was read: same status, body and (end-to-end) headers."""
+    return Response(upstream.content, status_code=upstream.status_code, headers=_passable(upstream.headers))
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+class _StreamedUpstream(StreamingResponse):
+    """Streams ``chunks`` back with the server's status and headers; always closes the server's response."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], upstream: httpx.Response, blob_id: str | None = None) -> None:
+        super().__init__(chunks, status_code=upstream.status_code, headers=_passable(upstream.headers))
+        self._chunks = chunks
+        self._upstream = upstream
+        self._blob_id = blob_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except CryptoError as exc:
+            # Headers are out; cutting the connection is the only honest signal left.
+            log.warning("blob %s could not be decrypted after the first bytes: %s", self._blob_id, exc)
+            raise
+        finally:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._upstream.aclose()
+
+
+def _decrypt_items(cryptor: Cryptor, items: list[Any]) -> list[Any]:
+    """Results as the algorithm expects them: base64 of the plaintext (blob references untouched)."""
+    decrypted = []
+    for item in items:
+        if isinstance(item, dict) and not item.get("blob_storage_used") and item.get("result"):
+            value = item["result"]
+            try:
+                if not isinstance(value, str):
+                    raise CryptoError(f"a {type(value).__name__}, not a string")
+                plaintext = cryptor.decrypt_str(value)
+            except (CryptoError, ValueError) as exc:
+                log.warning(
+                    "result %s could not be decrypted (%s); it is passed on as the server stored it",
+                    item.get("id"), exc,
+                )
+            else:
+                item = {**item, "result": base64.b64encode(plaintext).decode("ascii")}
+        decrypted.append(item)
+    return decrypted
+
+
+# --- streams --------------------------------------------------------------------------------------------
+class _OneShotBody:
+    """A streamed request body that remembers whether sending it began (then it cannot be re-sent)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.started = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        async for chunk in self._chunks:
+            yield chunk
+
+
+async def _bounded(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """``chunks`` without empty pieces and cut to at most ``size`` bytes each."""
+    async for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield chunk[start:start + size]
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+_END = object()
+_STOP = object()
+
+
+class _Stopped(Exception):
+    """Ends a transform whose consumer went away."""
+
+
+async def _through_thread(
+    transform: Callable[[Iterable[bytes]], Iterator[bytes]], source: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """``transform`` (a blocking cryptor stream) over the async ``source``, run in a thread of its own.
+
+    The thread asks the event loop for one input chunk at a time and hands each output
+    chunk back before it asks again, so no more than a chunk is ever buffered. The thread
+    starts on the first iteration and ends when this generator is closed.
+    """
+    loop = asyncio.get_running_loop()
+    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+    outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def post(kind: str, value: Any = None) -> None:
+        try:
+            loop.call_soon_threadsafe(outbox.put_nowait, (kind, value))
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for this any more
+
+    def inputs() -> Iterator[bytes]:
+        while True:
+            post("need")
+            item = inbox.get()
+            if item is _END:
+                return
+            if item is _STOP:
+                raise _Stopped
+            yield item  # type: ignore[misc]
+
+    def work() -> None:
+        try:
+            for piece in transform(inputs()):
+                if piece:
+                    post("data", bytes(piece))
+        except _Stopped:
+            return
+        except BaseException as exc:
+            post("error", exc)
+            return
+        post("end")
+
+    threading.Thread(target=work, name="v6node-proxy-crypto", daemon=True).start()
+    try:
+        while True:
+            kind, value = await outbox.get()
+            if kind == "need":
+                inbox.put(await anext(source, _END))
+            elif kind == "data":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        inbox.put(_STOP)
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
