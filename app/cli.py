@@ -5,13 +5,16 @@ import asyncio
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
+import yaml
 
+from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_key_of
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import EncryptionMismatch
@@ -155,6 +158,73 @@ def files(config_file: str) -> None:
     click.echo(f"data folder: {config.data_dir}")
     for db in config.databases:
         click.echo(f"database {db.label}: {db.uri} ({db.type})")
+
+
+@main.command("create-private-key")
+@config_option
+@click.option("--overwrite", is_flag=True, help="Replace an existing key file.")
+@click.option("--no-upload", is_flag=True, help="Do not contact the server (no upload, no encryption check).")
+@click.option("--bits", default=4096, show_default=True, help="RSA key size.")
+def create_private_key(config_file: str, overwrite: bool, no_upload: bool, bits: int) -> None:
+    """Create the organization's private key, point the config at it and upload its public key.
+
+    The config file is rewritten with `encryption.enabled: true` and
+    `encryption.private_key: <path>` (YAML comments are not kept).
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    config = _load(config_file)
+    try:
+        asyncio.run(_create_private_key(config, Path(config_file), overwrite, no_upload, bits))
+    except NodeError as exc:
+        _fail(exc)
+
+
+async def _create_private_key(config: NodeConfig, config_file: Path, overwrite: bool, no_upload: bool, bits: int) -> None:
+    container = NodeContainer(config=config)
+    await container.adapters.init_resources()
+    try:
+        server = await container.adapters.server()
+        name = config.name
+        if not no_upload:
+            identity = await server.authenticate()
+            collaboration = await server.get_collaboration(identity.collaboration_id)
+            if not collaboration.encrypted:
+                raise ConfigError(
+                    str(config_file), "encryption",
+                    f"collaboration '{collaboration.name}' is not encrypted, so this node needs no private key",
+                )
+            name = identity.organization_name
+        key_file = Path(config.private_key or f"privkey_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.pem")
+        if not key_file.is_absolute():
+            key_file = Path(config.data_dir) / key_file
+        if key_file.exists() and not overwrite:
+            raise ConfigError(
+                str(config_file), "encryption.private_key",
+                f"{key_file} already exists; use --overwrite to replace it (results encrypted for the "
+                "old key can then no longer be read)",
+            )
+        pem = create_private_key_pem(bits)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+            handle.write(pem)
+        click.echo(f"private key written to {key_file}")
+        _set_key_in_config(config_file, key_file)
+        click.echo(f"{config_file}: encryption.enabled: true, encryption.private_key: {key_file}")
+        if no_upload:
+            click.echo("public key not uploaded (--no-upload); the node uploads it when it starts")
+            return
+        await server.set_organization_public_key(identity.organization_id, public_key_of(pem))
+        click.echo(f"public key of organization '{identity.organization_name}' uploaded to {config.api_base}")
+    finally:
+        await container.adapters.shutdown_resources()
+
+
+def _set_key_in_config(config_file: Path, key_file: Path) -> None:
+    data = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    encryption = data.get("encryption") or {}
+    encryption.update({"enabled": True, "private_key": str(key_file)})
+    data["encryption"] = encryption
+    config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ import yaml
 
 from v6node.domain.config import (
     DATABASE_TYPES,
+    DEFAULT_PROXY_CHECK_IMAGE,
     FILE_DATABASE_TYPES,
     FOLDER_DATABASE_TYPES,
     AlgorithmLimits,
@@ -46,6 +47,7 @@ _V6NODE_KEYS = frozenset(
     {
         "max_concurrent_runs", "max_output_size", "algorithm_cpus", "algorithm_memory",
         "algorithm_pids_limit", "algorithm_time_limit", "keep_task_folders", "sync_interval",
+        "proxy_port", "proxy_check_image",
     }
 )
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -295,6 +297,8 @@ def parse_config(
             seconds=root.number("algorithm_time_limit"),
         ),
         keep_task_folders=root.boolean("keep_task_folders", False),
+        proxy_port=root.integer("proxy_port", 0, minimum=0),
+        proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
         sync_interval=root.number("sync_interval") or NodeConfig.__attrs_attrs__.sync_interval.default,
     )
 

@@ -7,27 +7,31 @@ from collections.abc import AsyncIterator, Iterator
 from dependency_injector import containers, providers
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
+from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.memory.journal import MemoryRunJournal
-from v6node.adapters.proxy.reserved_port import ReservedPortProxy
+from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.adapters.system.clock import SystemClock
 from v6node.app.node import Node, NodeContext, NodeTimings
 from v6node.domain.config import NodeConfig
-from v6node.domain.errors import NodeError
+from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
 
 
 def make_cryptor(encrypted: bool, private_key_path: str) -> Cryptor:
-    if encrypted:
+    if not encrypted:
+        return Base64Cryptor()
+    try:
+        return RsaCryptor.from_file(private_key_path)
+    except CryptoError as exc:
         raise NodeError(
-            "this v6node version cannot join encrypted collaborations yet "
-            f"(private key would be {private_key_path})"
-        )
-    return Base64Cryptor()
+            f"{exc}. The collaboration is encrypted, so the node needs its organization's private key: "
+            "set encryption.private_key, or create one with `v6node create-private-key -c <config>`"
+        ) from exc
 
 
 async def _server_api(config: NodeConfig, clock: Clock) -> AsyncIterator[HttpxServerApi]:
@@ -64,7 +68,9 @@ class Adapters(containers.DeclarativeContainer):
     runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Singleton(MemoryRunJournal)
-    proxy = providers.Singleton(ReservedPortProxy)
+    proxy = providers.Singleton(
+        StarletteProxyServer, api_base=config.provided.api_base, port=config.provided.proxy_port, clock=clock
+    )
     cryptor_factory = providers.Object(make_cryptor)
 
 

@@ -5,11 +5,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from attrs import frozen
 
 from v6node.app.active_runs import ActiveRuns
+from v6node.app.cache import TimedCache
 from v6node.app.retry import until_done
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
@@ -48,6 +49,9 @@ from v6node.ports.task_workspace import TaskWorkspace
 log = logging.getLogger("v6node.run")
 
 LOGS_NOT_SHARED = "Node does not allow sharing algorithm logs"
+BLOB_CHUNK = 1024 * 1024
+# Public keys and the blob store setting are asked again at most this often (seconds).
+FACT_TTL = 60.0
 
 StatusListener = Callable[[StatusChange], Awaitable[None]]
 
@@ -126,6 +130,8 @@ class ExecuteRun:
         self.active = active
         self.proxy = proxy
         self.on_status = on_status
+        self._public_keys: TimedCache[int, str] = TimedCache(clock, FACT_TTL, "the public key")
+        self._blob_store: TimedCache[str, bool] = TimedCache(clock, FACT_TTL, "blob store availability")
 
     async def __call__(self, run: Run) -> RunStatus | None:
         """Execute ``run``; returns the reported status, or None when the server had finished it."""
@@ -225,7 +231,7 @@ class ExecuteRun:
             deadline.cancel()
 
     async def _start_container(self, run: Run) -> str:
-        input_data = self._decode_input(run)
+        input_data = await self._decode_input(run)
         self._check_databases(run)
         await self._check_policy(run)
         try:
@@ -273,9 +279,14 @@ class ExecuteRun:
         name = tmp_volume_name(self.settings.node_name, run.task.job_id, run.id)
         await self.runtime.ensure_volume(name, managed_labels(self.settings.node_name))
 
-    def _decode_input(self, run: Run) -> bytes:
+    async def _decode_input(self, run: Run) -> bytes:
         try:
-            data = self.cryptor.decrypt_str(run.input)
+            if run.blob_storage_used:
+                blob_id = run.input.strip().strip('"')
+                chunks = [chunk async for chunk in self.server.download_blob(blob_id)]
+                data = self.cryptor.decrypt_bytes(b"".join(chunks))
+            else:
+                data = self.cryptor.decrypt_str(run.input)
         except CryptoError as exc:
             what = "decrypted for this organization" if self.cryptor.encrypted else "decoded"
             raise RunEnded(RunStatus.FAILED, f"the run's input could not be {what}: {exc}") from exc
@@ -344,16 +355,40 @@ class ExecuteRun:
         await self.on_status(self._status_change(run, RunStatus.ACTIVE))
 
     async def _result_for(self, run: Run, output: bytes) -> str:
+        """The ``result`` field: ciphertext (or base64) for the initiating organization, or a blob id."""
         if not output and not self.cryptor.encrypted:
             return ""
         public_key = ""
-        if self.cryptor.encrypted and run.task.init_org_id is not None:
-            org = await until_done(
-                lambda: self.server.get_organization(run.task.init_org_id),
-                self.clock, log, f"reading the public key of organization {run.task.init_org_id}",
+        init_org = run.task.init_org_id
+        if self.cryptor.encrypted and init_org is not None:
+            public_key = await self._public_keys.get(init_org, lambda: self._fetch_public_key(init_org))
+        use_blob = await self._blob_store.get("server", self._fetch_blob_store_enabled)
+        if not use_blob:
+            return self.cryptor.encrypt_to_str(output, public_key)
+
+        async def encrypted_chunks() -> AsyncIterator[bytes]:
+            pieces = (output[i : i + BLOB_CHUNK] for i in range(0, len(output), BLOB_CHUNK))
+            for chunk in self.cryptor.encrypt_stream(pieces, public_key):
+                yield chunk
+
+        return await until_done(
+            lambda: self.server.upload_blob(encrypted_chunks()), self.clock, log, f"uploading the result of run {run.id}"
+        )
+
+    async def _fetch_public_key(self, organization_id: int) -> str:
+        org = await until_done(
+            lambda: self.server.get_organization(organization_id),
+            self.clock, log, f"reading the public key of organization {organization_id}",
+        )
+        if not org.public_key:
+            raise NodeError(
+                f"organization {organization_id} ('{org.name}') has no public key on the server, "
+                "so the result cannot be encrypted for it"
             )
-            public_key = org.public_key
-        return self.cryptor.encrypt_to_str(output, public_key)
+        return org.public_key
+
+    async def _fetch_blob_store_enabled(self) -> bool:
+        return await until_done(self.server.blob_store_enabled, self.clock, log, "asking whether the blob store is on")
 
     async def _report(self, run: Run, outcome: RunOutcome) -> None:
         result = await self._result_for(run, outcome.output)

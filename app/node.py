@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import os
@@ -13,7 +15,7 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.execute_run import ExecuteRun
 from v6node.app.retry import backoff_delays, until_done
 from v6node.domain.config import NodeConfig
-from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name
+from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, proxy_check_spec
 from v6node.domain.errors import AuthenticationFailed, NodeError, NotConnected
 from v6node.domain.events import (
     Connected,
@@ -44,6 +46,14 @@ log = logging.getLogger("v6node.node")
 
 # (encrypted collaboration?, private key path) -> the cryptor to use.
 CryptorFactory = Callable[[bool, str], Cryptor]
+
+
+def same_public_key(a: str, b: str) -> bool:
+    """Compare two public keys in the server's form (base64 of PEM) by their PEM text."""
+    try:
+        return bool(a) and base64.b64decode(a).strip() == base64.b64decode(b).strip()
+    except (binascii.Error, ValueError):
+        return False
 
 
 class EncryptionMismatch(NodeError):
@@ -119,6 +129,7 @@ class Node:
         network = network_name(self.config.name)
         gateway = await ctx.runtime.ensure_network(network, labels)
         port = await ctx.proxy.start(gateway, self.cryptor)
+        await self._check_proxy_reachable(network, gateway, port)
         self.settings = AlgorithmSettings(
             node_name=self.config.name,
             tasks_dir=ctx.workspace.tasks_dir(),
@@ -152,6 +163,35 @@ class Node:
             "node '%s' (id %s) of organization '%s' ready; algorithms reach the proxy at %s:%s",
             self.identity.node_name, self.identity.node_id, self.identity.organization_name, gateway, port,
         )
+
+    async def _check_proxy_reachable(self, network: str, host: str, port: int) -> None:
+        """Fail start-up when algorithm containers cannot reach the proxy (recipe: docker-networking)."""
+        image = self.config.proxy_check_image
+        if image is None:
+            log.info("proxy reachability check skipped (proxy_check_image is null)")
+            return
+        runtime = self.ctx.runtime
+        try:
+            await runtime.ensure_image(image, require_pull=False)
+        except NodeError as exc:
+            log.warning("could not check that algorithms reach the proxy: %s (set proxy_check_image)", exc)
+            return
+        spec = proxy_check_spec(self.config.name, image, network, host, port)
+        await runtime.remove_labelled({**managed_labels(self.config.name), "vantage6-type": "proxy-check"})
+        container_id = await runtime.run(spec)
+        try:
+            exit_ = await runtime.wait(container_id)
+            output = await runtime.logs(container_id)
+        finally:
+            await runtime.remove(container_id)
+        if exit_.exit_code != 0 or '"ok"' not in output:
+            raise NodeError(
+                f"algorithm containers on Docker network {network} cannot reach the node's proxy at "
+                f"http://{host}:{port} (check container exited with {exit_.exit_code}: {output.strip()[:300]!r}). "
+                "The Docker engine may not route an internal network to its gateway, or a firewall "
+                "blocks the port; see the README's networking notes."
+            )
+        log.info("algorithm containers reach the proxy at %s:%s", host, port)
 
     async def authenticate(self) -> NodeIdentity:
         """Log in with the API key, retrying while the server is unreachable.
@@ -191,7 +231,26 @@ class Node:
                 + "."
             )
         self.cryptor = self.ctx.cryptor_factory(collaboration.encrypted, self.private_key_filename())
+        if collaboration.encrypted:
+            await self._publish_public_key(self.cryptor)
         return self.cryptor
+
+    async def _publish_public_key(self, cryptor: Cryptor) -> None:
+        """Make the server's copy of our organization's public key match our private key."""
+        assert self.identity is not None
+        org_id = self.identity.organization_id
+        organization = await until_done(
+            lambda: self.ctx.server.get_organization(org_id), self.ctx.clock, log, "reading our organization"
+        )
+        ours = cryptor.own_public_key()
+        if same_public_key(organization.public_key, ours):
+            return
+        what = "has no public key" if not organization.public_key else "has a different public key"
+        log.warning("organization '%s' %s on the server; uploading ours", organization.name, what)
+        await until_done(
+            lambda: self.ctx.server.set_organization_public_key(org_id, ours),
+            self.ctx.clock, log, "uploading our public key",
+        )
 
     async def connect_to_socket(self) -> None:
         """Open the websocket and wait until it is connected (or time out with an error)."""

@@ -10,6 +10,7 @@ FOLDER_DATABASE_TYPES = frozenset({"folder"})
 DATABASE_TYPES = frozenset({"csv", "parquet", "sql", "sparql", "excel", "other", "folder", "omop"})
 MOUNT_MODES = frozenset({"ro", "copy"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_PROXY_CHECK_IMAGE = "busybox:stable"
 
 
 @frozen
@@ -101,6 +102,11 @@ class NodeConfig:
     keep_task_folders: bool = False
     # Seconds between re-syncs that catch runs whose websocket event was lost.
     sync_interval: float = field(default=300.0, validator=validators.gt(0))
+    # Port of the algorithm proxy on the algorithm network's gateway (0: any free port).
+    proxy_port: int = 0
+    # Image (with sh, timeout and wget) that checks at start that algorithms reach the
+    # proxy; None skips the check.
+    proxy_check_image: str | None = DEFAULT_PROXY_CHECK_IMAGE
 
     @property
     def server_root(self) -> str:

@@ -51,6 +51,8 @@ class ContainerSpec:
     mem_limit: int | None = None  # bytes
     nano_cpus: int | None = None
     gpu: bool = False
+    # Overrides the image's command; algorithms never get one (only the node's own probes).
+    command: tuple[str, ...] | None = None
 
 
 @frozen
@@ -103,6 +105,19 @@ def tmp_volume_name(node_name: str, job_id: int | None, run_id: int) -> str:
     # Runs of one job on this node share it; a run without a job gets its own.
     key = job_id if job_id is not None else f"run{run_id}"
     return f"vantage6-{node_name}-user-{key}-tmpvol"
+
+
+def proxy_check_spec(node_name: str, image: str, network: str, host: str, port: int) -> ContainerSpec:
+    """A throw-away container on the algorithm network that asks the proxy for /health."""
+    return ContainerSpec(
+        name=f"vantage6-{node_name}-proxy-check",
+        image=image,
+        network=network,
+        labels={LABEL_TYPE: "proxy-check", LABEL_NODE: node_name, **managed_labels(node_name)},
+        cap_drop=("ALL",),
+        security_opt=("no-new-privileges",),
+        command=("sh", "-c", f"timeout 10 wget -qO- http://{host}:{port}/health"),
+    )
 
 
 def managed_labels(node_name: str) -> dict[str, str]:

@@ -9,10 +9,19 @@ from v6node.domain.status import RunStatus
 
 @runtime_checkable
 class RunJournal(Protocol):
-    """Written before and after each step of a run. Raises ``JournalError``."""
+    """Written before and after each step of a run; read back by reconciliation.
 
-    async def claim(self, run_id: int, task_id: int) -> bool:
-        """Record that the run was received; False when it already was (never run it twice)."""
+    Errors: ``JournalError`` (the store cannot be opened, read or written; it names the
+    store); ``StepBackwards`` (a ``JournalError`` and a ``ValueError``) when a step would go
+    back. A durable journal has the change on disk when a call returns. A call that is
+    cancelled may still have been applied: read the entry back when that matters.
+    """
+
+    async def claim(self, run_id: int, task_id: int, *, job_id: int | None = None) -> bool:
+        """Record that the run was received; False when it already was (never run it twice).
+
+        Atomic: of any number of concurrent claims of one run, exactly one returns True.
+        """
 
     async def advance(
         self,
@@ -22,8 +31,19 @@ class RunJournal(Protocol):
         container_id: str | None = None,
         exit_code: int | None = None,
         status: RunStatus | None = None,
-    ) -> JournalEntry: ...
+        token: str | None = None,
+    ) -> JournalEntry:
+        """Move a claimed run to ``step`` (or record more at its current step).
 
-    async def get(self, run_id: int) -> JournalEntry | None: ...
+        Fields given as None keep their value. ``STARTED`` counts a container start each
+        time it is recorded. ``JournalError`` for a run never claimed (or forgotten).
+        """
 
-    async def entries(self) -> list[JournalEntry]: ...
+    async def get(self, run_id: int) -> JournalEntry | None:
+        """The entry of one run, None when there is none."""
+
+    async def entries(self) -> list[JournalEntry]:
+        """Every entry, by run id."""
+
+    async def forget(self, run_id: int) -> None:
+        """Drop a run's entry (runs long finished on the server); idempotent."""

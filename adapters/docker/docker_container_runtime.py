@@ -283,6 +283,7 @@ class DockerContainerRuntime:
                 networking = api.create_networking_config({spec.network: api.create_endpoint_config()})
             created = api.create_container(
                 spec.image,
+                command=list(spec.command) if spec.command is not None else None,
                 name=spec.name,
                 environment=dict(spec.environment),
                 labels=dict(spec.labels),

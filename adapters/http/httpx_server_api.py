@@ -6,7 +6,8 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from types import TracebackType
@@ -39,6 +40,12 @@ log = logging.getLogger("v6node.http")
 # token that dies in flight.
 REFRESH_MARGIN_SECONDS = 60.0
 _ALREADY_FINISHED = "already finished"
+# Blob downloads are handed on in pieces of this size (what the reference streams in).
+BLOB_CHUNK_SIZE = 1024 * 1024
+_OCTET_STREAM = {"Content-Type": "application/octet-stream"}
+# 501 means the server lacks the feature (a blob call without a blob store): asking
+# again will not help, so it is refused like a 4xx instead of retried like other 5xx.
+_NOT_IMPLEMENTED = 501
 
 
 class HttpxServerApi:
@@ -49,8 +56,9 @@ class HttpxServerApi:
     * Connection errors, timeouts and 5xx are retried here, ``max_attempts`` in all, with
       exponential backoff (``backoff_base * 2**n``, capped at ``backoff_max``) on the
       clock; then ``ServerUnavailable`` names the call and the last error.
-    * 4xx are never retried. The one exception is a 401 saying the token has expired:
-      the tokens are renewed once and the request repeated once.
+    * 4xx and 501 (the server lacks the feature) are never retried; they raise
+      ``ServerRejected``. The one exception is a 401 saying the token has expired: the
+      tokens are renewed once and the request repeated once.
     * Renewing (before a request whose token expires within 60 s, or after that 401)
       uses the refresh token and, when the server refuses it, logs in again with the API
       key. Renewals are serialized; a request that waited for another's renewal uses the
@@ -65,6 +73,20 @@ class HttpxServerApi:
       retryable): the server speaks a different API version.
     * ``list_open_runs`` follows ``links.next``; a run that shows up on two pages
       (new runs shift the pages while we read) is returned once.
+    * ``find_organizations`` keeps only exact (case-sensitive) name matches: the server
+      filters with SQL ``LIKE``, which ignores case and treats ``_`` and ``%`` as
+      wildcards. A node only sees the organizations of its own collaborations.
+    * ``blob_store_enabled`` is False for any 4xx (a server older than 4.13 answers 404)
+      and for 501; a 5xx or a connection error is ``ServerUnavailable`` like everywhere
+      else, because guessing "disabled" would make the node store a result where
+      nobody looks for it.
+    * Blob calls get ``blob_timeout`` for reading (and, for uploads, writing) instead of
+      ``timeout``. A download is retried like any call until its body starts; a break
+      after that is ``ServerUnavailable`` (bytes were handed on already: download again).
+      An upload can only be sent again while nothing of the body was taken from
+      ``chunks``: a connection error before that is retried, anything after it
+      (connection lost, 5xx, an expired token) is ``ServerUnavailable`` at once, after
+      renewing the token when that was the reason.
     """
 
     def __init__(
@@ -79,6 +101,7 @@ class HttpxServerApi:
         backoff_max: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         login_timeout: float = 300.0,
+        blob_timeout: float = 300.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -88,6 +111,7 @@ class HttpxServerApi:
         self._clock = clock
         self._timeout = timeout
         self._login_timeout = max(timeout, login_timeout)
+        self._blob_timeout = httpx.Timeout(timeout, read=max(timeout, blob_timeout), write=max(timeout, blob_timeout))
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -229,7 +253,7 @@ class HttpxServerApi:
         path = f"organization/{organization_id}"
         body = await self._request("GET", path)
         with _parsing("GET", path):
-            return Organization(id=int(body["id"]), name=str(body["name"]), public_key=body.get("public_key") or "")
+            return parse_organization(body)
 
     async def get_task(self, task_id: int) -> TaskRef:
         path = f"task/{task_id}"
@@ -248,19 +272,11 @@ class HttpxServerApi:
         if task_id is not None:
             params["task_id"] = task_id
         runs: dict[int, Run] = {}
-        page = 1
-        while True:
-            body = await self._request("GET", "run", params=params if page == 1 else {**params, "page": page})
-            with _parsing("GET", "run"):
-                data = body["data"]
-                for item in data:
-                    run = parse_run(item)
-                    runs.setdefault(run.id, run)
-                has_next = bool((body.get("links") or {}).get("next"))
-            if not has_next or not data:
-                break
-            page += 1
-        log.debug("%d open runs on %d page(s)", len(runs), page)
+        items = await self._all_pages("run", params)
+        with _parsing("GET", "run"):
+            for item in items:
+                run = parse_run(item)
+                runs.setdefault(run.id, run)
         return list(runs.values())
 
     async def update_run(self, run_id: int, update: RunUpdate) -> None:
@@ -281,31 +297,152 @@ class HttpxServerApi:
                 raise ValueError("container_token is empty")
             return token
 
+    async def set_organization_public_key(self, organization_id: int, public_key: str) -> None:
+        await self._request("PATCH", f"organization/{organization_id}", json={"public_key": public_key})
+
+    async def find_organizations(self, name: str) -> list[Organization]:
+        found: dict[int, Organization] = {}
+        items = await self._all_pages("organization", {"name": name})
+        with _parsing("GET", "organization"):
+            for item in items:
+                organization = parse_organization(item)
+                if organization.name == name:
+                    found.setdefault(organization.id, organization)
+        return list(found.values())
+
+    async def get_algorithm_store_url(self, store_id: int) -> str:
+        path = f"algorithmstore/{store_id}"
+        body = await self._request("GET", path)
+        with _parsing("GET", path):
+            url = body["url"]
+            if not isinstance(url, str) or not url:
+                raise ValueError("url is empty")
+            return url
+
+    async def blob_store_enabled(self) -> bool:
+        path = "blobstream/status"
+        self._require_login("GET", path)
+        try:
+            body = await self._request("GET", path, headers=_OCTET_STREAM)
+        except ServerRejected as exc:
+            log.info("GET %s -> HTTP %d (%s): taking the blob store as disabled", path, exc.status, exc.message)
+            return False
+        return isinstance(body, dict) and body.get("blob_store_enabled") is True
+
+    async def download_blob(self, blob_id: str) -> AsyncIterator[bytes]:
+        path = f"blobstream/{blob_id}"
+        response = await self._authorized("GET", path, headers=_OCTET_STREAM, timeout=self._blob_timeout, stream=True)
+        received = 0
+        try:
+            async for chunk in response.aiter_bytes(BLOB_CHUNK_SIZE):
+                received += len(chunk)
+                yield chunk
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"GET {path} broke off after {received} bytes: {_describe(exc)}") from exc
+        finally:
+            await response.aclose()
+        log.debug("downloaded blob %s (%d bytes)", blob_id, received)
+
+    async def upload_blob(self, chunks: AsyncIterable[bytes]) -> str:
+        path = "blobstream"
+        body = _UploadBody(chunks)
+        response = await self._authorized(
+            "POST", path, content=body, headers=_OCTET_STREAM, timeout=self._blob_timeout, replayable=body.replayable
+        )
+        answer = _json_body(response, "POST", path)
+        with _parsing("POST", path):
+            blob_id = answer["uuid"]
+            uuid.UUID(blob_id)
+        log.debug("uploaded blob %s (%d bytes in %d chunks)", blob_id, body.sent_bytes, body.sent_chunks)
+        return blob_id
+
     # --- transport ---------------------------------------------------------------------------------
     def _api_url(self, path: str) -> str:
         return f"{self._api_base}/{path.lstrip('/')}"
 
-    async def _request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
-    ) -> Any:
-        """An authenticated call: fresh token first, one renewal on "token has expired", JSON back."""
+    async def _all_pages(self, path: str, params: dict[str, Any]) -> list[Any]:
+        """The ``data`` of every page of a list endpoint, following ``links.next``."""
+        items: list[Any] = []
+        page = 1
+        while True:
+            body = await self._request("GET", path, params=params if page == 1 else {**params, "page": page})
+            with _parsing("GET", path):
+                data = list(body["data"])
+                has_next = bool((body.get("links") or {}).get("next"))
+            items.extend(data)
+            if not has_next or not data:
+                break
+            page += 1
+        log.debug("GET %s: %d item(s) on %d page(s)", path, len(items), page)
+        return items
+
+    def _require_login(self, method: str, path: str) -> None:
         if not self._access:
             raise ServerRejected(401, "not logged in: call authenticate() first", method, path)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """An authenticated call with a JSON answer."""
+        response = await self._authorized(method, path, params=params, json=json, headers=headers)
+        return _json_body(response, method, path)
+
+    async def _authorized(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        content: AsyncIterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        stream: bool = False,
+        replayable: Callable[[], bool] = lambda: True,
+    ) -> httpx.Response:
+        """An authenticated call: fresh token first, one renewal on "token has expired", 4xx raised.
+
+        A ``stream`` response comes back with its body unread; the caller closes it.
+        """
+        self._require_login(method, path)
         if self._expires_soon():
             await self._renew(self._access)
-        token = self._access
-        response = await self._send(
-            method, self._api_url(path), path, params=params, json=json, headers=_bearer(token)
-        )
-        if response.status_code == 401 and "expired" in _message(response).lower():
-            log.info("%s %s: access token expired on the server; renewing and repeating once", method, path)
-            await self._renew(token)
-            response = await self._send(
-                method, self._api_url(path), path, params=params, json=json, headers=_bearer(self._access)
+
+        async def send(token: str) -> httpx.Response:
+            return await self._send(
+                method,
+                self._api_url(path),
+                path,
+                params=params,
+                json=json,
+                content=content,
+                headers={**(headers or {}), **_bearer(token)},
+                timeout=timeout,
+                stream=stream,
+                replayable=replayable,
             )
+
+        token = self._access
+        response = await send(token)
+        if response.status_code == 401 and "expired" in _message(response).lower():
+            await response.aclose()
+            await self._renew(token)
+            if not replayable():
+                raise ServerUnavailable(
+                    f"{method} {path}: the access token expired while the body was sent; renewed it, send again"
+                )
+            log.info("%s %s: access token expired on the server; renewed, repeating once", method, path)
+            response = await send(self._access)
         if response.status_code >= 400:
+            await response.aclose()
             raise ServerRejected(response.status_code, _message(response), method, path)
-        return _json_body(response, method, path)
+        return response
 
     async def _send(
         self,
@@ -315,28 +452,47 @@ class HttpxServerApi:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: AsyncIterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        stream: bool = False,
+        replayable: Callable[[], bool] = lambda: True,
     ) -> httpx.Response:
-        """One request with retries on connection errors, timeouts and 5xx; any answer below 500 back."""
+        """One request with retries on connection errors, timeouts and 5xx; any other answer back.
+
+        Error answers come back read, also with ``stream``, so their message is at hand.
+        Nothing is retried once ``replayable()`` says the request body cannot be sent again.
+        """
+        client = self._http()
         last_error = ""
         for attempt in range(1, self._max_attempts + 1):
+            response: httpx.Response | None = None
             try:
-                response = await self._http().request(
+                request = client.build_request(
                     method,
                     url,
                     params=params,
                     json=json,
+                    content=content,
                     headers=headers,
                     timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
+                response = await client.send(request, stream=stream)
+                if response.status_code >= 400:
+                    await response.aread()
             except httpx.TransportError as exc:
-                last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if response is not None:
+                    await response.aclose()
+                last_error = _describe(exc)
             else:
                 log.debug("%s %s -> HTTP %d", method, path, response.status_code)
-                if response.status_code < 500:
+                if response.status_code < 500 or response.status_code == _NOT_IMPLEMENTED:
                     return response
                 last_error = f"HTTP {response.status_code}: {_message(response)}"
+            if not replayable():
+                raise ServerUnavailable(
+                    f"{method} {path} failed after the request body was sent, which cannot be sent again: {last_error}"
+                )
             if attempt < self._max_attempts:
                 delay = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
                 log.warning(
@@ -349,7 +505,44 @@ class HttpxServerApi:
         )
 
 
+class _UploadBody:
+    """A streamed request body that may be sent again until its first chunk was taken.
+
+    httpx iterates it once per attempt; every attempt continues the one iterator of
+    ``chunks``, so nothing is held in memory and nothing is read twice.
+    """
+
+    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+        self._chunks = aiter(chunks)
+        self._started = False
+        self.sent_bytes = 0
+        self.sent_chunks = 0
+
+    def replayable(self) -> bool:
+        return not self._started
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        while True:
+            self._started = True
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                return
+            # An empty chunk would end a chunked body early.
+            if chunk:
+                self.sent_bytes += len(chunk)
+                self.sent_chunks += 1
+                yield chunk
+
+
 # --- parsing (pure; exposed for tests) ----------------------------------------------------------------
+def parse_organization(body: dict[str, Any]) -> Organization:
+    return Organization(id=int(body["id"]), name=str(body["name"]), public_key=body.get("public_key") or "")
+
+
 def parse_run(body: dict[str, Any]) -> Run:
     """A run as listed by ``GET run?include=task`` (spec §6.3)."""
     return Run(
@@ -438,6 +631,10 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _jwt_claims(token: str) -> dict[str, Any]:
     """The payload of a JWT, not verified: the node only reads its own id and the expiry."""
     try:
@@ -481,4 +678,13 @@ def _parsing(method: str, path: str) -> Iterator[None]:
         raise ServerError(f"{method} {path}: unexpected answer from the server ({exc!r})") from exc
 
 
-__all__ = ["HttpxServerApi", "format_datetime", "parse_datetime", "parse_run", "parse_task", "run_update_body"]
+__all__ = [
+    "BLOB_CHUNK_SIZE",
+    "HttpxServerApi",
+    "format_datetime",
+    "parse_datetime",
+    "parse_organization",
+    "parse_run",
+    "parse_task",
+    "run_update_body",
+]

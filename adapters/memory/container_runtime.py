@@ -30,7 +30,7 @@ class AlgorithmCall:
     """What a fake algorithm sees: its env (decoded), its input, and a way to write output."""
 
     spec: ContainerSpec
-    run_id: int
+    run_id: int | None  # None for the node's own helper containers
     workspace: MemoryTaskWorkspace
     log_lines: list[str] = field(factory=list)
     # Set by a fake algorithm to play one that the engine killed for using too much memory.
@@ -131,7 +131,7 @@ class MemoryContainerRuntime:
         if any(c.spec.name == spec.name for c in self.alive()):
             raise ContainerStartFailed(f'Conflict. The container name "/{spec.name}" is already in use')
         container_id = f"memory-{next(self._ids):04d}"
-        run_id = int(spec.labels[LABEL_RUN])
+        run_id = int(spec.labels[LABEL_RUN]) if LABEL_RUN in spec.labels else None
         container = FakeContainer(container_id, spec, AlgorithmCall(spec, run_id, self.workspace))
         container.task = asyncio.create_task(self._play(container, program))
         self.containers[container_id] = container

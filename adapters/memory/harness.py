@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 
 from attrs import evolve
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
+from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
 from v6node.adapters.memory.clock import ManualClock
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
 from v6node.adapters.memory.event_stream import MemoryEventStream
@@ -31,14 +33,20 @@ def default_config(**changes: object) -> NodeConfig:
         data_dir="/memory/data",
         log_dir="/memory/log",
         policies=PolicyConfig(require_algorithm_pull=False),
+        proxy_check_image=None,
     )
     return evolve(config, **changes)
 
 
-def plain_cryptor_factory(encrypted: bool, _private_key: str) -> Cryptor:
-    if encrypted:
-        raise NotImplementedError("the memory harness has no cryptor for encrypted collaborations")
-    return Base64Cryptor()
+@functools.cache
+def test_private_key() -> bytes:
+    """One RSA key per process: 2048 bits keeps tests fast (the format is what 4096 gives)."""
+    return create_private_key_pem(2048)
+
+
+def memory_cryptor_factory(encrypted: bool, _private_key: str) -> Cryptor:
+    """Base64 for plain collaborations; RSA with the harness's test key for encrypted ones."""
+    return RsaCryptor(test_private_key()) if encrypted else Base64Cryptor()
 
 
 class MemoryNodeHarness:
@@ -54,7 +62,7 @@ class MemoryNodeHarness:
         *,
         encrypted: bool = False,
         timings: NodeTimings = NodeTimings(),
-        cryptor_factory: Callable[[bool, str], Cryptor] = plain_cryptor_factory,
+        cryptor_factory: Callable[[bool, str], Cryptor] = memory_cryptor_factory,
     ) -> None:
         self.config = config or default_config()
         self.clock = ManualClock()

@@ -1,19 +1,30 @@
 """In-memory run journal (forgets everything when the process ends)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timezone
+
 from v6node.domain.errors import JournalError
 from v6node.domain.journal import JournalEntry, RunStep
 from v6node.domain.status import RunStatus
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class MemoryRunJournal:
-    def __init__(self) -> None:
+    def __init__(self, *, now: Callable[[], datetime] = _utc_now) -> None:
+        self._now = now
         self._entries: dict[int, JournalEntry] = {}
 
-    async def claim(self, run_id: int, task_id: int) -> bool:
+    async def claim(self, run_id: int, task_id: int, *, job_id: int | None = None) -> bool:
         if run_id in self._entries:
             return False
-        self._entries[run_id] = JournalEntry(run_id=run_id, task_id=task_id)
+        at = self._now()
+        self._entries[run_id] = JournalEntry(
+            run_id=run_id, task_id=task_id, job_id=job_id, received_at=at, updated_at=at
+        )
         return True
 
     async def advance(
@@ -24,16 +35,14 @@ class MemoryRunJournal:
         container_id: str | None = None,
         exit_code: int | None = None,
         status: RunStatus | None = None,
+        token: str | None = None,
     ) -> JournalEntry:
         entry = self._entries.get(run_id)
         if entry is None:
             raise JournalError(f"run {run_id} was never claimed")
-        changes = {
-            key: value
-            for key, value in (("container_id", container_id), ("exit_code", exit_code), ("status", status))
-            if value is not None
-        }
-        self._entries[run_id] = entry = entry.advance(step, **changes)
+        given = {"container_id": container_id, "exit_code": exit_code, "status": status, "token": token}
+        changes = {key: value for key, value in given.items() if value is not None}
+        self._entries[run_id] = entry = entry.advance(step, updated_at=self._now(), **changes)
         return entry
 
     async def get(self, run_id: int) -> JournalEntry | None:
@@ -41,3 +50,9 @@ class MemoryRunJournal:
 
     async def entries(self) -> list[JournalEntry]:
         return sorted(self._entries.values(), key=lambda e: e.run_id)
+
+    async def forget(self, run_id: int) -> None:
+        self._entries.pop(run_id, None)
+
+    def close(self) -> None:
+        """Nothing to release; here so the memory and the SQLite journal are wired alike."""

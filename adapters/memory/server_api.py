@@ -4,11 +4,13 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import uuid
 from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field
 
 from v6node.domain.errors import (
     AuthenticationFailed,
@@ -44,13 +46,21 @@ class StoredRun:
     finished_at: datetime | None = None
     result: str | None = None
     log: str | None = None
+    blob_storage_used: bool = False
     patches: list[RunUpdate] = field(factory=list)
 
 
-class MemoryServerApi:
-    """Holds organizations, collaborations, tasks and runs; records every call.
+_NO_BLOB_STORE = "The large result store is not set to blob storage, result streaming is not available."
 
-    Test-side helpers: ``create_task``, ``kill_task``, ``runs``, ``calls``, ``fail_next``.
+
+class MemoryServerApi:
+    """Holds organizations, collaborations, tasks, runs, algorithm stores and blobs; records every call.
+
+    Test-side helpers: ``create_task``, ``kill_task``, ``runs``, ``calls``, ``fail_next``,
+    ``add_organization``, ``algorithm_stores`` (id -> URL), ``blob_store`` (the server's
+    large result store on or off), ``blobs`` (id -> bytes), ``blob_chunk_size``.
+    Like the real server, a blob can be downloaded only once a run names it as its input
+    or result, and tasks created while ``blob_store`` is on have blob runs.
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class MemoryServerApi:
         encrypted: bool = False,
         token_lifetime: float = 6 * 3600,
         clock: Clock | None = None,
+        blob_store: bool = False,
     ) -> None:
         self.identity = identity or NodeIdentity(
             node_id=10, node_name="memory-node", organization_id=1, organization_name="org-1", collaboration_id=1
@@ -75,6 +86,10 @@ class MemoryServerApi:
         }
         self.tasks: dict[int, TaskRef] = {}
         self.runs: dict[int, StoredRun] = {}
+        self.algorithm_stores: dict[int, str] = {}
+        self.blob_store = blob_store
+        self.blobs: dict[str, bytes] = {}
+        self.blob_chunk_size = 1024 * 1024
         self.calls: Counter[str] = Counter()
         self._failures: dict[str, list[Exception]] = {}
         self._ids = itertools.count(1)
@@ -91,6 +106,12 @@ class MemoryServerApi:
         """Make the next ``times`` calls of ``method`` raise ``error``."""
         self._failures.setdefault(method, []).extend([error] * times)
 
+    def add_blob(self, data: bytes) -> str:
+        """Store bytes as a user's upload would; returns the blob id."""
+        blob_id = str(uuid.uuid4())
+        self.blobs[blob_id] = data
+        return blob_id
+
     def create_task(
         self,
         image: str,
@@ -103,12 +124,19 @@ class MemoryServerApi:
         databases: tuple[RequestedDatabase, ...] = (),
         store_id: int | None = None,
     ) -> TaskRef:
-        """A task with one run per organization; dict inputs are stored as the user client does."""
+        """A task with one run per organization; dict inputs are stored as the user client does.
+
+        With ``blob_store`` on, a dict input goes into a blob (base64 text of the JSON, as
+        the client uploads it for unencrypted collaborations) and the runs carry its id;
+        a str input is then taken as a blob id.
+        """
         if input is None:
             input = {"method": "main", "args": [], "kwargs": {}}
         stored_input = (
             base64.b64encode(json.dumps(input).encode()).decode() if isinstance(input, dict) else input
         )
+        if self.blob_store and isinstance(input, dict):
+            stored_input = self.add_blob(stored_input.encode())
         task_id = next(self._ids)
         task = TaskRef(
             id=task_id,
@@ -125,7 +153,7 @@ class MemoryServerApi:
         self.tasks[task_id] = task
         for org_id in organization_ids or (self.identity.organization_id,):
             run_id = next(self._ids)
-            self.runs[run_id] = StoredRun(run_id, task_id, org_id, stored_input)
+            self.runs[run_id] = StoredRun(run_id, task_id, org_id, stored_input, blob_storage_used=self.blob_store)
         return task
 
     def runs_of(self, task_id: int) -> list[StoredRun]:
@@ -213,6 +241,7 @@ class MemoryServerApi:
             input=stored.input,
             status=stored.status,
             organization_id=stored.organization_id,
+            blob_storage_used=stored.blob_storage_used,
             started_at=stored.started_at,
             finished_at=stored.finished_at,
         )
@@ -287,6 +316,55 @@ class MemoryServerApi:
         if self._task_finished(task_id):
             raise ServerRejected(400, "Task is already finished!")
         return f"container-token-{task_id}"
+
+    async def set_organization_public_key(self, organization_id: int, public_key: str) -> None:
+        self._call("set_organization_public_key")
+        self._require_login()
+        organization = self.organizations.get(organization_id)
+        if organization is None:
+            raise ServerRejected(404, f"Organization with id={organization_id} not found")
+        if organization_id != self.identity.organization_id:
+            raise ServerRejected(401, "You lack the permission to do that!")
+        self.organizations[organization_id] = evolve(organization, public_key=public_key)
+
+    async def find_organizations(self, name: str) -> list[Organization]:
+        self._call("find_organizations")
+        self._require_login()
+        return [org for org in self.organizations.values() if org.name == name]
+
+    async def get_algorithm_store_url(self, store_id: int) -> str:
+        self._call("get_algorithm_store_url")
+        self._require_login()
+        try:
+            return self.algorithm_stores[store_id]
+        except KeyError:
+            raise ServerRejected(404, f"Algorithm store id={store_id} not found") from None
+
+    async def blob_store_enabled(self) -> bool:
+        self._call("blob_store_enabled")
+        self._require_login()
+        return self.blob_store
+
+    async def download_blob(self, blob_id: str) -> AsyncIterator[bytes]:
+        self._call("download_blob")
+        self._require_login()
+        if not any(blob_id in (run.input, run.result) for run in self.runs.values()):
+            raise ServerRejected(404, f"No run found with input or result id={blob_id}")
+        if not self.blob_store:
+            raise ServerRejected(501, _NO_BLOB_STORE)
+        data = self.blobs.get(blob_id)
+        if data is None:
+            # The real server's storage fails to find it: HTTP 500 until the adapter gives up.
+            raise ServerUnavailable(f"GET blobstream/{blob_id} -> HTTP 500: Error streaming result!")
+        for start in range(0, len(data), self.blob_chunk_size):
+            yield data[start : start + self.blob_chunk_size]
+
+    async def upload_blob(self, chunks: AsyncIterable[bytes]) -> str:
+        self._call("upload_blob")
+        self._require_login()
+        if not self.blob_store:
+            raise ServerRejected(501, _NO_BLOB_STORE)
+        return self.add_blob(b"".join([chunk async for chunk in chunks]))
 
 
 def server_down(message: str = "connection refused") -> NodeError:

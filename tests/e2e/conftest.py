@@ -12,6 +12,7 @@ from tests.rig.images import ensure_images
 from tests.rig.node_process import NodeProcess, node_config
 from tests.rig.researcher import Researcher
 from tests.rig.server import Federation, NodeCredentials, RealServer
+from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +74,19 @@ def researcher_for(real_server: RealServer) -> Iterator[Callable[[Federation], R
         researcher.close()
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path
+@pytest.fixture(scope="session")
+def org_keys(tmp_path_factory) -> list[Path]:
+    """RSA-4096 private keys, as vantage6 creates them, for two organizations."""
+    folder = tmp_path_factory.mktemp("keys")
+    keys = []
+    for i in range(2):
+        path = folder / f"privkey_org{i}.pem"
+        path.write_bytes(create_private_key_pem())
+        keys.append(path)
+    return keys
+
+
+def encryption(key: Path) -> dict:
+    return {"encryption": {"enabled": True, "private_key": str(key)}}
+
+

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tests.rig.paths import image
 from tests.rig.server import NodeCredentials, RealServer
 
 READY_MARK = "ready; algorithms reach the proxy"
@@ -36,6 +37,8 @@ def node_config(server: RealServer, node: NodeCredentials, data_dir: Path, **ext
             "loggers": [{"name": "websockets", "level": "INFO"}],
         },
         "policies": {"require_algorithm_pull": False},
+        # Any local busybox image can check that algorithms reach the proxy (no pulls in tests).
+        "proxy_check_image": image("echo-algo"),
         "directories": {"data": str(data_dir / "data"), "log": str(data_dir / "log")},
     }
     config.update(extra)

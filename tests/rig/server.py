@@ -1,6 +1,8 @@
 """Run the real vantage6 4.15.2 server on loopback with SQLite, and set up fixtures as root."""
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import subprocess
 import time
@@ -10,10 +12,60 @@ import httpx
 import yaml
 from attrs import frozen
 
-from tests.rig.paths import RIG_SRC, SERVER_PYTHON
+from tests.rig.paths import RIG_DIR, RIG_SRC, SERVER_PYTHON
 
 COLLABORATION_ADMIN_ROLE = "Collaboration Admin"
 ROOT_USER = ("root", "root")
+
+# The server's only blob store backend is Azure Blob Storage; Azurite (npm) emulates it
+# on loopback.
+AZURITE_BLOB = RIG_DIR / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+BLOB_ACCOUNT = "v6node"
+BLOB_CONTAINER = "v6node-blobs"
+
+# Used instead of server_launcher.py when the blob store is on. In production the server
+# runs under uwsgi, and its blob upload endpoint reads a chunked (streamed) body with
+# ``uwsgi.chunked_read``; the development server has no uwsgi, so every streamed upload
+# would answer 500. This stands in for that one function with the body that gevent's WSGI
+# server already de-chunks. It is not installed as a ``uwsgi`` module because the server
+# would then pick the gevent_uwsgi Socket.IO mode, which only works under uwsgi.
+_LAUNCHER_WITH_CHUNKED_READ = """
+import sys
+
+sys.path.insert(0, sys.argv.pop(1))
+import server_launcher as launcher
+
+
+class ChunkedRead:
+    @staticmethod
+    def chunked_read(timeout=None):
+        from flask import request
+        return request.environ["wsgi.input"].read(65536)
+
+
+config, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if sys.version_info >= (3, 11):
+    launcher._format_mixed_enum_by_value()
+from vantage6.server import run_dev_server, run_server
+
+launcher._answer_without_nagle_stalls()
+app = run_server(config, system_folders=False)
+sys.modules["vantage6.server.resource.blobstream"].uwsgi = ChunkedRead
+run_dev_server(app, host=host, port=port)
+"""
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout} s")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,14 +75,29 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RealServer:
-    """One server process with its own database and folders under ``workdir``."""
+    """One server process with its own database and folders under ``workdir``.
 
-    def __init__(self, workdir: Path, port: int | None = None, token_expires_hours: float | None = None) -> None:
+    ``blob_store=True`` configures the server's large result store (``/blobstream``)
+    on an Azurite process of its own, so runs created on it use blob storage.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        token_expires_hours: float | None = None,
+        blob_store: bool = False,
+    ) -> None:
         self.workdir = Path(workdir)
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.token_expires_hours = token_expires_hours
+        self.blob_store = blob_store
+        self._blob_port = free_port() if blob_store else 0
+        # Azurite takes any account named in AZURITE_ACCOUNTS: a fresh key per server.
+        self._blob_key = base64.b64encode(os.urandom(32)).decode()
         self._process: subprocess.Popen[bytes] | None = None
+        self._azurite: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -71,17 +138,65 @@ class RealServer:
         }
         if self.token_expires_hours is not None:
             config["token_expires_hours"] = self.token_expires_hours
+        if self.blob_store:
+            config["large_result_store"] = {"connection_string": self._blob_connection_string, "container_name": BLOB_CONTAINER}
         path = self.workdir / "server.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
 
+    @property
+    def _blob_connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={BLOB_ACCOUNT};AccountKey={self._blob_key};"
+            f"BlobEndpoint=http://{self.host}:{self._blob_port}/{BLOB_ACCOUNT};"
+        )
+
+    def _start_blob_store(self) -> None:
+        if not AZURITE_BLOB.exists():
+            raise RuntimeError(f"no Azurite at {AZURITE_BLOB}: run scripts/setup-rig first")
+        command = [
+            str(AZURITE_BLOB), "--blobHost", self.host, "--blobPort", str(self._blob_port),
+            "--location", str(self.workdir / "azurite"), "--silent", "--loose", "--skipApiVersionCheck",
+            # Azurite reports usage to a public endpoint unless told not to.
+            "--disableTelemetry",
+        ]
+        env = {**os.environ, "AZURITE_ACCOUNTS": f"{BLOB_ACCOUNT}:{self._blob_key}"}
+        with (self.workdir / "azurite.log").open("ab") as log:
+            self._azurite = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _wait_for_port(self.host, self._blob_port, self._azurite, 30.0, f"Azurite (log: {self.workdir / 'azurite.log'})")
+        # The server expects its container to exist; the server venv has the Azure SDK.
+        create = (
+            "import sys; from azure.storage.blob import BlobServiceClient; from azure.core.exceptions import ResourceExistsError\n"
+            "try: BlobServiceClient.from_connection_string(sys.argv[1]).create_container(sys.argv[2])\n"
+            "except ResourceExistsError: pass"
+        )
+        made = subprocess.run(
+            [str(SERVER_PYTHON), "-c", create, self._blob_connection_string, BLOB_CONTAINER],
+            capture_output=True, text=True, timeout=60,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"could not create the blob container: {made.stderr[-500:]}")
+
     def start(self, timeout: float = 90.0) -> None:
         if not SERVER_PYTHON.exists():
             raise RuntimeError(f"no server venv at {SERVER_PYTHON}: run scripts/setup-rig first")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_processes(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_processes(self, timeout: float) -> None:
+        if self.blob_store:
+            self._start_blob_store()
+            launcher = [str(SERVER_PYTHON), "-c", _LAUNCHER_WITH_CHUNKED_READ, str(RIG_SRC)]
+        else:
+            launcher = [str(SERVER_PYTHON), str(RIG_SRC / "server_launcher.py")]
         config = self._write_config()
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                [str(SERVER_PYTHON), str(RIG_SRC / "server_launcher.py"), str(config), self.host, str(self.port)],
+                [*launcher, str(config), self.host, str(self.port)],
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -96,19 +211,19 @@ class RealServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise RuntimeError(f"server did not answer within {timeout} s; see {self.log_file}")
 
     def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
+        for process in (self._process, self._azurite):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._process = self._azurite = None
 
     def restart(self) -> None:
         self.stop()

@@ -5,14 +5,16 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from v6node.adapters.http.httpx_server_api import HttpxServerApi, parse_run
+from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi, parse_run
 from v6node.adapters.memory.clock import ManualClock
 from v6node.domain.errors import (
     AuthenticationFailed,
@@ -21,7 +23,7 @@ from v6node.domain.errors import (
     ServerRejected,
     ServerUnavailable,
 )
-from v6node.domain.model import NodeIdentity, RequestedDatabase, RunUpdate
+from v6node.domain.model import NodeIdentity, Organization, RequestedDatabase, RunUpdate
 from v6node.domain.status import RunStatus
 
 ROOT = "http://v6.test:7601"
@@ -64,6 +66,20 @@ async def drive(clock: RecordingClock, call: Awaitable[T]) -> T:
 
 
 Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class StreamingMockTransport(httpx.MockTransport):
+    """A MockTransport that hands the handler a streamed request body unread.
+
+    httpx's own reads the whole body first, which would hide whether an upload is
+    streamed; handlers of streamed requests read ``request.stream`` themselves.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.handler(request)
+        if not isinstance(response, httpx.Response):
+            response = await response
+        return response
 
 
 class FakeServer:
@@ -142,7 +158,8 @@ def server(clock: RecordingClock) -> FakeServer:
 
 
 def make_api(server: FakeServer, clock: ManualClock, **kwargs: Any) -> HttpxServerApi:
-    return HttpxServerApi(API, ROOT, kwargs.pop("api_key", API_KEY), clock, transport=httpx.MockTransport(server.handle), **kwargs)
+    transport = StreamingMockTransport(server.handle)
+    return HttpxServerApi(API, ROOT, kwargs.pop("api_key", API_KEY), clock, transport=transport, **kwargs)
 
 
 @pytest.fixture
@@ -619,3 +636,419 @@ async def test_the_context_manager_closes_the_client_and_its_transport(server: F
     assert transport.closed == 1
     await api.aclose()  # a second close is a no-op
     assert transport.closed == 1
+
+
+# --- organizations and algorithm stores ------------------------------------------------------------------
+def org_body(org_id: int, name: str, public_key: str = "") -> dict[str, Any]:
+    return {"id": org_id, "name": name, "public_key": public_key, "domain": "", "country": ""}
+
+
+async def test_public_key_is_patched_onto_the_organization(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("PATCH", f"/api/organization/{ORG_ID}", lambda r: server.ok(org_body(ORG_ID, "org-a", "UEVN")))
+    await logged_in.set_organization_public_key(ORG_ID, "UEVN")
+    (request,) = server.requests
+    assert json.loads(request.content) == {"public_key": "UEVN"}
+    assert bearer(request) == f"Bearer {logged_in.access_token()}"
+
+
+async def test_public_key_of_another_organization_is_rejected(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("PATCH", "/api/organization/8", lambda r: server.error(401, "You lack the permission to do that!"))
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.set_organization_public_key(8, "UEVN")
+    assert (info.value.status, info.value.method, info.value.path) == (401, "PATCH", "organization/8")
+
+
+async def test_organizations_are_found_by_exact_name_over_every_page(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    # The server matches with SQL LIKE: other case and "_" wildcards come back too.
+    pages = {
+        "1": [org_body(3, "Org_A"), org_body(4, "ORG_A")],
+        "2": [org_body(4, "ORG_A"), org_body(5, "OrgXA"), org_body(6, "Org_A")],
+        "3": [org_body(9, "org_a")],
+    }
+
+    def organizations(request: httpx.Request) -> httpx.Response:
+        page = request.url.params.get("page", "1")
+        links = {"next": f"/api/organization?page={int(page) + 1}"} if page != "3" else {}
+        return server.ok({"data": pages[page], "links": links})
+
+    server.route("GET", "/api/organization", organizations)
+
+    found = await logged_in.find_organizations("Org_A")
+
+    assert found == [Organization(3, "Org_A"), Organization(6, "Org_A")]
+    sent = server.sent("GET", "/api/organization")
+    assert [r.url.params.get("page") for r in sent] == [None, "2", "3"]
+    assert {r.url.params["name"] for r in sent} == {"Org_A"}
+
+
+async def test_no_organization_of_that_name_is_an_empty_list(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    server.route("GET", "/api/organization", lambda r: server.ok({"data": [], "links": {"first": "/api/organization?page=1"}}))
+    assert await logged_in.find_organizations("nobody") == []
+    assert len(server.requests) == 1
+
+
+async def test_algorithm_store_url(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    store = {"id": 2, "name": "store", "url": "https://store.test/api", "collaborations": "/api/collaboration?algorithm_store_id=2"}
+    server.route("GET", "/api/algorithmstore/2", lambda r: server.ok(store))
+    server.route("GET", "/api/algorithmstore/3", lambda r: server.ok({"id": 3, "name": "broken"}))
+
+    assert await logged_in.get_algorithm_store_url(2) == "https://store.test/api"
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.get_algorithm_store_url(4)
+    assert (info.value.status, info.value.path) == (404, "algorithmstore/4")
+    with pytest.raises(ServerError, match="GET algorithmstore/3: unexpected answer"):
+        await logged_in.get_algorithm_store_url(3)
+
+
+# --- blob store: status ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("body", "enabled"), [({"blob_store_enabled": True}, True), ({"blob_store_enabled": False}, False), ({}, False)])
+async def test_blob_store_status_is_read_from_the_server(
+    logged_in: HttpxServerApi, server: FakeServer, body: dict[str, Any], enabled: bool
+) -> None:
+    server.route("GET", "/api/blobstream/status", lambda r: server.ok(body))
+    assert await logged_in.blob_store_enabled() is enabled
+    (request,) = server.requests
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    assert bearer(request) == f"Bearer {logged_in.access_token()}"
+
+
+@pytest.mark.parametrize("status", [404, 400, 403, 501])
+async def test_blob_store_is_disabled_when_the_server_refuses_to_say(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock, status: int
+) -> None:
+    # Servers older than 4.13 have no such endpoint: 404.
+    server.route("GET", "/api/blobstream/status", lambda r: server.error(status, "no"))
+    assert await logged_in.blob_store_enabled() is False
+    assert len(server.requests) == 1
+    assert clock.slept == []
+
+
+async def test_blob_store_status_on_an_unreachable_server_is_unavailable_not_disabled(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock
+) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    server.route("GET", "/api/blobstream/status", refuse)
+    with pytest.raises(ServerUnavailable, match="Connection refused"):
+        await drive(clock, logged_in.blob_store_enabled())
+    assert len(server.requests) == 5
+
+    server.route("GET", "/api/blobstream/status", lambda r: server.error(503, "maintenance"))
+    with pytest.raises(ServerUnavailable, match="503"):
+        await drive(clock, logged_in.blob_store_enabled())
+
+
+async def test_blob_store_status_before_login_is_refused_locally(api: HttpxServerApi, server: FakeServer) -> None:
+    with pytest.raises(ServerRejected) as info:
+        await api.blob_store_enabled()
+    assert info.value.status == 401
+    assert server.requests == []
+
+
+# --- blob store: download ---------------------------------------------------------------------------------------
+class ServerStream(httpx.AsyncByteStream):
+    """A response body sent in pieces; counts what it produced and whether it was closed."""
+
+    def __init__(self, data: bytes, piece: int = 64 * 1024, fail_after: int | None = None) -> None:
+        self.data = data
+        self.piece = piece
+        self.fail_after = fail_after
+        self.produced = 0
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.data), self.piece):
+            if self.fail_after is not None and start >= self.fail_after:
+                raise httpx.ReadError("connection reset by peer")
+            self.produced += 1
+            yield self.data[start : start + self.piece]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+BIG = os.urandom(5 * BLOB_CHUNK_SIZE + 7)
+BLOB_ID = "0b7c6d3e-5f1a-4c2b-9e8d-7a6b5c4d3e2f"
+
+
+def serve_blob(server: FakeServer, stream: ServerStream) -> None:
+    server.route("GET", f"/api/blobstream/{BLOB_ID}", lambda r: httpx.Response(
+        200, stream=stream, headers={"Content-Type": "application/octet-stream"}
+    ))
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in chunks]
+
+
+async def test_a_blob_is_downloaded_in_pieces_of_a_mebibyte_as_it_arrives(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    stream = ServerStream(BIG)
+    serve_blob(server, stream)
+    chunks: list[bytes] = []
+    produced_at_first_chunk = None
+
+    async for chunk in logged_in.download_blob(BLOB_ID):
+        if not chunks:
+            produced_at_first_chunk = stream.produced
+        chunks.append(chunk)
+
+    assert b"".join(chunks) == BIG
+    assert [len(c) for c in chunks] == [BLOB_CHUNK_SIZE] * 5 + [7]
+    # The first mebibyte was handed on while most of the body was still unsent.
+    total_pieces = -(-len(BIG) // stream.piece)
+    assert produced_at_first_chunk is not None and produced_at_first_chunk < total_pieces // 2
+    assert stream.closed
+    (request,) = server.requests
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    assert bearer(request) == f"Bearer {logged_in.access_token()}"
+
+
+async def test_a_download_waits_long_for_the_body(server: FakeServer, clock: RecordingClock) -> None:
+    serve_blob(server, ServerStream(b"data"))
+    async with make_api(server, clock, timeout=7.0, blob_timeout=300.0) as api:
+        await api.authenticate()
+        assert await collect(api.download_blob(BLOB_ID)) == [b"data"]
+    timeout = server.sent("GET", f"/api/blobstream/{BLOB_ID}")[0].extensions["timeout"]
+    assert (timeout["connect"], timeout["read"]) == (7.0, 300.0)
+
+
+async def test_an_unknown_blob_is_rejected_with_the_servers_message(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    missing = "11111111-2222-3333-4444-555555555555"
+    server.route("GET", f"/api/blobstream/{missing}", lambda r: server.error(404, f"No run found with input or result id={missing}"))
+    with pytest.raises(ServerRejected) as info:
+        await collect(logged_in.download_blob(missing))
+    assert (info.value.status, info.value.message) == (404, f"No run found with input or result id={missing}")
+    assert len(server.requests) == 1 and clock.slept == []
+
+
+async def test_a_server_without_blob_store_is_not_asked_again(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    server.route("GET", f"/api/blobstream/{BLOB_ID}", lambda r: server.error(501, "The large result store is not set to blob storage"))
+    with pytest.raises(ServerRejected) as info:
+        await collect(logged_in.download_blob(BLOB_ID))
+    assert info.value.status == 501 and not info.value.retryable
+    assert len(server.requests) == 1 and clock.slept == []
+
+
+async def test_a_download_is_retried_until_its_body_starts(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    stream = ServerStream(BIG)
+    answers: list[Callable[[httpx.Request], httpx.Response]] = [
+        lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused", request=r)),
+        lambda r: server.error(503, "busy"),
+        lambda r: httpx.Response(200, stream=stream),
+    ]
+    server.route("GET", f"/api/blobstream/{BLOB_ID}", lambda r: answers.pop(0)(r))
+
+    chunks = await drive(clock, collect(logged_in.download_blob(BLOB_ID)))
+
+    assert b"".join(chunks) == BIG
+    assert len(server.requests) == 3
+    assert clock.slept == [0.5, 1.0]
+
+
+async def test_a_download_that_breaks_off_is_unavailable_at_once(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    stream = ServerStream(BIG, fail_after=BLOB_CHUNK_SIZE + 10)
+    serve_blob(server, stream)
+    received: list[bytes] = []
+
+    with pytest.raises(ServerUnavailable, match="broke off after 1048576 bytes") as info:
+        async for chunk in logged_in.download_blob(BLOB_ID):
+            received.append(chunk)
+
+    assert info.value.retryable
+    assert received == [BIG[:BLOB_CHUNK_SIZE]]
+    assert len(server.requests) == 1 and clock.slept == []
+    assert stream.closed
+
+
+async def test_a_download_given_up_early_closes_the_response(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    stream = ServerStream(BIG)
+    serve_blob(server, stream)
+    async with aclosing(logged_in.download_blob(BLOB_ID)) as chunks:
+        first = await anext(chunks)
+    assert first == BIG[:BLOB_CHUNK_SIZE]
+    assert stream.closed
+    assert stream.produced < -(-len(BIG) // stream.piece)
+
+
+async def test_a_download_with_an_expired_token_is_renewed_and_repeated(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    first_token = logged_in.access_token()
+    server.route("GET", f"/api/blobstream/{BLOB_ID}", lambda r: (
+        server.error(401, "Token has expired") if bearer(r) == f"Bearer {first_token}" else httpx.Response(200, stream=ServerStream(b"blob"))
+    ))
+    assert await collect(logged_in.download_blob(BLOB_ID)) == [b"blob"]
+    assert server.paths == [f"GET /api/blobstream/{BLOB_ID}", "POST /api/token/refresh", f"GET /api/blobstream/{BLOB_ID}"]
+
+
+# --- blob store: upload ------------------------------------------------------------------------------------------
+class Producer:
+    """The bytes to upload, made one chunk at a time; logs when each is made."""
+
+    def __init__(self, chunks: list[bytes], events: list[str]) -> None:
+        self.chunks = chunks
+        self.events = events
+        self.made = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.made += 1
+            self.events.append(f"made {self.made}")
+            yield chunk
+
+
+def receive_upload(server: FakeServer, events: list[str], answer: Callable[[bytes], httpx.Response] | None = None) -> list[bytes]:
+    """Route POST /blobstream to a handler that reads the body piece by piece; returns the bodies received."""
+    bodies: list[bytes] = []
+
+    async def upload(request: httpx.Request) -> httpx.Response:
+        pieces = []
+        async for piece in request.stream:
+            events.append(f"received {len(piece)}")
+            pieces.append(piece)
+        bodies.append(b"".join(pieces))
+        if answer is not None:
+            return answer(bodies[-1])
+        return server.ok({"uuid": BLOB_ID}, 201)
+
+    server.route("POST", "/api/blobstream", upload)
+    return bodies
+
+
+async def test_an_upload_streams_the_chunks_as_they_are_made(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    events: list[str] = []
+    bodies = receive_upload(server, events)
+    chunks = [os.urandom(BLOB_CHUNK_SIZE) for _ in range(3)] + [b"", b"tail"]
+
+    blob_id = await logged_in.upload_blob(Producer(chunks, events))
+
+    assert blob_id == BLOB_ID
+    assert bodies == [b"".join(chunks)]
+    # Each chunk went out before the next one was made: never more than one in memory.
+    assert events == [
+        "made 1", f"received {BLOB_CHUNK_SIZE}", "made 2", f"received {BLOB_CHUNK_SIZE}",
+        "made 3", f"received {BLOB_CHUNK_SIZE}", "made 4", "made 5", "received 4",
+    ]
+    (request,) = server.requests
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    assert request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in request.headers
+    assert bearer(request) == f"Bearer {logged_in.access_token()}"
+
+
+async def test_an_upload_waits_long_for_the_server(server: FakeServer, clock: RecordingClock) -> None:
+    receive_upload(server, [])
+    async with make_api(server, clock, timeout=7.0, blob_timeout=300.0) as api:
+        await api.authenticate()
+        await api.upload_blob(Producer([b"x"], []))
+    timeout = server.sent("POST", "/api/blobstream")[0].extensions["timeout"]
+    assert (timeout["connect"], timeout["write"], timeout["read"]) == (7.0, 300.0, 300.0)
+
+
+async def test_an_upload_is_retried_while_no_byte_was_taken(logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock) -> None:
+    events: list[str] = []
+    bodies = receive_upload(server, events)
+    upload = server.routes[("POST", "/api/blobstream")]
+    refusals = 2
+
+    def refuse_twice(request: httpx.Request) -> Any:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return upload(request)
+
+    server.route("POST", "/api/blobstream", refuse_twice)
+    producer = Producer([b"one", b"two"], events)
+
+    assert await drive(clock, logged_in.upload_blob(producer)) == BLOB_ID
+
+    assert bodies == [b"onetwo"]
+    assert producer.made == 2
+    assert clock.slept == [0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda body: FakeServer.error(503, "Error uploading result!"), id="5xx-after-the-body"),
+        pytest.param(lambda body: FakeServer.error(500, "Error uploading result!"), id="500-after-the-body"),
+    ],
+)
+async def test_an_upload_is_not_repeated_once_the_body_was_sent(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock, answer: Callable[[bytes], httpx.Response]
+) -> None:
+    receive_upload(server, [], answer)
+    with pytest.raises(ServerUnavailable, match="cannot be sent again") as info:
+        await logged_in.upload_blob(Producer([b"one", b"two"], []))
+    assert info.value.retryable
+    assert "Error uploading result!" in str(info.value)
+    assert len(server.requests) == 1 and clock.slept == []
+
+
+async def test_an_upload_that_loses_the_connection_midway_is_unavailable_at_once(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock
+) -> None:
+    async def drop(request: httpx.Request) -> httpx.Response:
+        async for _ in request.stream:
+            raise httpx.WriteError("broken pipe", request=request)
+        raise AssertionError("the body was empty")
+
+    server.route("POST", "/api/blobstream", drop)
+    producer = Producer([b"one", b"two", b"three"], [])
+
+    with pytest.raises(ServerUnavailable, match="broken pipe"):
+        await logged_in.upload_blob(producer)
+
+    assert producer.made == 1
+    assert len(server.requests) == 1 and clock.slept == []
+
+
+async def test_an_upload_with_an_expired_token_renews_it_and_asks_to_upload_again(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock
+) -> None:
+    before = logged_in.access_token()
+    receive_upload(server, [], lambda body: FakeServer.error(401, "Token has expired"))
+
+    with pytest.raises(ServerUnavailable, match="expired while the body was sent"):
+        await logged_in.upload_blob(Producer([b"one"], []))
+
+    assert server.paths == ["POST /api/blobstream", "POST /api/token/refresh"]
+    assert logged_in.access_token() != before
+
+
+async def test_an_upload_with_a_token_about_to_expire_refreshes_first(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock
+) -> None:
+    receive_upload(server, [])
+    await clock.advance(6 * 3600 - 30)
+    await logged_in.upload_blob(Producer([b"one"], []))
+    assert server.paths == ["POST /api/token/refresh", "POST /api/blobstream"]
+    assert bearer(server.requests[1]) == f"Bearer {logged_in.access_token()}"
+
+
+async def test_an_upload_to_a_server_without_blob_store_is_rejected(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock
+) -> None:
+    message = "The large result store is not set to blob storage, result streaming is not available."
+    server.route("POST", "/api/blobstream", lambda r: server.error(501, message))
+    with pytest.raises(ServerRejected) as info:
+        await logged_in.upload_blob(Producer([b"one"], []))
+    assert (info.value.status, info.value.message) == (501, message)
+    assert len(server.requests) == 1 and clock.slept == []
+
+
+async def test_an_upload_answer_without_a_uuid_is_a_server_error(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    receive_upload(server, [], lambda body: FakeServer.ok({"uuid": "not-a-uuid"}, 201))
+    with pytest.raises(ServerError, match="POST blobstream: unexpected answer"):
+        await logged_in.upload_blob(Producer([b"one"], []))
+
+
+async def test_an_error_while_making_the_chunks_reaches_the_caller_unchanged(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    receive_upload(server, [])
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"one"
+        raise ValueError("cannot encrypt")
+
+    with pytest.raises(ValueError, match="cannot encrypt"):
+        await logged_in.upload_blob(failing())

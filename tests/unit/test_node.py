@@ -7,7 +7,7 @@ import pytest
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
 from v6node.app.node import EncryptionMismatch, NodeTimings
 from v6node.domain.config import PolicyConfig
-from v6node.domain.errors import AuthenticationFailed, ServerRejected, ServerUnavailable
+from v6node.domain.errors import AuthenticationFailed, NodeError, ServerRejected, ServerUnavailable
 from v6node.domain.events import KillRequested, NewTask, SyncRequested, TokenExpired, TokenInvalid
 from v6node.domain.journal import RunStep
 from v6node.domain.status import RunStatus
@@ -331,7 +331,9 @@ async def test_the_result_survives_a_server_outage_while_reporting(harness):
     h.server.update_run = flaky
     h.events.push(NewTask(task.id))
     await h.until(lambda: h.clock.sleepers >= 1 and calls >= 3)
-    while h.server.our_run(task.id).finished_at is None:
+    for _ in range(10):  # each backoff sleep is at most 30 s; a few suffice
+        if h.server.our_run(task.id).finished_at is not None:
+            break
         await h.clock.advance(30)
     assert h.server.our_run(task.id).status == RunStatus.COMPLETED
     assert len(h.runtime.started) == 1
@@ -595,3 +597,103 @@ async def test_an_out_of_memory_kill_says_so():
     assert status == RunStatus.FAILED
     assert "ran out of memory of 67108864 bytes (algorithm_memory)" in run.log
     assert h.runtime.started[0].mem_limit == 64 * 1024 * 1024
+
+
+async def test_start_checks_that_algorithms_reach_the_proxy():
+    async def probe(call):
+        assert call.spec.command[-1].endswith(f"http://{h.runtime.gateway}:{h.proxy.port}/health")
+        call.log('{"status": "ok"}')
+        return 0
+
+    h = MemoryNodeHarness(default_config(proxy_check_image="probe:1"))
+    h.runtime.add_image("probe:1", probe)
+    async with h:
+        assert [spec.name for spec in h.runtime.started] == ["vantage6-memnode-proxy-check"]
+        assert h.runtime.alive() == []
+
+
+async def test_start_fails_clearly_when_algorithms_cannot_reach_the_proxy():
+    async def unreachable(call):
+        call.log("wget: can't connect to remote host: Connection refused")
+        return 1
+
+    h = MemoryNodeHarness(default_config(proxy_check_image="probe:1"))
+    h.runtime.add_image("probe:1", unreachable)
+    with pytest.raises(NodeError, match="cannot reach the node's proxy") as info:
+        await h.start()
+    assert "Connection refused" in str(info.value)
+    assert h.runtime.alive() == []
+
+
+def encrypted_harness(**changes):
+    h = MemoryNodeHarness(default_config(encryption_enabled=True, **changes), encrypted=True)
+    h.runtime.add_image(IMAGE)
+    return h
+
+
+async def test_an_encrypted_run_decrypts_its_input_and_encrypts_the_result_for_the_initiator():
+    import json as js
+
+    from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
+    from v6node.adapters.memory.harness import test_private_key
+
+    ours = RsaCryptor(test_private_key())
+    h = encrypted_harness()
+    async with h:
+        org = h.server.organizations[h.server.identity.organization_id]
+        assert org.public_key == ours.own_public_key()  # uploaded at start
+        task_input = {"method": "echo", "kwargs": {"x": 1}}
+        secret = ours.encrypt_to_str(js.dumps(task_input).encode(), org.public_key)
+        status, run = await run_one(h, IMAGE, input=secret)
+    assert status == RunStatus.COMPLETED
+    assert run.result.count("$") == 2
+    assert js.loads(ours.decrypt_str(run.result)) == task_input
+
+
+async def test_an_encrypted_input_for_another_key_fails_the_run():
+    from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
+
+    other = RsaCryptor(create_private_key_pem(2048))
+    h = encrypted_harness()
+    async with h:
+        secret = other.encrypt_to_str(b'{"method": "echo"}', other.own_public_key())
+        status, run = await run_one(h, IMAGE, input=secret)
+    assert status == RunStatus.FAILED
+    assert "could not be decrypted for this organization" in run.log
+    assert h.runtime.started == []
+
+
+async def test_the_public_key_is_only_uploaded_when_the_server_lacks_it_or_has_another():
+    from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
+    from v6node.adapters.memory.harness import test_private_key
+
+    h = encrypted_harness()
+    org_id = h.server.identity.organization_id
+    h.server.add_organization(org_id, "org-1", RsaCryptor(test_private_key()).own_public_key())
+    async with h:
+        pass
+    assert h.server.calls["set_organization_public_key"] == 0
+    h2 = encrypted_harness()
+    h2.server.add_organization(org_id, "org-1", "bm90IGEga2V5")  # some other value
+    async with h2:
+        pass
+    assert h2.server.calls["set_organization_public_key"] == 1
+
+
+async def test_results_for_another_initiator_use_its_public_key_and_are_cached():
+    from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
+
+    initiator = RsaCryptor(create_private_key_pem(2048))
+    h = encrypted_harness()
+    h.server.add_organization(7, "initiator", initiator.own_public_key())
+    async with h:
+        ours = h.server.organizations[h.server.identity.organization_id].public_key
+        results = []
+        for i in range(3):
+            secret = initiator.encrypt_to_str(b'{"method": "echo", "kwargs": {"i": %d}}' % i, ours)
+            status, run = await run_one(h, IMAGE, input=secret, init_org_id=7)
+            assert status == RunStatus.COMPLETED
+            results.append(initiator.decrypt_str(run.result))
+    assert [r.endswith(b"%d}}" % i) for i, r in enumerate(results)] == [True, True, True]
+    # One lookup of the initiator's key for three runs (start-up read our own org once).
+    assert h.server.calls["get_organization"] == 2

@@ -1,0 +1,1 @@
+"""SQLite run journal package."""
