@@ -11,7 +11,7 @@ from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
-from v6node.adapters.memory.journal import MemoryRunJournal
+from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
 from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.adapters.system.clock import SystemClock
@@ -52,6 +52,14 @@ def _docker_runtime() -> Iterator[DockerContainerRuntime]:
         runtime.close()
 
 
+def _journal(config: NodeConfig) -> Iterator[SqliteRunJournal]:
+    journal = SqliteRunJournal(os.path.join(config.data_dir, "journal.sqlite"))
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
 def _tasks_dir(config: NodeConfig) -> str:
     return os.path.join(config.data_dir, "tasks")
 
@@ -67,7 +75,7 @@ class Adapters(containers.DeclarativeContainer):
     )
     runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
-    journal = providers.Singleton(MemoryRunJournal)
+    journal = providers.Resource(_journal, config=config)
     proxy = providers.Singleton(
         StarletteProxyServer, api_base=config.provided.api_base, port=config.provided.proxy_port, clock=clock
     )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from attrs import frozen
 
-from v6node.app.active_runs import ActiveRuns
+from v6node.app.active_runs import ActiveRun, ActiveRuns
 from v6node.app.cache import TimedCache
 from v6node.app.retry import until_done
 from v6node.domain.config import NodeConfig
@@ -26,6 +26,7 @@ from v6node.domain.containers import (
 )
 from v6node.domain.containers import ContainerExit
 from v6node.domain.errors import (
+    ContainerNotFound,
     ContainerStartFailed,
     CryptoError,
     ImageNotFound,
@@ -37,6 +38,7 @@ from v6node.domain.errors import (
 from v6node.domain.journal import RunStep
 from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
 from v6node.domain.policy import evaluate_policy
+from v6node.domain.reconcile import RunAction
 from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
 from v6node.ports.container_runtime import ContainerRuntime
@@ -63,6 +65,10 @@ class RunEnded(Exception):
         super().__init__(log_text)
         self.status = status
         self.log_text = log_text
+
+
+def _joined(*parts: str) -> str:
+    return "\n".join(part.rstrip("\n") for part in parts if part)
 
 
 class _FinishedOnServer(Exception):
@@ -132,11 +138,11 @@ class ExecuteRun:
         self.on_status = on_status
         self._public_keys: TimedCache[int, str] = TimedCache(clock, FACT_TTL, "the public key")
         self._blob_store: TimedCache[str, bool] = TimedCache(clock, FACT_TTL, "blob store availability")
+        self._interrupted: list[ActiveRun] = []
 
     async def __call__(self, run: Run) -> RunStatus | None:
         """Execute ``run``; returns the reported status, or None when the server had finished it."""
-        active = self.active.add(run)
-        try:
+        async with self._running(run) as active:
             try:
                 outcome = await self._execute(run)
             except RunEnded as end:
@@ -146,22 +152,92 @@ class ExecuteRun:
                 await self.journal.advance(run.id, RunStep.REPORTED)
                 await self._clean_up(run, active.container_id)
                 return None
-            if active.killed:
-                outcome = RunOutcome(RunStatus.KILLED, outcome.log or "killed by user")
-            await self._report(run, outcome)
-            await self._clean_up(run, active.container_id)
-            return outcome.status
+            return await self._finish(run, active, outcome)
+
+    async def reattach(self, run: Run, container_id: str, token: str | None) -> RunStatus:
+        """Wait again for a container started by an earlier process of this node, then finish as usual."""
+        async with self._running(run) as active:
+            active.container_id = container_id
+            if token:
+                active.token = token
+                self.proxy.authorize(token)
+            log.info("run %s: waiting again for its container %s", run.id, container_id[:12])
+            outcome = await self._collect(run, container_id)
+            return await self._finish(run, active, outcome)
+
+    async def conclude(self, run: Run, action: RunAction) -> RunStatus:
+        """Report the end of a run that reconciliation decided (nothing is started)."""
+        async with self._running(run) as active:
+            active.container_id = action.container_id
+            log.info("%s", action.reason)
+            if action.status is None and action.exit_code is not None:
+                logs = await self._logs_if_any(action.container_id)
+                await self.journal.advance(run.id, RunStep.EXITED, exit_code=action.exit_code)
+                outcome = await self._outcome(run, ContainerExit(action.exit_code), _joined(logs, action.log), False)
+            else:
+                output = b""
+                if action.send_output:
+                    with contextlib.suppress(FileNotFoundError, ValueError):
+                        output = await self.workspace.read_output(run.id, self.config.max_output_size)
+                outcome = RunOutcome(action.status or RunStatus.UNKNOWN_ERROR, action.log, output)
+            return await self._finish(run, active, outcome)
+
+    async def report_interrupted(self, reason: str) -> int:
+        """At shutdown: end the runs whose algorithm was running, so none stays open or runs twice."""
+        reported = 0
+        for active in list(self._interrupted):
+            self._interrupted.remove(active)
+            log_text = (
+                f"[v6node] {reason} while this run's algorithm was running. It is not started again "
+                "automatically, because it may already have had effects; create the task again."
+            )
+            try:
+                if active.container_id is not None:
+                    await self.runtime.remove(active.container_id)
+                await self._report(active.run, RunOutcome(RunStatus.FAILED, log_text))
+                await self.workspace.remove(active.run.id)
+                reported += 1
+            except NodeError as exc:
+                log.error("could not report interrupted run %s (it is reported at the next start): %s", active.run.id, exc)
+        return reported
+
+    @contextlib.asynccontextmanager
+    async def _running(self, run: Run) -> AsyncIterator[ActiveRun]:
+        active = self.active.add(run)
+        try:
+            yield active
+        except asyncio.CancelledError:
+            if active.container_id is not None:
+                # Stopped mid-run (shutdown): the node reports these runs before it exits.
+                self._interrupted.append(active)
+            raise
         finally:
             if active.token is not None:
                 self.proxy.revoke(active.token)
             self.active.discard(run.id)
+
+    async def _finish(self, run: Run, active: ActiveRun, outcome: RunOutcome) -> RunStatus:
+        if active.killed:
+            outcome = RunOutcome(RunStatus.KILLED, outcome.log or "killed by user")
+        await self._report(run, outcome)
+        await self._clean_up(run, active.container_id)
+        return outcome.status
+
+    async def _logs_if_any(self, container_id: str | None) -> str:
+        if container_id is None:
+            return ""
+        try:
+            return await self.runtime.logs(container_id)
+        except ContainerNotFound:
+            return ""
 
     async def _clean_up(self, run: Run, container_id: str | None) -> None:
         """Once reported, neither the container nor the task folder is needed."""
         try:
             if container_id is not None:
                 await self.runtime.remove(container_id)
-            await self.workspace.remove(run.id)
+            if not self.config.keep_task_folders:
+                await self.workspace.remove(run.id)
         except (NodeError, OSError) as exc:
             log.warning("could not clean up after run %s: %s", run.id, exc)
 
@@ -179,16 +255,24 @@ class ExecuteRun:
             raise
         announce = asyncio.create_task(self._announce_active(run, started, container_id))
         try:
-            exit_, timed_out = await self._wait(container_id)
-            logs = await self.runtime.logs(container_id)
+            return await self._collect(run, container_id)
         except asyncio.CancelledError:
             announce.cancel()
             raise
         finally:
             if not announce.cancelled():
                 await announce
+
+    async def _collect(self, run: Run, container_id: str) -> RunOutcome:
+        """Wait for the container to end and turn its exit into the run's outcome."""
+        exit_, timed_out = await self._wait(container_id)
+        logs = await self.runtime.logs(container_id)
         await self.journal.advance(run.id, RunStep.EXITED, exit_code=exit_.exit_code)
         log.info("run %s exited with code %s", run.id, exit_.exit_code)
+        return await self._outcome(run, exit_, logs, timed_out)
+
+    async def _outcome(self, run: Run, exit_: ContainerExit, logs: str, timed_out: bool) -> RunOutcome:
+        """Exit code, limits and output file -> how the run ended."""
         if not self.config.share_algorithm_logs:
             logs = LOGS_NOT_SHARED
         limits = self.settings.limits
@@ -262,7 +346,7 @@ class ExecuteRun:
             raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
         if active is not None:
             active.container_id = container_id
-        await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id)
+        await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id, token=token)
         log.info("run %s (task %s) started: %s in container %s", run.id, run.task.id, run.task.image, container_id[:12])
         return container_id
 

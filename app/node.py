@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 from attrs import frozen
 
@@ -15,7 +16,13 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.execute_run import ExecuteRun
 from v6node.app.retry import backoff_delays, until_done
 from v6node.domain.config import NodeConfig
-from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, proxy_check_spec
+from v6node.domain.containers import (
+    AlgorithmSettings,
+    managed_labels,
+    network_name,
+    proxy_check_spec,
+    tmp_volume_name,
+)
 from v6node.domain.errors import AuthenticationFailed, NodeError, NotConnected
 from v6node.domain.events import (
     Connected,
@@ -32,7 +39,8 @@ from v6node.domain.events import (
 from v6node.domain.journal import RunStep
 from v6node.domain.kill import KilledRun, KillOrder
 from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
-from v6node.domain.status import RunStatus, has_failed
+from v6node.domain.reconcile import ActionKind, Reconciliation, RunAction, reconcile
+from v6node.domain.status import RunStatus, has_failed, has_finished
 from v6node.ports.clock import Clock
 from v6node.ports.container_runtime import ContainerRuntime
 from v6node.ports.cryptor import Cryptor
@@ -56,6 +64,10 @@ def same_public_key(a: str, b: str) -> bool:
         return False
 
 
+# Journal entries of finished runs are kept this long (they show how often a run started).
+JOURNAL_KEEPS = timedelta(days=7)
+
+
 class EncryptionMismatch(NodeError):
     """The node's ``encryption.enabled`` disagrees with the collaboration's setting."""
 
@@ -68,6 +80,7 @@ class NodeTimings:
     periodic_sync: float = 300.0  # safety net against lost websocket events
     refresh_margin: float = 600.0  # refresh the access token this long before it expires
     socket_connect_timeout: float = 60.0
+    shutdown_report_timeout: float = 20.0
 
 
 @frozen(kw_only=True)
@@ -102,7 +115,10 @@ class Node:
         self.cryptor: Cryptor | None = None
         self.settings: AlgorithmSettings | None = None
         self.active = ActiveRuns()
-        self._queue: asyncio.Queue[Run] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Run, RunAction | None]] = asyncio.Queue()
+        self._queue_lock = asyncio.Lock()
+        self._in_process: dict[int, int | None] = {}  # run id -> job id, queued or executing here
+        self._jobs_with_volume: set[int] = set()
         self._executor: ExecuteRun | None = None
         self._events: AsyncIterator[NodeEvent] | None = None
         self._sync_wanted = asyncio.Event()
@@ -122,10 +138,6 @@ class Node:
         await self.setup_encryption()
         assert self.identity is not None and self.cryptor is not None
         labels = managed_labels(self.config.name)
-        # Leftovers of an earlier process of this node would otherwise run beside ours.
-        removed = await ctx.runtime.remove_labelled({**labels, "vantage6-type": "algorithm"})
-        if removed:
-            log.warning("removed %d algorithm container(s) left behind by an earlier run of this node", removed)
         network = network_name(self.config.name)
         gateway = await ctx.runtime.ensure_network(network, labels)
         port = await ctx.proxy.start(gateway, self.cryptor)
@@ -272,28 +284,75 @@ class Node:
 
     # --- the run queue -------------------------------------------------------------------
     async def sync_task_queue_with_server(self) -> int:
-        """Queue every open run of this node that is not yet known; returns how many were new."""
-        runs = await self.ctx.server.list_open_runs()
-        return await self._offer(runs)
+        """Reconcile the server's open runs with the journal and the containers, then act.
+
+        New runs are queued; a run whose container still runs is waited for again; a run
+        that ended unreported is reported; a run the node lost is ended ``failed`` (never
+        re-run). Containers, task folders and journal entries of no open run are removed.
+        Returns how many runs were queued for any of these.
+        """
+        async with self._queue_lock:
+            runs = [run for run in await self.ctx.server.list_open_runs() if self._is_ours(run)]
+            containers = await self.ctx.runtime.list(
+                {**managed_labels(self.config.name), "vantage6-type": "algorithm"}
+            )
+            plan = reconcile(
+                runs,
+                await self.ctx.journal.entries(),
+                containers,
+                await self.ctx.workspace.runs_with_output(),
+                task_folders=await self.ctx.workspace.run_ids(),
+                in_process=set(self._in_process),
+                keep_entries_since=self.ctx.clock.now() - JOURNAL_KEEPS,
+            )
+            return await self._apply(plan)
+
+    async def _apply(self, plan: Reconciliation) -> int:
+        for note in plan.notes:
+            log.info("reconcile: %s", note)
+        for run_id in plan.entries_to_forget:
+            await self.ctx.journal.forget(run_id)
+        for container_id in plan.containers_to_remove:
+            await self.ctx.runtime.remove(container_id)
+        for run_id in plan.folders_to_remove:
+            await self.ctx.workspace.remove(run_id)
+        queued = 0
+        for action in plan.actions:
+            run = action.run
+            if action.needs_claim:
+                await self.ctx.journal.claim(run.id, run.task.id, job_id=run.task.job_id)
+            if action.needs_start_recorded:
+                await self.ctx.journal.advance(run.id, RunStep.STARTED, container_id=action.container_id)
+            if action.kind is not ActionKind.START:
+                log.warning("%s", action.reason)
+            self._enqueue(run, action)
+            queued += 1
+        if queued:
+            log.info("queued %d run(s)", queued)
+        return queued
 
     async def get_task_and_add_to_queue(self, task_id: int) -> int:
         """Queue this node's open runs of one task (there may be none)."""
         runs = await self.ctx.server.list_open_runs(task_id=task_id)
-        return await self._offer(runs)
+        async with self._queue_lock:
+            queued = 0
+            for run in sorted(runs, key=lambda r: r.id):
+                # The journal's claim is what keeps sync + new_task from starting a run twice;
+                # a run known from before is the reconciliation's to judge.
+                if self._is_ours(run) and await self.ctx.journal.claim(run.id, run.task.id, job_id=run.task.job_id):
+                    self._enqueue(run, None)
+                    queued += 1
+            if queued:
+                log.info("queued %d new run(s)", queued)
+            return queued
 
-    async def _offer(self, runs: list[Run]) -> int:
+    def _is_ours(self, run: Run) -> bool:
         assert self.identity is not None
-        queued = 0
-        for run in sorted(runs, key=lambda r: r.id):
-            if run.organization_id not in (None, self.identity.organization_id):
-                continue
-            # The journal's claim is what keeps sync + new_task from starting a run twice.
-            if await self.ctx.journal.claim(run.id, run.task.id):
-                self._queue.put_nowait(run)
-                queued += 1
-        if queued:
-            log.info("queued %d new run(s)", queued)
-        return queued
+        return run.organization_id in (None, self.identity.organization_id)
+
+    def _enqueue(self, run: Run, action: RunAction | None) -> None:
+        self._in_process[run.id] = run.task.job_id
+        self._queue.put_nowait((run, action))
 
     async def share_node_details(self) -> None:
         """Tell the server what this node offers (``node_info_update``), unless ``share_config`` is false."""
@@ -369,6 +428,14 @@ class Node:
         if self._cleaned:
             return
         self._cleaned = True
+        if self._executor is not None:
+            try:
+                async with asyncio.timeout(self.ctx.timings.shutdown_report_timeout):
+                    reported = await self._executor.report_interrupted("the node was stopped")
+                if reported:
+                    log.warning("reported %d run(s) as failed: the node stopped while they ran", reported)
+            except TimeoutError:
+                log.error("could not report the interrupted runs in time; they are reported at the next start")
         with contextlib.suppress(NodeError):
             await self.ctx.events.close()
         try:
@@ -475,16 +542,50 @@ class Node:
 
     async def _work(self) -> None:
         assert self._executor is not None
+        executor = self._executor
         while True:
-            run = await self._queue.get()
+            run, action = await self._queue.get()
             try:
-                await self._executor(run)
+                if action is None or action.kind is ActionKind.START:
+                    await executor(run)
+                elif action.kind is ActionKind.REATTACH:
+                    assert action.container_id is not None
+                    entry = action.entry
+                    await executor.reattach(run, action.container_id, entry.token if entry else None)
+                else:
+                    await executor.conclude(run, action)
             except NodeError as exc:
                 log.error("run %s could not be executed: %s", run.id, exc)
                 await self._report_unexpected(run, str(exc))
             except Exception as exc:
                 log.exception("run %s failed unexpectedly", run.id)
                 await self._report_unexpected(run, f"{type(exc).__name__}: {exc}")
+            finally:
+                self._in_process.pop(run.id, None)
+            await self._remove_finished_job_volume(run)
+
+    async def _remove_finished_job_volume(self, run: Run) -> None:
+        """A job's temporary volume goes once the job's root task is finished and none of its runs is here."""
+        job_id = run.task.job_id
+        if job_id is None or self.config.keep_task_folders:
+            return
+        self._jobs_with_volume.add(job_id)
+        await self._remove_job_volumes()
+
+    async def _remove_job_volumes(self) -> None:
+        for job_id in sorted(self._jobs_with_volume):
+            if job_id in self._in_process.values():
+                continue
+            try:
+                root = await self.ctx.server.get_task(job_id)
+                if root.status is None or not has_finished(root.status):
+                    continue
+                await self.ctx.runtime.remove_volume(tmp_volume_name(self.config.name, job_id, 0))
+            except NodeError as exc:
+                log.debug("temporary volume of job %s stays for now: %s", job_id, exc)
+                continue
+            self._jobs_with_volume.discard(job_id)
+            log.info("job %s is finished; its temporary volume is removed", job_id)
 
     async def _report_unexpected(self, run: Run, reason: str) -> None:
         """The run must still end: report ``unknown error`` so it is not stuck open."""

@@ -67,6 +67,8 @@ class TaskRef:
     init_user_id: int | None = None
     store_id: int | None = None
     databases: tuple[RequestedDatabase, ...] = ()
+    # The server's status of the whole task (derived from its runs), when it said it.
+    status: str | None = None
 
 
 @frozen

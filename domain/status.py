@@ -37,6 +37,11 @@ def has_failed(status: str) -> bool:
     return status not in _NOT_FAILED
 
 
+def has_finished(status: str) -> bool:
+    """Like the server's ``has_task_finished``: completed, or failed in any way."""
+    return status == RunStatus.COMPLETED or has_failed(status)
+
+
 _NOT_FAILED = frozenset(
     {RunStatus.PENDING, RunStatus.INITIALIZING, RunStatus.ACTIVE, RunStatus.COMPLETED}
 )

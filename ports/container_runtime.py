@@ -23,6 +23,9 @@ class ContainerRuntime(Protocol):
 
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
 
+    async def remove_volume(self, name: str) -> None:
+        """Remove a volume; a volume that is already gone is not an error."""
+
     async def ensure_image(self, image: str, require_pull: bool) -> str:
         """Pull ``image``; fall back to a local copy when ``require_pull`` is false.
 

@@ -28,3 +28,6 @@ class TaskWorkspace(Protocol):
 
     async def run_ids(self) -> list[int]:
         """Runs that have a folder."""
+
+    async def runs_with_output(self) -> list[int]:
+        """Runs whose folder holds a non-empty output file (the node creates it empty)."""

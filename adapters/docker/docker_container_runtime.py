@@ -221,6 +221,16 @@ class DockerContainerRuntime:
             except docker.errors.NotFound:
                 self._api.create_volume(name, labels=labels)
 
+    async def remove_volume(self, name: str) -> None:
+        await self._call(self._remove_volume, name)
+
+    def _remove_volume(self, name: str) -> None:
+        with _docker_errors(f"removing volume {name}"):
+            try:
+                self._api.remove_volume(name, force=True)
+            except docker.errors.NotFound:
+                pass
+
     async def ensure_image(self, image: str, require_pull: bool) -> str:
         return await self._call(self._ensure_image, image, require_pull)
 

@@ -80,6 +80,23 @@ class LocalTaskWorkspace:
         await asyncio.to_thread(shutil.rmtree, self.folder(run_id), True)
 
     async def run_ids(self) -> list[int]:
+        return await asyncio.to_thread(self._run_ids)
+
+    def _run_ids(self) -> list[int]:
         if not self._root.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self._root.iterdir() if (m := _FOLDER.match(p.name)))
+
+    async def runs_with_output(self) -> list[int]:
+        return await asyncio.to_thread(self._runs_with_output)
+
+    def _runs_with_output(self) -> list[int]:
+        if not self._root.is_dir():
+            return []
+        found = []
+        for path in self._root.iterdir():
+            match = _FOLDER.match(path.name)
+            output = path / "output"
+            if match and output.is_file() and output.stat().st_size > 0:
+                found.append(int(match.group(1)))
+        return sorted(found)

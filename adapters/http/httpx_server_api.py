@@ -569,6 +569,7 @@ def parse_task(body: dict[str, Any]) -> TaskRef:
         init_user_id=_ref_id(body.get("init_user")),
         store_id=_ref_id(body.get("algorithm_store")),
         databases=tuple(_parse_database(db) for db in body.get("databases") or ()),
+        status=body.get("status"),
     )
 
 

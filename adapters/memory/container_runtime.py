@@ -111,6 +111,9 @@ class MemoryContainerRuntime:
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         self.volumes.setdefault(name, dict(labels))
 
+    async def remove_volume(self, name: str) -> None:
+        self.volumes.pop(name, None)
+
     async def ensure_image(self, image: str, require_pull: bool) -> str:
         if image in self.pullable:
             return "pulled"

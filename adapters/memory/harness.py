@@ -6,6 +6,7 @@ import contextlib
 import functools
 from collections.abc import Callable
 
+import attrs
 from attrs import evolve
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
@@ -70,7 +71,7 @@ class MemoryNodeHarness:
         self.events = MemoryEventStream(token_provider=self.server.access_token)
         self.workspace = MemoryTaskWorkspace()
         self.runtime = MemoryContainerRuntime(self.workspace)
-        self.journal = MemoryRunJournal()
+        self.journal = MemoryRunJournal(now=self.clock.now)
         self.proxy = MemoryProxyServer()
         self.node = Node(
             NodeContext(
@@ -95,6 +96,23 @@ class MemoryNodeHarness:
         if self._task in done:
             connected.cancel()
             self._task.result()  # raises the start-up error
+
+    def restarted(self, config: NodeConfig | None = None) -> MemoryNodeHarness:
+        """A new node process on the same machine: same server, engine, disk, journal and clock."""
+        twin = MemoryNodeHarness(config or self.config, timings=self.node.ctx.timings, cryptor_factory=self.node.ctx.cryptor_factory)
+        twin.clock, twin.server, twin.workspace, twin.runtime, twin.journal = (
+            self.clock, self.server, self.workspace, self.runtime, self.journal
+        )
+        twin.server.accepted_api_key = self.server.accepted_api_key
+        twin.node = Node(attrs.evolve(
+            self.node.ctx, events=twin.events, proxy=twin.proxy, config=twin.config
+        ))
+        return twin
+
+    async def crash(self) -> None:
+        """End the node like SIGKILL does: no clean-up, containers keep running."""
+        self.node._cleaned = True  # noqa: SLF001 - what a killed process never gets to do
+        await self.stop()
 
     async def stop(self) -> None:
         await self.node.stop()

@@ -230,9 +230,21 @@ class MemoryServerApi:
         self._call("get_task")
         self._require_login()
         try:
-            return self.tasks[task_id]
+            task = self.tasks[task_id]
         except KeyError:
             raise ServerRejected(404, f"task id={task_id} is not found") from None
+        return evolve(task, status=self.task_status(task_id))
+
+    def task_status(self, task_id: int) -> str:
+        """Derived from the task's runs, as the server derives it."""
+        statuses = [run.status for run in self.runs_of(task_id)]
+        failed = {status for status in statuses if status.has_failed}
+        if failed:
+            return failed.pop() if len(failed) == 1 else RunStatus.FAILED.value
+        for status in (RunStatus.ACTIVE, RunStatus.INITIALIZING, RunStatus.PENDING):
+            if status in statuses:
+                return status.value
+        return RunStatus.COMPLETED.value
 
     def _as_run(self, stored: StoredRun) -> Run:
         return Run(

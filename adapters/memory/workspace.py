@@ -45,6 +45,9 @@ class MemoryTaskWorkspace:
     async def run_ids(self) -> list[int]:
         return sorted(self.folders)
 
+    async def runs_with_output(self) -> list[int]:
+        return sorted(run_id for run_id, files in self.folders.items() if files.output)
+
     # --- for fake algorithms -------------------------------------------------------
     def write_output(self, run_id: int, data: bytes | None) -> None:
         """What an algorithm writes; ``None`` deletes the output file."""

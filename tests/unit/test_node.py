@@ -3,6 +3,7 @@ import asyncio
 import base64
 import json
 
+import attrs
 import pytest
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
 from v6node.app.node import EncryptionMismatch, NodeTimings
@@ -697,3 +698,158 @@ async def test_results_for_another_initiator_use_its_public_key_and_are_cached()
     assert [r.endswith(b"%d}}" % i) for i, r in enumerate(results)] == [True, True, True]
     # One lookup of the initiator's key for three runs (start-up read our own org once).
     assert h.server.calls["get_organization"] == 2
+
+
+# --- restarts and reconciliation --------------------------------------------------------
+async def test_a_run_whose_container_survived_a_crash_is_waited_for_again_not_rerun():
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(call):
+        started.set()
+        await release.wait()
+        call.write_output(b'{"done": true}')
+        return 0
+
+    h = MemoryNodeHarness()
+    h.runtime.add_image("slow:1", slow)
+    await h.start()
+    task = h.server.create_task("slow:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    await h.crash()
+    run = h.server.our_run(task.id)
+    assert run.finished_at is None and len(h.runtime.alive()) == 1
+
+    h2 = h.restarted()
+    async with h2:
+        h2.events.push(SyncRequested())
+        await h2.until(lambda: run.id in h2.node.active._runs)  # noqa: SLF001
+        # While it runs again under the new process, its token is accepted by the proxy.
+        assert h2.proxy.tokens == {f"container-token-{task.id}"}
+        release.set()
+        assert await h2.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert json.loads(base64.b64decode(run.result)) == {"done": True}
+    entry = await h2.journal.get(run.id)
+    assert entry.container_starts == 1 and len(h2.runtime.started) == 1
+
+
+async def test_a_run_that_exited_while_the_node_was_down_is_reported_not_rerun():
+    release = asyncio.Event()
+
+    async def short(call):
+        await release.wait()
+        call.write_output(b'{"answer": 42}')
+        return 0
+
+    h = MemoryNodeHarness()
+    h.runtime.add_image("short:1", short)
+    await h.start()
+    task = h.server.create_task("short:1")
+    h.events.push(NewTask(task.id))
+    await h.until(lambda: len(h.runtime.started) == 1)
+    await h.crash()
+    release.set()
+    await h.until(lambda: not h.runtime.alive()[0].running)
+
+    h2 = h.restarted()
+    async with h2:
+        h2.events.push(SyncRequested())
+        assert await h2.until_run_finished(task.id) == RunStatus.COMPLETED
+    run = h.server.our_run(task.id)
+    assert json.loads(base64.b64decode(run.result)) == {"answer": 42}
+    assert len(h2.runtime.started) == 1 and h2.runtime.alive() == []
+
+
+async def test_a_run_the_node_lost_is_failed_with_a_log_not_rerun():
+    h = MemoryNodeHarness()
+    started = add_blocking_image(h, "sleep:1")
+    await h.start()
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    await h.crash()
+    # The container and the task folder vanish while the node is down.
+    for container in h.runtime.alive():
+        await h.runtime.remove(container.id)
+    h.workspace.folders.clear()
+
+    h2 = h.restarted()
+    async with h2:
+        h2.events.push(SyncRequested())
+        assert await h2.until_run_finished(task.id) == RunStatus.FAILED
+    run = h.server.our_run(task.id)
+    assert "lost" in run.log
+    assert len(h2.runtime.started) == 1  # never started again
+
+
+async def test_a_run_received_but_never_started_is_started_after_a_restart():
+    h = MemoryNodeHarness(default_config(max_concurrent_runs=1, policies=PolicyConfig(require_algorithm_pull=False)))
+    started = add_blocking_image(h, "sleep:1")
+    h.runtime.add_image(IMAGE)
+    await h.start()
+    first = h.server.create_task("sleep:1")
+    second = h.server.create_task(IMAGE)
+    h.events.push(NewTask(first.id))
+    await started.wait()
+    h.events.push(NewTask(second.id))  # queued behind the first: received, never started
+    await h.until(lambda: h.server.calls["list_open_runs"] >= 2)
+    await asyncio.sleep(0)
+    await h.crash()
+
+    # The first run is waited for again and takes one executor; give the second its own.
+    h2 = h.restarted(attrs.evolve(h.config, max_concurrent_runs=2))
+    async with h2:
+        h2.events.push(SyncRequested())
+        assert await h2.until_run_finished(second.id) == RunStatus.COMPLETED
+    assert [spec.image for spec in h2.runtime.started].count(IMAGE) == 1
+
+
+async def test_leftover_containers_and_folders_of_finished_runs_are_removed_at_start():
+    h = MemoryNodeHarness()
+    started = add_blocking_image(h, "sleep:1")
+    await h.start()
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    await h.crash()
+    h.server.kill_task(task.id, h.clock.now())  # finished on the server while the node was down
+
+    h2 = h.restarted()
+    async with h2:
+        h2.events.push(SyncRequested())
+        await h2.until(lambda: h2.runtime.alive() == [] and h2.workspace.folders == {})
+
+
+async def test_a_graceful_stop_reports_the_running_runs_as_failed():
+    h = MemoryNodeHarness()
+    started = add_blocking_image(h, "sleep:1")
+    await h.start()
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    await h.stop()
+    run = h.server.our_run(task.id)
+    assert run.status == RunStatus.FAILED and run.finished_at is not None
+    assert "the node was stopped" in run.log and "not started again" in run.log
+    assert h.runtime.alive() == []
+
+
+async def test_a_jobs_temporary_volume_is_removed_once_the_job_is_finished(harness):
+    h = harness
+    task = h.server.create_task(IMAGE)
+    h.events.push(NewTask(task.id))
+    await h.until_run_finished(task.id)
+    await h.until(lambda: not any(name.endswith(f"-{task.job_id}-tmpvol") for name in h.runtime.volumes))
+
+
+async def test_keep_task_folders_keeps_folders_and_volumes():
+    h = MemoryNodeHarness(default_config(keep_task_folders=True, policies=PolicyConfig(require_algorithm_pull=False)))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        await h.until_run_finished(task.id)
+        await asyncio.sleep(0)
+        assert h.server.our_run(task.id).id in h.workspace.folders
+        assert any(name.endswith(f"-{task.job_id}-tmpvol") for name in h.runtime.volumes)
