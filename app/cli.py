@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import logging.handlers
 import os
@@ -10,6 +11,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
@@ -18,7 +20,10 @@ from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_ke
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import EncryptionMismatch
+from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
+from v6node.domain.model import TaskRef
+from v6node.domain.policy import PolicyDecision
 from v6node.domain.errors import AuthenticationFailed, ConfigError, NodeError, RuntimeUnavailable
 
 log = logging.getLogger("v6node")
@@ -183,7 +188,7 @@ async def _create_private_key(config: NodeConfig, config_file: Path, overwrite: 
     container = NodeContainer(config=config)
     await container.adapters.init_resources()
     try:
-        server = await container.adapters.server()
+        server = await _provided(container.adapters.server)
         name = config.name
         if not no_upload:
             identity = await server.authenticate()
@@ -219,12 +224,64 @@ async def _create_private_key(config: NodeConfig, config_file: Path, overwrite: 
         await container.adapters.shutdown_resources()
 
 
+async def _provided(provider: Any) -> Any:
+    """An adapter from the container; providers of async resources hand out awaitables."""
+    value = provider()
+    return await value if inspect.isawaitable(value) else value
+
+
 def _set_key_in_config(config_file: Path, key_file: Path) -> None:
     data = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     encryption = data.get("encryption") or {}
     encryption.update({"enabled": True, "private_key": str(key_file)})
     data["encryption"] = encryption
     config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+@main.command("check-policy")
+@config_option
+@click.argument("image")
+@click.option("--user", "user_id", type=int, help="Id of the user who creates the task.")
+@click.option("--org", "org_id", type=int, help="Id of the organization that creates the task.")
+@click.option("--store", "store_id", type=int, help="Id of the algorithm store the task's image comes from.")
+@click.option("--offline", is_flag=True, help="Do not contact the server (organization names and stores stay unknown).")
+def check_policy(config_file: str, image: str, user_id: int | None, org_id: int | None, store_id: int | None, offline: bool) -> None:
+    """Explain whether the node's policies let IMAGE run, without running anything.
+
+    Exits 0 when allowed, 1 when denied.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    config = _load(config_file)
+    try:
+        decision = asyncio.run(_check_policy(config, image, user_id, org_id, store_id, offline))
+    except NodeError as exc:
+        _fail(exc)
+    click.echo(f"{image}: {'allowed' if decision.allowed else 'NOT allowed'} ({decision.reason})")
+    sys.exit(0 if decision.allowed else 1)
+
+
+async def _check_policy(
+    config: NodeConfig, image: str, user_id: int | None, org_id: int | None, store_id: int | None, offline: bool
+) -> PolicyDecision:
+    container = NodeContainer(config=config)
+    await container.adapters.init_resources()
+    try:
+        server = None
+        if not offline:
+            server = await _provided(container.adapters.server)
+            identity = await server.authenticate()
+        runtime = await _provided(container.adapters.runtime)
+        try:
+            await runtime.ping()
+        except NodeError:
+            runtime = None  # no engine: tags are compared by name only
+        task = TaskRef(
+            id=1, image=image, collaboration_id=identity.collaboration_id if server else 1,
+            init_org_id=org_id, init_user_id=user_id, store_id=store_id,
+        )
+        return await CheckPolicy(config.policies, server, runtime)(task)
+    finally:
+        await container.adapters.shutdown_resources()
 
 
 def _version() -> str:

@@ -11,6 +11,7 @@ from attrs import frozen
 
 from v6node.app.active_runs import ActiveRun, ActiveRuns
 from v6node.app.cache import TimedCache
+from v6node.app.policy import CheckPolicy
 from v6node.app.retry import until_done
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
@@ -37,7 +38,6 @@ from v6node.domain.errors import (
 )
 from v6node.domain.journal import RunStep
 from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
-from v6node.domain.policy import evaluate_policy
 from v6node.domain.reconcile import RunAction
 from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
@@ -139,6 +139,7 @@ class ExecuteRun:
         self._public_keys: TimedCache[int, str] = TimedCache(clock, FACT_TTL, "the public key")
         self._blob_store: TimedCache[str, bool] = TimedCache(clock, FACT_TTL, "blob store availability")
         self._interrupted: list[ActiveRun] = []
+        self._policy = CheckPolicy(config.policies, server, runtime)
 
     async def __call__(self, run: Run) -> RunStatus | None:
         """Execute ``run``; returns the reported status, or None when the server had finished it."""
@@ -395,8 +396,7 @@ class ExecuteRun:
             )
 
     async def _check_policy(self, run: Run) -> None:
-        task = run.task
-        decision = evaluate_policy(self.config.policies, task.image, task.init_org_id, task.init_user_id)
+        decision = await self._policy(run.task)
         if not decision.allowed:
             log.warning("run %s not allowed: %s", run.id, decision.reason)
             raise RunEnded(RunStatus.NOT_ALLOWED, f"This node does not allow this algorithm to run: {decision.reason}")

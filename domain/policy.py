@@ -58,6 +58,7 @@ def evaluate_policy(
     init_user_id: int | None,
     store_url: str | None = None,
     organization_names: Mapping[str, int] | None = None,
+    equivalent_entries: frozenset[str] = frozenset(),
 ) -> PolicyDecision:
     """Decide whether a task's image may run, and say which rule decided.
 
@@ -66,7 +67,8 @@ def evaluate_policy(
     - with ``allowed_users``/``allowed_organizations`` set, the task's initiating user
       id or organization (id, or a name resolved to an id in ``organization_names``)
       must be listed; ids compare as text, so YAML ints and strings both work;
-    - ``allowed_algorithms`` (exact, name without tag, or regex anchored at the start)
+    - ``allowed_algorithms`` (exact, name without tag, regex anchored at the start, or an
+      entry in ``equivalent_entries``: known to be the same image under another tag)
       and ``allowed_algorithm_stores`` (exact or regex on the store URL) combine with
       AND, or with OR when ``allow_either_whitelist_or_store`` is set. Empty lists
       restrict nothing.
@@ -88,7 +90,9 @@ def evaluate_policy(
                 f"organization (id {init_org_id}) is not in allowed_organizations",
             )
 
-    listed = _algorithm_listed(policy.allowed_algorithms, image)
+    listed = _algorithm_listed(policy.allowed_algorithms, image) or bool(
+        equivalent_entries & set(policy.allowed_algorithms)
+    )
     from_store = store_url is not None and any(
         _matches(entry, store_url) for entry in policy.allowed_algorithm_stores
     )

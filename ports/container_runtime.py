@@ -32,6 +32,9 @@ class ContainerRuntime(Protocol):
         Returns "pulled" or "local"; raises ``ImageNotFound`` with the reason otherwise.
         """
 
+    async def local_image_id(self, image: str) -> str | None:
+        """The id of the local image ``image`` refers to, None when there is none (no pull)."""
+
     async def run(self, spec: ContainerSpec) -> str:
         """Create and start a container; returns its id."""
 

@@ -221,6 +221,16 @@ class DockerContainerRuntime:
             except docker.errors.NotFound:
                 self._api.create_volume(name, labels=labels)
 
+    async def local_image_id(self, image: str) -> str | None:
+        return await self._call(self._local_image_id, image)
+
+    def _local_image_id(self, image: str) -> str | None:
+        with _docker_errors(f"image {image}"):
+            try:
+                return str(self._api.inspect_image(image)["Id"])
+            except docker.errors.NotFound:
+                return None
+
     async def remove_volume(self, name: str) -> None:
         await self._call(self._remove_volume, name)
 

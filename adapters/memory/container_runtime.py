@@ -92,6 +92,7 @@ class MemoryContainerRuntime:
         self.gateway = "172.30.0.1"
 
     def add_image(self, image: str, program: Program = echo_program, pullable: bool = False) -> None:
+        """Another tag of the same program counts as the same local image."""
         self.local_images[image] = program
         if pullable:
             self.pullable.add(image)
@@ -107,6 +108,10 @@ class MemoryContainerRuntime:
     async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         self.networks.setdefault(name, dict(labels))
         return self.gateway
+
+    async def local_image_id(self, image: str) -> str | None:
+        program = self.local_images.get(image)
+        return None if program is None else f"sha256:{id(program):x}"
 
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         self.volumes.setdefault(name, dict(labels))

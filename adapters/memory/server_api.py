@@ -249,7 +249,7 @@ class MemoryServerApi:
     def _as_run(self, stored: StoredRun) -> Run:
         return Run(
             id=stored.id,
-            task=self.tasks[stored.task_id],
+            task=evolve(self.tasks[stored.task_id], status=self.task_status(stored.task_id)),
             input=stored.input,
             status=stored.status,
             organization_id=stored.organization_id,

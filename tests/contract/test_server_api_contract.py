@@ -377,7 +377,7 @@ async def test_organization_collaboration_task_and_run(api: ServerApi, driver: M
     assert (collaboration.id, collaboration.encrypted) == (driver.identity.collaboration_id, False)
     assert (task.id, task.image, task.collaboration_id) == (task_id, IMAGE, driver.identity.collaboration_id)
     assert (task.parent_id, task.init_org_id, task.databases) == (None, driver.identity.organization_id, ())
-    assert task.job_id is not None
+    assert task.job_id is not None and task.status == "pending"
     assert (run.id, run.task, run.input, run.status) == (run_id, task, encoded(INPUT), RunStatus.PENDING)
     assert run.organization_id == driver.identity.organization_id
     assert (run.started_at, run.finished_at, run.blob_storage_used) == (None, None, False)

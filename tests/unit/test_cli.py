@@ -56,3 +56,16 @@ def test_exit_codes_map_each_failure_kind():
     assert exit_code_for(RuntimeUnavailable("x")) == 4
     assert exit_code_for(NodeError("x")) == 1
     assert exit_code_for(ValueError("x")) == 1
+
+
+def test_check_policy_explains_a_denial_offline(tmp_path):
+    text = "api_key: k\nserver_url: http://127.0.0.1:9\npolicies:\n  allowed_algorithms: ['^127\\.0\\.0\\.1:5999/approved-.*']\n  allowed_users: [7]\n"
+    config = write(tmp_path, text)
+    runner = CliRunner()
+    denied = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "7", "127.0.0.1:5999/other:1"])
+    assert denied.exit_code == 1
+    assert "NOT allowed" in denied.output and "allowed_algorithms" in denied.output
+    allowed = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "7", "127.0.0.1:5999/approved-mean:1"])
+    assert allowed.exit_code == 0 and "allowed" in allowed.output
+    wrong_user = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "8", "127.0.0.1:5999/approved-mean:1"])
+    assert wrong_user.exit_code == 1 and "allowed_users" in wrong_user.output
