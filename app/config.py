@@ -26,6 +26,7 @@ from v6node.domain.config import (
     LoggingConfig,
     NodeConfig,
     PolicyConfig,
+    RegistryLogin,
 )
 from v6node.domain.errors import ConfigError
 
@@ -198,6 +199,25 @@ def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
     return tuple(databases)
 
 
+def _registries(root: _Section) -> tuple[RegistryLogin, ...]:
+    raw = root.data.get("docker_registries") or []
+    if not isinstance(raw, list):
+        raise root.fail("docker_registries", f"expected a list of registries, got {type(raw).__name__}")
+    logins = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise root.fail(f"docker_registries[{i}]", f"expected a mapping with registry, username, password, got {item!r}")
+        entry = _Section(root.file, item, f"docker_registries[{i}]")
+        logins.append(
+            RegistryLogin(
+                registry=entry.string("registry", required=True),
+                username=entry.string("username", required=True),
+                password=str(item.get("password") or ""),
+            )
+        )
+    return tuple(logins)
+
+
 def _logging(root: _Section, base: Path) -> LoggingConfig:
     section = root.mapping("logging")
     level = str(section.string("level", default="INFO")).upper()
@@ -298,6 +318,7 @@ def parse_config(
         ),
         keep_task_folders=root.boolean("keep_task_folders", False),
         proxy_port=root.integer("proxy_port", 0, minimum=0),
+        docker_registries=_registries(root),
         proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
         sync_interval=root.number("sync_interval") or NodeConfig.__attrs_attrs__.sync_interval.default,
     )

@@ -134,6 +134,7 @@ class Node:
         """Check the engine, log in, set up encryption, the network, the proxy and the socket."""
         ctx = self.ctx
         await ctx.runtime.ping()
+        await self._log_in_to_registries()
         await self.authenticate()
         await self.setup_encryption()
         assert self.identity is not None and self.cryptor is not None
@@ -175,6 +176,15 @@ class Node:
             "node '%s' (id %s) of organization '%s' ready; algorithms reach the proxy at %s:%s",
             self.identity.node_name, self.identity.node_id, self.identity.organization_name, gateway, port,
         )
+
+    async def _log_in_to_registries(self) -> None:
+        """``docker_registries``: a refused login is logged and the node goes on (pulls may fail later)."""
+        for login in self.config.docker_registries:
+            try:
+                await self.ctx.runtime.login(login.registry, login.username, login.password)
+                log.info("logged in to docker registry %s as %s", login.registry, login.username)
+            except NodeError as exc:
+                log.error("could not log in to docker registry %s: %s", login.registry, exc)
 
     async def _check_proxy_reachable(self, network: str, host: str, port: int) -> None:
         """Fail start-up when algorithm containers cannot reach the proxy (recipe: docker-networking)."""

@@ -62,6 +62,13 @@ class LoggingConfig:
 
 
 @frozen
+class RegistryLogin:
+    registry: str
+    username: str
+    password: str = field(repr=False)
+
+
+@frozen
 class AlgorithmLimits:
     """Resources of every algorithm container; None means no limit."""
 
@@ -107,6 +114,7 @@ class NodeConfig:
     # Image (with sh, timeout and wget) that checks at start that algorithms reach the
     # proxy; None skips the check.
     proxy_check_image: str | None = DEFAULT_PROXY_CHECK_IMAGE
+    docker_registries: tuple[RegistryLogin, ...] = ()
 
     @property
     def server_root(self) -> str:

@@ -18,6 +18,9 @@ class ContainerRuntime(Protocol):
     async def ping(self) -> None:
         """Raises ``RuntimeUnavailable`` when the engine does not answer."""
 
+    async def login(self, registry: str, username: str, password: str) -> None:
+        """Log in to a registry for later pulls; raises ``ContainerError`` when refused or unreachable."""
+
     async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         """Create (or reuse) an internal network; returns its gateway IP address."""
 

@@ -211,6 +211,13 @@ class DockerContainerRuntime:
                 return self._api.inspect_network(summary["Id"])
         return None
 
+    async def login(self, registry: str, username: str, password: str) -> None:
+        await self._call(self._login, registry, username, password)
+
+    def _login(self, registry: str, username: str, password: str) -> None:
+        with _docker_errors(f"logging in to {registry}"):
+            self._docker().login(username=username, password=password, registry=registry)
+
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         await self._call(self._ensure_volume, name, labels)
 

@@ -16,6 +16,7 @@ from v6node.domain.containers import (
     decode_env_value,
 )
 from v6node.domain.errors import (
+    ContainerError,
     ContainerNotFound,
     ContainerStartFailed,
     ImageNotFound,
@@ -88,6 +89,8 @@ class MemoryContainerRuntime:
         self.volumes: dict[str, dict[str, str]] = {}
         self.available = True
         self.fail_start: set[str] = set()
+        self.logins: list[tuple[str, str]] = []
+        self.refused_registries: set[str] = set()
         self._ids = itertools.count(1)
         self.gateway = "172.30.0.1"
 
@@ -104,6 +107,11 @@ class MemoryContainerRuntime:
     async def ping(self) -> None:
         if not self.available:
             raise RuntimeUnavailable("memory engine switched off")
+
+    async def login(self, registry: str, username: str, password: str) -> None:
+        if registry in self.refused_registries:
+            raise ContainerError(f"logging in to {registry}: unauthorized")
+        self.logins.append((registry, username))
 
     async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         self.networks.setdefault(name, dict(labels))

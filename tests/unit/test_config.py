@@ -153,3 +153,13 @@ def test_limits_and_v6node_keys(tmp_path):
     defaults = load_config(write(tmp_path, "api_key: k\nserver_url: http://s\n", "b.yaml"), "/d")
     assert defaults.limits.memory is None and defaults.limits.pids == 1024 and defaults.sync_interval == 300
     assert load_config(write(tmp_path, "api_key: k\nserver_url: http://s\nalgorithm_memory: 2GiB\n", "c.yaml"), "/d").limits.memory == 2 * 1024**3
+
+
+def test_docker_registries_are_read_and_checked(tmp_path):
+    text = "api_key: k\nserver_url: http://s\ndocker_registries:\n  - {registry: harbor.example.org, username: u, password: p}\n"
+    config = load_config(write(tmp_path, text), "/d")
+    assert [(r.registry, r.username, r.password) for r in config.docker_registries] == [("harbor.example.org", "u", "p")]
+    assert "p" not in repr(config.docker_registries[0])
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "api_key: k\nserver_url: http://s\ndocker_registries: [{registry: r}]\n", "b.yaml"), "/d")
+    assert info.value.key == "docker_registries[0].username"

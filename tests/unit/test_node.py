@@ -853,3 +853,14 @@ async def test_keep_task_folders_keeps_folders_and_volumes():
         await asyncio.sleep(0)
         assert h.server.our_run(task.id).id in h.workspace.folders
         assert any(name.endswith(f"-{task.job_id}-tmpvol") for name in h.runtime.volumes)
+
+
+async def test_registry_logins_are_tried_and_a_refusal_does_not_stop_the_node():
+    from v6node.domain.config import RegistryLogin
+
+    registries = (RegistryLogin("registry.a.org", "alice", "pw"), RegistryLogin("registry.b.org", "bob", "pw"))
+    h = MemoryNodeHarness(default_config(docker_registries=registries))
+    h.runtime.refused_registries.add("registry.a.org")
+    async with h:
+        assert h.node.connected.is_set()
+    assert h.runtime.logins == [("registry.b.org", "bob")]
