@@ -156,10 +156,10 @@ def test_limits_and_v6node_keys(tmp_path):
 
 
 def test_docker_registries_are_read_and_checked(tmp_path):
-    text = "api_key: k\nserver_url: http://s\ndocker_registries:\n  - {registry: harbor.example.org, username: u, password: p}\n"
+    text = "api_key: k\nserver_url: http://s\ndocker_registries:\n  - {registry: harbor.example.org, username: u, password: s3cret}\n"
     config = load_config(write(tmp_path, text), "/d")
-    assert [(r.registry, r.username, r.password) for r in config.docker_registries] == [("harbor.example.org", "u", "p")]
-    assert "p" not in repr(config.docker_registries[0])
+    assert [(r.registry, r.username, r.password) for r in config.docker_registries] == [("harbor.example.org", "u", "s3cret")]
+    assert "s3cret" not in repr(config.docker_registries[0])
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "api_key: k\nserver_url: http://s\ndocker_registries: [{registry: r}]\n", "b.yaml"), "/d")
     assert info.value.key == "docker_registries[0].username"
