@@ -18,7 +18,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +37,10 @@ BUSYBOX = Path("/bin/busybox")  # from the busybox-static package
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 ALGORITHM_TOOLS = "vantage6-algorithm-tools==4.15.2"
+# The wrapper's @data reads a parquet database with pandas.read_parquet, which needs pyarrow;
+# algorithm-tools does not depend on it, so an algorithm image must bring it.
+PYARROW = "pyarrow==26.0.1"
+V6_ALGO_REQUIREMENTS = (ALGORITHM_TOOLS, PYARROW)
 IMAGE_PYTHON = "python3.11"  # the interpreter of the Debian image; host pip must match its ABI
 WRAPPER_CMD = 'python3 -c "from vantage6.algorithm.tools.wrap import wrap_algorithm; wrap_algorithm()"'
 
@@ -61,6 +65,8 @@ SHELL_IMAGES: dict[str, ShellImage] = {
         ShellImage(
             "env-algo", ("lib.awk", "env-algo.awk"), ("/bin/awk", "-f", "/algo/lib.awk", "-f", "/algo/env-algo.awk")
         ),
+        ShellImage("db-write-algo", (*_SH_LIB, "db-write-algo.sh"), ("/bin/sh", "/algo/db-write-algo.sh")),
+        ShellImage("mem-algo", (*_SH_LIB, "mem-algo.sh"), ("/bin/sh", "/algo/mem-algo.sh")),
     )
 }
 PYTHON_BASE = "python-base"
@@ -258,10 +264,11 @@ def _pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
 
 
-def algorithm_tools_tree(requirement: str = ALGORITHM_TOOLS) -> Path:
-    """``requirement`` installed with ``pip --target`` on the host (wheels cached under .rig/)."""
+def algorithm_tools_tree(requirements: Sequence[str] = V6_ALGO_REQUIREMENTS) -> Path:
+    """``requirements`` installed together with ``pip --target`` on the host (wheels cached under .rig/)."""
     if sys.version_info[:2] != (3, 11):
         raise RuntimeError(f"host Python must be 3.11 (the image's ABI), not {sys.version.split()[0]}")
+    requirement = "\n".join(requirements)
     key = hashlib.sha256(requirement.encode()).hexdigest()[:12]
     tree = RIG_DIR / "algorithm-deps" / key
     if (tree / ".complete").exists():
@@ -269,11 +276,11 @@ def algorithm_tools_tree(requirement: str = ALGORITHM_TOOLS) -> Path:
     wheelhouse = RIG_DIR / "wheelhouse"
     wheelhouse.mkdir(parents=True, exist_ok=True)
     # Wheels first (two dependencies are sdists only), so rebuilding a tree needs no network.
-    _run(_pip("wheel", "--wheel-dir", str(wheelhouse), "--find-links", str(wheelhouse), requirement))
+    _run(_pip("wheel", "--wheel-dir", str(wheelhouse), "--find-links", str(wheelhouse), *requirements))
     if tree.exists():
         shutil.rmtree(tree)
     _run(_pip("install", "--no-index", "--find-links", str(wheelhouse), "--no-compile", "--target", str(tree),
-              requirement))
+              *requirements))
     (tree / ".complete").write_text(requirement + "\n")
     return tree
 
@@ -290,11 +297,11 @@ def build_v6_algorithm_image(
     client: docker.DockerClient,
     name: str,
     package_dir: Path,
-    requirement: str = ALGORITHM_TOOLS,
+    requirements: Sequence[str] = V6_ALGO_REQUIREMENTS,
     force: bool = False,
 ) -> str:
     """A real vantage6 algorithm image: ``package_dir`` (a Python package) on the Python base
-    image with ``requirement`` installed, run by the algorithm-tools wrapper.
+    image with ``requirements`` installed, run by the algorithm-tools wrapper.
 
     Returns "built" or "current". Needs the python-base image (see ``ensure_images``).
     """
@@ -312,10 +319,10 @@ def build_v6_algorithm_image(
         f"ENV PKG_NAME={package}\n"
         f"CMD {WRAPPER_CMD}\n"
     )
-    recipe = _recipe_hash(base_recipe, requirement, dockerfile, _tree_digest(package_dir))
+    recipe = _recipe_hash(base_recipe, "\n".join(requirements), dockerfile, _tree_digest(package_dir))
     if not force and _current_recipe(client, tag) == recipe:
         return "current"
-    deps = algorithm_tools_tree(requirement)
+    deps = algorithm_tools_tree(requirements)
     old = _image_id(client, tag)
     with tempfile.TemporaryDirectory(prefix=f"v6node-{name}-", dir=_scratch_dir()) as context:
         ctx = Path(context)

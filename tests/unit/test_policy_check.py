@@ -1,7 +1,13 @@
 """CheckPolicy: the lookups the policy rules need, on the memory adapters."""
+import logging
+
+import pytest
+import yaml
+
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime, echo_program
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
+from v6node.app.config import parse_config
 from v6node.app.policy import CheckPolicy
 from v6node.domain.config import PolicyConfig
 from v6node.domain.errors import ServerUnavailable
@@ -61,3 +67,61 @@ async def test_a_failed_lookup_denies_with_the_reason():
     decision = await CheckPolicy(PolicyConfig(allowed_organizations=("Hospital A",)), server, None)(task())
     assert not decision.allowed
     assert "could not be checked" in decision.reason and "server down" in decision.reason
+
+
+DOCS_EXAMPLE = """
+api_key: 00000000-0000-0000-0000-000000000000
+server_url: https://v6.example.org
+port: 443
+api_path: /api
+policies:
+  allowed_users:
+    - 2
+  allowed_organizations:
+    - 3
+    - Hospital A
+"""
+
+
+def policy_from_yaml(text: str) -> PolicyConfig:
+    data = yaml.safe_load(text)
+    return parse_config(data, file="alpha.yaml", name="alpha", default_data_dir="/tmp/alpha").policies
+
+
+@pytest.mark.parametrize(
+    ("org_id", "user_id", "allowed"),
+    [
+        (6, 2, True),  # user 2, a YAML integer: never matches in the reference node (spec §13 item 1)
+        (3, 9, True),  # organization 3, a YAML integer
+        (5, 9, True),  # organization "Hospital A", by name, resolved on the server
+        (6, 9, False),
+    ],
+)
+async def test_the_docs_example_with_integer_ids(org_id, user_id, allowed):
+    policy = policy_from_yaml(DOCS_EXAMPLE)
+    assert policy.allowed_users == ("2",) and policy.allowed_organizations == ("3", "Hospital A")
+    decision = await CheckPolicy(policy, await logged_in_server(), None)(task(init_org_id=org_id, init_user_id=user_id))
+    assert decision.allowed is allowed
+    if not allowed:
+        assert "allowed_users" in decision.reason and "allowed_organizations" in decision.reason
+
+
+async def test_an_unknown_or_ambiguous_organization_name_denies_without_crashing(caplog):
+    # The reference's name fallback iterates the keys of the paginated reply and crashes the run.
+    caplog.set_level(logging.WARNING, "v6node.policy")
+    server = await logged_in_server()
+    server.add_organization(7, "Twin")
+    server.add_organization(8, "Twin")
+    check = CheckPolicy(PolicyConfig(allowed_organizations=("Nowhere", "Twin")), server, None)
+    for org_id in (5, 7, 8):
+        decision = await check(task(init_org_id=org_id))
+        assert not decision.allowed and "allowed_organizations" in decision.reason
+    assert "'Twin' matches 2 organizations" in caplog.text
+    assert "'Nowhere' matches 0 organizations" in caplog.text
+
+
+async def test_numeric_entries_are_ids_and_need_no_lookup():
+    server = await logged_in_server()
+    server.fail_next("find_organizations", ServerUnavailable("server down"), times=10)
+    decision = await CheckPolicy(PolicyConfig(allowed_organizations=("5",)), server, None)(task(init_org_id=5))
+    assert decision.allowed
