@@ -12,6 +12,8 @@ class ActiveRun:
     container_id: str | None = None
     token: str | None = None
     killed: bool = False
+    # Its end is on the server: a stop after this point interrupts only the clean-up.
+    reported: bool = False
 
 
 class ActiveRuns:

@@ -34,6 +34,7 @@ from v6node.domain.errors import (
     InvalidRunEnvironment,
     NodeError,
     RunAlreadyFinished,
+    RuntimeUnavailable,
     ServerRejected,
 )
 from v6node.domain.journal import RunStep
@@ -65,6 +66,10 @@ class RunEnded(Exception):
         super().__init__(log_text)
         self.status = status
         self.log_text = log_text
+
+
+# Exit codes of a container whose main process a signal ended (128 + the signal's number).
+_SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
 
 
 def _joined(*parts: str) -> str:
@@ -151,6 +156,7 @@ class ExecuteRun:
             except _FinishedOnServer:
                 log.info("run %s was finished on the server before it started (killed?)", run.id)
                 await self.journal.advance(run.id, RunStep.REPORTED)
+                active.reported = True
                 await self._clean_up(run, active.container_id)
                 return None
             return await self._finish(run, active, outcome)
@@ -208,7 +214,7 @@ class ExecuteRun:
         try:
             yield active
         except asyncio.CancelledError:
-            if active.container_id is not None:
+            if active.container_id is not None and not active.reported:
                 # Stopped mid-run (shutdown): the node reports these runs before it exits.
                 self._interrupted.append(active)
             raise
@@ -220,7 +226,7 @@ class ExecuteRun:
     async def _finish(self, run: Run, active: ActiveRun, outcome: RunOutcome) -> RunStatus:
         if active.killed:
             outcome = RunOutcome(RunStatus.KILLED, outcome.log or "killed by user")
-        await self._report(run, outcome)
+        await self._report(run, outcome, active)
         await self._clean_up(run, active.container_id)
         return outcome.status
 
@@ -265,14 +271,29 @@ class ExecuteRun:
                 await announce
 
     async def _collect(self, run: Run, container_id: str) -> RunOutcome:
-        """Wait for the container to end and turn its exit into the run's outcome."""
-        exit_, timed_out = await self._wait(container_id)
-        logs = await self.runtime.logs(container_id)
+        """Wait for the container to end and turn its exit into the run's outcome.
+
+        When the Docker engine goes away meanwhile (stopped or restarted), wait until it
+        answers again and ask once more: a container that lived through it (live-restore)
+        is waited for further, and the end of one the engine stopped is reported as such.
+        """
+        engine_lost = False
+        while True:
+            try:
+                exit_, timed_out = await self._wait(container_id)
+                logs = await self.runtime.logs(container_id)
+                break
+            except RuntimeUnavailable as exc:
+                engine_lost = True
+                log.warning("run %s: the Docker engine went away while the algorithm ran (%s); waiting for it", run.id, exc)
+                await until_done(self.runtime.ping, self.clock, log, f"reaching the Docker engine for run {run.id}")
         await self.journal.advance(run.id, RunStep.EXITED, exit_code=exit_.exit_code)
         log.info("run %s exited with code %s", run.id, exit_.exit_code)
-        return await self._outcome(run, exit_, logs, timed_out)
+        return await self._outcome(run, exit_, logs, timed_out, engine_lost)
 
-    async def _outcome(self, run: Run, exit_: ContainerExit, logs: str, timed_out: bool) -> RunOutcome:
+    async def _outcome(
+        self, run: Run, exit_: ContainerExit, logs: str, timed_out: bool, engine_lost: bool = False
+    ) -> RunOutcome:
         """Exit code, limits and output file -> how the run ended."""
         if not self.config.share_algorithm_logs:
             logs = LOGS_NOT_SHARED
@@ -288,7 +309,7 @@ class ExecuteRun:
                 RunStatus.FAILED, logs + f"\n[v6node] the algorithm was killed: it ran out of memory{limit}"
             )
         if exit_.exit_code != 0:
-            return RunOutcome(RunStatus.CRASHED, logs)
+            return RunOutcome(RunStatus.CRASHED, _joined(logs, self._why_it_stopped(run, exit_.exit_code, engine_lost)))
         try:
             output = await self.workspace.read_output(run.id, self.config.max_output_size)
         except FileNotFoundError:
@@ -296,6 +317,27 @@ class ExecuteRun:
         except ValueError as exc:
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] {exc}")
         return RunOutcome(RunStatus.COMPLETED, logs, output)
+
+    def _why_it_stopped(self, run: Run, exit_code: int, engine_lost: bool) -> str:
+        """A log line for an algorithm stopped from outside the node (the node kills with SIGKILL
+        only when asked to, and says so elsewhere); empty when it ended on its own."""
+        active = self.active.get(run.id)
+        if active is not None and active.killed:
+            return ""
+        signal = _SIGNALS.get(exit_code)
+        if engine_lost:
+            how = f" ({signal})" if signal else ""
+            return (
+                "[v6node] the Docker engine could not be reached while the algorithm ran (it was stopped or "
+                f"restarted); when it answered again the container had ended with exit code {exit_code}{how}. "
+                "An engine that shuts down stops the containers it runs."
+            )
+        if signal:
+            return (
+                f"[v6node] the algorithm was ended by {signal} (exit code {exit_code}) from outside the node: "
+                "`docker stop` or `docker kill`, or the Docker engine shutting down or restarting"
+            )
+        return ""
 
     async def _wait(self, container_id: str) -> tuple[ContainerExit, bool]:
         """The container's exit, and whether it was stopped for running past the time limit."""
@@ -362,7 +404,11 @@ class ExecuteRun:
 
     async def _ensure_tmp_volume(self, run: Run) -> None:
         name = tmp_volume_name(self.settings.node_name, run.task.job_id, run.id)
-        await self.runtime.ensure_volume(name, managed_labels(self.settings.node_name))
+        # Retried while the engine is away (restarting): the run starts once it is back.
+        await until_done(
+            lambda: self.runtime.ensure_volume(name, managed_labels(self.settings.node_name)),
+            self.clock, log, f"creating the temporary volume of run {run.id}",
+        )
 
     async def _decode_input(self, run: Run) -> bytes:
         try:
@@ -413,7 +459,10 @@ class ExecuteRun:
     async def _ensure_image(self, run: Run) -> None:
         image = run.task.image
         try:
-            how = await self.runtime.ensure_image(image, self.config.policies.require_algorithm_pull)
+            how = await until_done(
+                lambda: self.runtime.ensure_image(image, self.config.policies.require_algorithm_pull),
+                self.clock, log, f"getting the image of run {run.id}",
+            )
         except ImageNotFound as exc:
             raise RunEnded(RunStatus.NON_EXISTING_IMAGE, f"Docker image {image} not available: {exc}") from exc
         if how == "local":
@@ -474,7 +523,7 @@ class ExecuteRun:
     async def _fetch_blob_store_enabled(self) -> bool:
         return await until_done(self.server.blob_store_enabled, self.clock, log, "asking whether the blob store is on")
 
-    async def _report(self, run: Run, outcome: RunOutcome) -> None:
+    async def _report(self, run: Run, outcome: RunOutcome, active: ActiveRun | None = None) -> None:
         result = await self._result_for(run, outcome.output)
         update = RunUpdate.finished(outcome.status, self.clock.now(), outcome.log, result)
         try:
@@ -484,6 +533,8 @@ class ExecuteRun:
         except RunAlreadyFinished:
             log.info("run %s was already finished on the server (killed?); %s not stored", run.id, outcome.status)
         await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
+        if active is not None:
+            active.reported = True
         log.info("run %s reported: %s", run.id, outcome.status)
         await self.on_status(self._status_change(run, outcome.status))
 

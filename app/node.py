@@ -77,7 +77,6 @@ class NodeTimings:
     """Intervals of the node's background loops, in seconds."""
 
     heartbeat: float = 30.0  # the server marks a node offline after 65 s without a ping
-    periodic_sync: float = 300.0  # safety net against lost websocket events
     refresh_margin: float = 600.0  # refresh the access token this long before it expires
     socket_connect_timeout: float = 60.0
     shutdown_report_timeout: float = 20.0
@@ -302,7 +301,9 @@ class Node:
         Returns how many runs were queued for any of these.
         """
         async with self._queue_lock:
+            here_before = set(self._in_process)
             runs = [run for run in await self.ctx.server.list_open_runs() if self._is_ours(run)]
+            await self._stop_runs_finished_on_the_server(here_before - {run.id for run in runs})
             containers = await self.ctx.runtime.list(
                 {**managed_labels(self.config.name), "vantage6-type": "algorithm"}
             )
@@ -316,6 +317,21 @@ class Node:
                 keep_entries_since=self.ctx.clock.now() - JOURNAL_KEEPS,
             )
             return await self._apply(plan)
+
+    async def _stop_runs_finished_on_the_server(self, run_ids: set[int]) -> None:
+        """Runs this process holds that the server lists closed, though they were here before it
+        was asked: killed while the websocket was down (the kill order never came), or reported
+        by us meanwhile. The first are stopped as a kill would; for the second it changes nothing."""
+        for run_id in sorted(run_ids):
+            active = self.active.get(run_id)
+            if run_id not in self._in_process or (active is not None and (active.killed or active.reported)):
+                continue
+            self.active.mark_killed(run_id)
+            if active is None or active.container_id is None:
+                continue  # queued or starting: it never starts now
+            log.warning("run %s is finished on the server (killed while the websocket was down?); stopping it", run_id)
+            with contextlib.suppress(NodeError):
+                await self.ctx.runtime.kill(active.container_id)
 
     async def _apply(self, plan: Reconciliation) -> int:
         for note in plan.notes:
@@ -546,8 +562,9 @@ class Node:
                 self._sync_wanted.set()
 
     async def _periodic_sync(self) -> None:
+        # A safety net against lost websocket events, and a socket that died silently.
         while True:
-            await self.ctx.clock.sleep(self.ctx.timings.periodic_sync)
+            await self.ctx.clock.sleep(self.config.sync_interval)
             self.request_sync()
 
     async def _work(self) -> None:
@@ -584,17 +601,21 @@ class Node:
 
     async def _remove_job_volumes(self) -> None:
         for job_id in sorted(self._jobs_with_volume):
-            if job_id in self._in_process.values():
+            if job_id in self._in_process.values() or job_id not in self._jobs_with_volume:
                 continue
+            # Out of the set while it is looked at: every executor runs this loop after each
+            # run, and without this they would all ask the server about the same jobs at once.
+            self._jobs_with_volume.discard(job_id)
             try:
                 root = await self.ctx.server.get_task(job_id)
                 if root.status is None or not has_finished(root.status):
+                    self._jobs_with_volume.add(job_id)
                     continue
                 await self.ctx.runtime.remove_volume(tmp_volume_name(self.config.name, job_id, 0))
             except NodeError as exc:
+                self._jobs_with_volume.add(job_id)
                 log.debug("temporary volume of job %s stays for now: %s", job_id, exc)
                 continue
-            self._jobs_with_volume.discard(job_id)
             log.info("job %s is finished; its temporary volume is removed", job_id)
 
     async def _report_unexpected(self, run: Run, reason: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests
+import urllib3
 from docker.types import CancellableStream, DeviceRequest
 from docker.types import Mount as DockerMount
 from docker.utils import parse_repository_tag
@@ -35,11 +36,22 @@ T = TypeVar("T")
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 
+# The engine did not answer (socket missing, refused, timed out) or broke off an answer
+# half-way (it stopped while a wait was open).
+_UNREACHABLE = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    ConnectionError,
+)
+
+
 def _is_unreachable(exc: BaseException) -> bool:
-    """The engine did not answer (socket missing, refused, timed out), anywhere in the cause chain."""
+    """The engine did not answer, or stopped answering, anywhere in the cause chain."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        if isinstance(seen, _UNREACHABLE):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -67,7 +79,12 @@ def _docker_errors(
 ) -> Iterator[None]:
     try:
         yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+    except (
+        docker.errors.DockerException,
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,  # a wait's body read raw, cut off half-way
+        ConnectionError,
+    ) as exc:
         raise _translate(exc, what, not_found, failed) from exc
 
 
@@ -438,7 +455,14 @@ class DockerContainerRuntime:
         return await self._call(self._remove_labelled, labels)
 
     def _remove_labelled(self, labels: dict[str, str]) -> int:
-        removed = sum(self._remove(info.id) for info in self._list(labels))
+        removed = 0
+        for info in self._list(labels):
+            if self._remove(info.id):
+                removed += 1
+            else:
+                # Another call (a run's own clean-up) may be removing it right now; until it
+                # is gone its network endpoint and volumes are in use.
+                self._wait_removed(info.id)
         api = self._api
         with _docker_errors("removing labelled networks"):
             for summary in api.networks(filters=_label_filter(labels)):
@@ -456,6 +480,11 @@ class DockerContainerRuntime:
                     continue
                 removed += 1
         return removed
+
+    def _wait_removed(self, container_id: str) -> None:
+        with _docker_errors(f"waiting for the removal of container {container_id[:12]}"):
+            with suppress(docker.errors.NotFound):
+                self._api.wait(container_id, timeout=self._timeout, condition="removed")
 
     def _remove_network(self, network_id: str) -> int:
         api = self._api

@@ -375,3 +375,30 @@ async def test_an_unreachable_engine_raises_runtime_unavailable(call: str, tmp_p
             await calls[call]()
     finally:
         gone.close()
+
+
+# --- clean-up ---------------------------------------------------------------------------------------------
+async def test_remove_labelled_waits_for_a_container_removal_already_in_progress(
+    runtime: DockerContainerRuntime, node: str, client: docker.DockerClient
+) -> None:
+    """A node stopping while a run's own clean-up removes its container (found by the fault
+    suite): the container's network endpoint and volume are busy until that removal ends."""
+    labels = managed_labels(node)
+    label = {"label": f"v6node.node={node}"}
+    volume = tmp_volume_name(node, 1, 1)
+    for attempt in range(5):  # the race is lost most of the time without the wait; five tries make it sure
+        name = network_name(node)
+        await runtime.ensure_network(name, labels)
+        await runtime.ensure_volume(volume, labels)
+        mounts = (Mount(source=volume, target="/mnt/tmp", kind="volume"),)
+        container_id = await runtime.run(shell(node, f"busy{attempt}", "sleep 600", name, mounts=mounts))
+        removing = threading.Thread(target=client.api.remove_container, args=(container_id,), kwargs={"force": True})
+        removing.start()
+        try:
+            await runtime.remove_labelled(labels)
+        finally:
+            removing.join()
+
+        assert client.api.containers(all=True, filters=label) == []
+        assert client.api.networks(filters=label) == []
+        assert (client.api.volumes(filters=label).get("Volumes") or []) == []

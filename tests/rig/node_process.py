@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +92,26 @@ class NodeProcess:
             self._ended = True
             self._changed.notify_all()
 
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        """Until the node prints ``text``; fails early when the process ends first."""
+    def mark(self) -> int:
+        """A position in the output, for ``wait_for(..., since=mark)``."""
         with self._changed:
-            found = self._changed.wait_for(lambda: text in self.output or self._ended, timeout)
-        if not found or text not in self.output:
-            raise RuntimeError(f"v6node did not print {text!r}:\n{self.output[-4000:]}")
+            return len(self.lines)
+
+    def output_since(self, mark: int) -> str:
+        with self._changed:
+            return "".join(self.lines[mark:])
+
+    def wait_for(self, text: str, timeout: float = 60.0, since: int = 0) -> None:
+        """Until the node prints ``text`` (after line ``since``); fails early when the process ends first."""
+        self.wait_until(lambda output: text in output, f"print {text!r}", timeout, since)
+
+    def wait_until(self, condition: Callable[[str], bool], what: str, timeout: float = 60.0, since: int = 0) -> None:
+        """Until ``condition(output after line since)`` holds; fails early when the process ends first."""
+        with self._changed:
+            found = self._changed.wait_for(lambda: condition(self.output_since(since)) or self._ended, timeout)
+            holds = condition(self.output_since(since))
+        if not found or not holds:
+            raise RuntimeError(f"v6node did not {what} within {timeout:g} s:\n{self.output[-4000:]}")
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         self.wait_for(READY_MARK, timeout)

@@ -6,9 +6,9 @@ import json
 import attrs
 import pytest
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
-from v6node.app.node import EncryptionMismatch, NodeTimings
+from v6node.app.node import EncryptionMismatch
 from v6node.domain.config import PolicyConfig
-from v6node.domain.errors import AuthenticationFailed, NodeError, ServerRejected, ServerUnavailable
+from v6node.domain.errors import AuthenticationFailed, NodeError, RuntimeUnavailable, ServerRejected, ServerUnavailable
 from v6node.domain.events import KillRequested, NewTask, SyncRequested, TokenExpired, TokenInvalid
 from v6node.domain.journal import RunStep
 from v6node.domain.status import RunStatus
@@ -429,8 +429,21 @@ async def test_the_access_token_is_refreshed_before_it_expires():
 async def test_periodic_sync_picks_up_runs_whose_event_was_lost(harness):
     h = harness
     task = h.server.create_task(IMAGE)  # no new_task event arrives
-    await h.clock.advance(NodeTimings().periodic_sync)
+    await h.clock.advance(300)  # sync_interval's default
     assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+
+
+async def test_the_periodic_sync_follows_sync_interval():
+    h = MemoryNodeHarness(default_config(sync_interval=20))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)  # no new_task event arrives
+        await h.clock.advance(19)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert h.server.calls["list_open_runs"] == 0
+        await h.clock.advance(1)
+        assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
 
 
 async def test_logs_are_withheld_when_sharing_is_off():
@@ -864,3 +877,181 @@ async def test_registry_logins_are_tried_and_a_refusal_does_not_stop_the_node():
     async with h:
         assert h.node.connected.is_set()
     assert h.runtime.logins == [("registry.b.org", "bob")]
+
+
+# --- faults found by the e2e fault-injection suite ------------------------------------------------
+async def test_a_stop_during_the_clean_up_of_a_reported_run_does_not_report_it_again():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    await h.start()
+    removing = asyncio.Event()
+    remove = h.runtime.remove
+
+    async def slow_remove(container_id):
+        removing.set()
+        await asyncio.Event().wait()  # the engine takes its time; the node is stopped meanwhile
+
+    h.runtime.remove = slow_remove
+    task = h.server.create_task(IMAGE)
+    h.events.push(NewTask(task.id))
+    await removing.wait()
+    run = h.server.our_run(task.id)
+    assert run.status == RunStatus.COMPLETED
+    h.runtime.remove = remove
+    await h.stop()
+    # Not "failed: the node was stopped while it ran": it had ended and was reported.
+    assert [p.status for p in run.patches] == [None, RunStatus.ACTIVE, RunStatus.COMPLETED]
+    assert h.server.calls["update_run"] == 3
+    entry = await h.journal.get(run.id)
+    assert entry.status is RunStatus.COMPLETED
+    assert h.runtime.alive() == []
+
+
+async def test_finished_jobs_are_looked_up_once_each_however_many_executors_finish_together():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    get_task = h.server.get_task
+
+    async def slow_get_task(task_id):
+        for _ in range(5):  # a real server answers later; other executors run meanwhile
+            await asyncio.sleep(0)
+        return await get_task(task_id)
+
+    h.server.get_task = slow_get_task
+    async with h:
+        tasks = [h.server.create_task(IMAGE) for _ in range(8)]
+        for task in tasks:
+            h.events.push(NewTask(task.id))
+        for task in tasks:
+            await h.until_run_finished(task.id)
+        await h.until(lambda: not any(name.endswith("-tmpvol") for name in h.runtime.volumes))
+    # One look-up per job, not one per job for every executor that finished meanwhile.
+    assert h.server.calls["get_task"] == len(tasks)
+
+
+def add_image_stopped_by_sigterm(h, image):
+    """An image that runs until SIGTERM (exit 143); returns (started, sigterm) events."""
+    started, sigterm = asyncio.Event(), asyncio.Event()
+
+    async def until_sigterm(call):
+        started.set()
+        call.log("sleeping")
+        await sigterm.wait()
+        return 143
+
+    h.runtime.add_image(image, until_sigterm)
+    return started, sigterm
+
+
+def engine_that_can_go_away(h):
+    """Lets the test take the memory engine away: calls fail as when dockerd is down, and open
+    waits break off. Returns the event that breaks the waits; ``h.runtime.available`` is the switch."""
+    gone = asyncio.Event()
+    wait, ensure_image = h.runtime.wait, h.runtime.ensure_image
+
+    def check() -> None:
+        if not h.runtime.available:
+            raise RuntimeUnavailable("the Docker engine cannot be reached (memory engine switched off)")
+
+    async def breakable_wait(container_id):
+        check()
+        waiting = asyncio.ensure_future(wait(container_id))
+        breaking = asyncio.ensure_future(gone.wait())
+        done, _ = await asyncio.wait({waiting, breaking}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            breaking.cancel()
+            return waiting.result()
+        waiting.cancel()
+        raise RuntimeUnavailable("waiting for the container: the Docker engine cannot be reached")
+
+    async def checked_ensure_image(image, require_pull):
+        check()
+        return await ensure_image(image, require_pull)
+
+    h.runtime.wait, h.runtime.ensure_image = breakable_wait, checked_ensure_image
+    return gone
+
+
+async def test_a_docker_engine_restart_during_a_run_ends_it_crashed_saying_so_and_the_node_goes_on():
+    h = MemoryNodeHarness()
+    started, sigterm = add_image_stopped_by_sigterm(h, "sleep:1")
+    h.runtime.add_image(IMAGE)
+    gone = engine_that_can_go_away(h)
+    async with h:
+        task = h.server.create_task("sleep:1")
+        h.events.push(NewTask(task.id))
+        await started.wait()
+        # dockerd stops: the node's wait breaks off, and the engine SIGTERMs the container.
+        asleep = h.clock.sleepers  # the node's own loops
+        h.runtime.available = False
+        gone.set()
+        await h.until(lambda: h.clock.sleepers > asleep)  # the node waits for the engine, it does not give up
+        sigterm.set()
+        assert h.server.our_run(task.id).finished_at is None
+        gone.clear()
+        h.runtime.available = True
+        await h.clock.advance(1)
+        assert await h.until_run_finished(task.id) == RunStatus.CRASHED
+        run = h.server.our_run(task.id)
+        assert "sleeping" in run.log
+        assert "the Docker engine could not be reached" in run.log and "exit code 143 (SIGTERM)" in run.log
+        # And it goes on serving.
+        later = h.server.create_task(IMAGE)
+        h.events.push(NewTask(later.id))
+        assert await h.until_run_finished(later.id) == RunStatus.COMPLETED
+    assert [spec.image for spec in h.runtime.started] == ["sleep:1", IMAGE]
+
+
+async def test_a_run_that_arrives_while_the_docker_engine_is_away_starts_when_it_is_back():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    engine_that_can_go_away(h)
+    async with h:
+        asleep = h.clock.sleepers  # the node's own loops
+        h.runtime.available = False
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        await h.until(lambda: h.clock.sleepers > asleep)
+        assert h.runtime.started == []
+        h.runtime.available = True
+        await h.clock.advance(1)
+        assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert len(h.runtime.started) == 1
+
+
+async def test_an_algorithm_stopped_from_outside_the_node_says_so_but_a_kill_does_not(harness):
+    h = harness
+    started, sigterm = add_image_stopped_by_sigterm(h, "sleep:1")
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    sigterm.set()  # `docker stop`: the engine's SIGTERM, not the node's kill
+    assert await h.until_run_finished(task.id) == RunStatus.CRASHED
+    assert "ended by SIGTERM (exit code 143) from outside the node" in h.server.our_run(task.id).log
+
+    blocked = add_blocking_image(h, "forever:1")
+    killed = h.server.create_task("forever:1")
+    h.events.push(NewTask(killed.id))
+    await blocked.wait()
+    h.events.push(KillRequested(h.server.kill_task(killed.id, h.clock.now())))
+    await h.until(lambda: h.runtime.alive() == [])
+    entry = await h.journal.get(h.server.our_run(killed.id).id)
+    assert entry.status is RunStatus.KILLED
+
+
+async def test_a_run_killed_while_the_websocket_was_down_is_stopped_at_the_next_sync(harness):
+    h = harness
+    started = add_blocking_image(h, "sleep:1")
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    run = h.server.our_run(task.id)
+    h.events.drop(reconnect=False)
+    h.server.kill_task(task.id, h.clock.now())  # its kill order goes nowhere
+    await h.events.reconnect()  # Connected(reconnect=True): the node re-syncs
+    await h.until(lambda: h.runtime.alive() == [])
+    await h.until(lambda: statuses_emitted(h, run.id)[-1:] == ["killed by user"])
+    assert run.status == RunStatus.KILLED and len(h.runtime.started) == 1
+    entry = await h.journal.get(run.id)
+    assert entry.step is RunStep.REPORTED and entry.status is RunStatus.KILLED
+
