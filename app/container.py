@@ -9,6 +9,7 @@ from dependency_injector import containers, providers
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
@@ -80,6 +81,7 @@ class Adapters(containers.DeclarativeContainer):
         StarletteProxyServer, api_base=config.provided.api_base, port=config.provided.proxy_port, clock=clock
     )
     cryptor_factory = providers.Object(make_cryptor)
+    catalog = providers.Singleton(FileDatabaseCatalog)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -97,6 +99,7 @@ class NodeContainer(containers.DeclarativeContainer):
         clock=adapters.clock,
         proxy=adapters.proxy,
         cryptor_factory=adapters.cryptor_factory,
+        catalog=adapters.catalog,
         timings=timings,
     )
     node = providers.Factory(Node, ctx=context)

@@ -359,8 +359,9 @@ class ExecuteRun:
 
     async def _start_container(self, run: Run) -> str:
         input_data = await self._decode_input(run)
-        self._check_databases(run)
+        # The policy first: a denied task learns nothing about this node's databases.
         await self._check_policy(run)
+        self._check_databases(run)
         try:
             spec = build_container_spec(run, self.settings)
             context = run_context(run, self.settings, input_data) if self.settings.run_context_file else None
@@ -424,9 +425,11 @@ class ExecuteRun:
         try:
             json.loads(data)
         except ValueError as exc:
+            # AES-CTR has no integrity check: input for another key can decrypt to noise.
+            hint = "; it was probably encrypted for another organization's key" if self.cryptor.encrypted else ""
             raise RunEnded(
                 RunStatus.FAILED,
-                f"the run's input is not JSON ({exc}); vantage6 algorithms expect "
+                f"the run's input is not JSON ({exc}){hint}; vantage6 algorithms expect "
                 '{"method": ..., "args": [...], "kwargs": {...}}',
             ) from exc
         return data

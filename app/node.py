@@ -44,6 +44,7 @@ from v6node.domain.status import RunStatus, has_failed, has_finished
 from v6node.ports.clock import Clock
 from v6node.ports.container_runtime import ContainerRuntime
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.database_catalog import DatabaseCatalog
 from v6node.ports.event_stream import EventStream
 from v6node.ports.proxy_server import ProxyServer
 from v6node.ports.run_journal import RunJournal
@@ -95,6 +96,7 @@ class NodeContext:
     clock: Clock
     proxy: ProxyServer
     cryptor_factory: CryptorFactory
+    catalog: DatabaseCatalog
     timings: NodeTimings = NodeTimings()
 
 
@@ -395,6 +397,12 @@ class Node:
             details["allowed_users"] = list(policies.allowed_users)
         if policies.allowed_organizations:
             details["allowed_orgs"] = list(policies.allowed_organizations)
+        columns = {}
+        for db in self.config.databases:
+            if names := await self.ctx.catalog.columns(db):
+                columns[f"columns_{db.label}"] = names
+        if columns:
+            details["database_columns"] = columns
         await self._emit("node_info_update", details)
 
     # --- kills ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from attrs import evolve
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
 from v6node.adapters.memory.clock import ManualClock
+from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
 from v6node.adapters.memory.event_stream import MemoryEventStream
 from v6node.adapters.memory.journal import MemoryRunJournal
@@ -73,6 +74,7 @@ class MemoryNodeHarness:
         self.runtime = MemoryContainerRuntime(self.workspace)
         self.journal = MemoryRunJournal(now=self.clock.now)
         self.proxy = MemoryProxyServer()
+        self.catalog = MemoryDatabaseCatalog()
         self.node = Node(
             NodeContext(
                 config=self.config,
@@ -84,6 +86,7 @@ class MemoryNodeHarness:
                 clock=self.clock,
                 proxy=self.proxy,
                 cryptor_factory=cryptor_factory,
+                catalog=self.catalog,
                 timings=timings,
             )
         )

@@ -320,7 +320,6 @@ def test_node_info_update_rows_appear_on_the_server_as_the_references_do(make_fe
     }
 
 
-@pytest.mark.xfail(strict=True, reason="catalog not wired yet")
 def test_node_info_update_has_the_column_names_of_csv_and_parquet_databases(make_federation, start_node, admin, tmp_path):
     rows = started_with_databases(make_federation, start_node, admin, tmp_path)
 
