@@ -61,8 +61,8 @@ class StarletteProxyServer:
       organizations. In an encrypted collaboration (``cryptor.encrypted``) whose server has
       no blob store (``GET blobstream/status``), each organization's ``input`` (base64 of the
       plaintext) is replaced by the string form encrypted with that organization's
-      ``public_key`` (``GET organization/<id>``). Then ``POST task``; the server's status and
-      body come back.
+      ``public_key`` (``GET organization/<id>``, all organizations at once); otherwise the
+      body goes on byte for byte. Then ``POST task``; the server's status and body come back.
     * ``GET /result?task_id=`` and ``GET /result/<id>``: each result not in the blob store
       is decrypted and handed back as base64 of the plaintext.
     * ``GET /blobstream/<id>`` streams the blob back through ``cryptor.decrypt_stream``;
@@ -344,8 +344,9 @@ class StarletteProxyServer:
         return _StreamedUpstream(upstream.aiter_bytes(), upstream)
 
     async def _create_task(self, request: Request, token: str) -> Response:
+        body = await request.body()
         try:
-            task = json.loads(await request.body())
+            task = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return _msg(400, "The task must be a JSON object")
         organizations = task.get("organizations") if isinstance(task, dict) else None
@@ -356,10 +357,9 @@ class StarletteProxyServer:
             encrypted = await self._encrypt_inputs(organizations, token, cryptor)
             if isinstance(encrypted, Response):
                 return encrypted
-            task = {**task, "organizations": encrypted}
-        upstream = await self._call(
-            "POST", "task", token, content=json.dumps(task).encode(), content_type="application/json"
-        )
+            body = json.dumps({**task, "organizations": encrypted}).encode()
+        # Otherwise the algorithm's own bytes go on: nothing to re-encode, whatever their size.
+        upstream = await self._call("POST", "task", token, content=body, content_type="application/json")
         return _relay(upstream)
 
     async def _blob_store_enabled(self, token: str) -> bool:
@@ -376,9 +376,13 @@ class StarletteProxyServer:
     async def _encrypt_inputs(
         self, organizations: list[Any], token: str, cryptor: Cryptor
     ) -> list[dict[str, Any]] | Response:
-        """Each organization's input encrypted with its own key, or the answer refusing the task."""
-        keys: dict[int, str] = {}
-        encrypted = []
+        """Each organization's input encrypted with its own key, or the answer refusing the task.
+
+        Every entry is checked before any key is asked for; then every organization's key is
+        asked for at once (a server that answers in parallel takes one round trip for all)
+        and the inputs are encrypted in one trip off the event loop.
+        """
+        entries: list[tuple[dict[str, Any], int, bytes]] = []
         for entry in organizations:
             org_id = entry.get("id") if isinstance(entry, dict) else None
             if isinstance(org_id, str) and org_id.isdigit():
@@ -389,23 +393,45 @@ class StarletteProxyServer:
                 plaintext = base64.b64decode(entry["input"], validate=True)
             except binascii.Error:
                 return _msg(400, f"The input for organization {org_id} is not base64")
-            if org_id not in keys:
-                answer = await self._call("GET", f"organization/{org_id}", token)
-                if not answer.is_success:
-                    return _relay(answer)
+            entries.append((entry, org_id, plaintext))
+        org_ids = list(dict.fromkeys(org_id for _, org_id, _ in entries))
+        lookups = [asyncio.ensure_future(self._public_key(org_id, token)) for org_id in org_ids]
+        try:
+            found = await asyncio.gather(*lookups)
+        except BaseException:
+            for lookup in lookups:  # one failed (the server is away): the others are of no use
+                lookup.cancel()
+            raise
+        keys: dict[int, str] = {}
+        for org_id, key in zip(org_ids, found, strict=True):
+            if isinstance(key, Response):
+                return key
+            keys[org_id] = key
+
+        def encrypt_all() -> list[dict[str, Any]] | Response:
+            encrypted = []
+            for entry, org_id, plaintext in entries:
                 try:
-                    public_key = answer.json().get("public_key")
-                except (ValueError, AttributeError):
-                    public_key = None
-                if not public_key:
-                    return _msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
-                keys[org_id] = public_key
-            try:
-                ciphertext = await asyncio.to_thread(cryptor.encrypt_to_str, plaintext, keys[org_id])
-            except CryptoError as exc:
-                return _msg(400, f"The input for organization {org_id} cannot be encrypted: {exc}")
-            encrypted.append({**entry, "id": org_id, "input": ciphertext})
-        return encrypted
+                    ciphertext = cryptor.encrypt_to_str(plaintext, keys[org_id])
+                except CryptoError as exc:
+                    return _msg(400, f"The input for organization {org_id} cannot be encrypted: {exc}")
+                encrypted.append({**entry, "id": org_id, "input": ciphertext})
+            return encrypted
+
+        return await asyncio.to_thread(encrypt_all)
+
+    async def _public_key(self, org_id: int, token: str) -> str | Response:
+        """The organization's public key, or the answer refusing the task without it."""
+        answer = await self._call("GET", f"organization/{org_id}", token)
+        if not answer.is_success:
+            return _relay(answer)
+        try:
+            public_key = answer.json().get("public_key")
+        except (ValueError, AttributeError):
+            public_key = None
+        if not public_key:
+            return _msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
+        return public_key
 
     async def _results(self, request: Request, token: str) -> Response:
         if not request.query_params.get("task_id"):

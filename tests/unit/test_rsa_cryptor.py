@@ -6,6 +6,8 @@ import binascii
 import json
 import os
 import re
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -543,3 +545,44 @@ def test_stream_round_trip_memory_is_bounded_by_a_few_chunks(alice: RsaCryptor) 
         tracemalloc.stop()
     assert total == len(data)
     assert peak < 4 * chunk  # the input chunk's ciphertext, its plaintext, the previous plaintext
+
+
+# --- the base64 codec -----------------------------------------------------------------
+def test_the_simd_base64_codec_is_in_use() -> None:
+    # The throughput target (benchmarks/crypto_throughput.py) holds only with pybase64's C codec.
+    assert rsa_cryptor.pybase64 is not None
+    assert "C extension active" in rsa_cryptor.pybase64.get_version()
+
+
+def test_padding_after_a_complete_quantum_is_rejected(alice: RsaCryptor) -> None:
+    value = alice.encrypt_to_str(b"012345", alice.own_public_key())  # 6 bytes: 8 characters, no padding
+    with pytest.raises(CryptoError, match="ciphertext is not valid base64"):
+        alice.decrypt_str(value + "=")
+
+
+def test_without_pybase64_binascii_does_the_same_job(pem4096: bytes, tmp_path: Path) -> None:
+    # A fresh interpreter where importing pybase64 fails, as on a platform without it.
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(pem4096)
+    script = f"""
+import sys
+sys.modules["pybase64"] = None
+from v6node.adapters.crypto import rsa_cryptor
+from v6node.domain.errors import CryptoError
+assert rsa_cryptor.pybase64 is None
+cryptor = rsa_cryptor.RsaCryptor.from_file({str(key_file)!r})
+data = bytes(range(256)) * 2000
+value = cryptor.encrypt_to_str(data, cryptor.own_public_key())
+assert cryptor.decrypt_str(value) == data
+for bad in (value[:-1], value[:-9] + "!" + value[-8:]):
+    try:
+        cryptor.decrypt_str(bad)
+    except CryptoError as exc:
+        assert "not valid base64" in str(exc), exc
+    else:
+        raise AssertionError("corrupted base64 was accepted")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

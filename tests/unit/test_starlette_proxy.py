@@ -869,3 +869,56 @@ async def test_with_the_rsa_cryptor_inputs_results_and_blobs_round_trip(start_pr
     assert downloaded.content == blob
     assert uploaded.status_code == 201
     assert theirs.decrypt_bytes(server.to("POST", "blobstream")[0].body) == blob
+
+
+class KeyLookupsAnsweredTogether(ChunkRecordingTransport):
+    """Answers a key lookup only once ``expected`` of them are in flight: one at a time would time out."""
+
+    def __init__(self, server: FakeServer, expected: int) -> None:
+        super().__init__(server)
+        self.waiting = expected
+        self.all_asked = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/organization/"):
+            self.waiting -= 1
+            if self.waiting == 0:
+                self.all_asked.set()
+            await asyncio.wait_for(self.all_asked.wait(), PROMPTLY)
+        return await super().handle_async_request(request)
+
+
+async def test_the_organizations_keys_are_asked_for_at_once_and_each_only_once(server: FakeServer) -> None:
+    server.on("GET", "blobstream/status", reply(200, {"blob_store_enabled": False}))
+    for org_id in (1, 2, 3):
+        server.on("GET", f"organization/{org_id}", reply(200, {"id": org_id, "public_key": f"key-{org_id}"}))
+    server.on("POST", "task", reply(201, {"id": 7}))
+    proxy = StarletteProxyServer(API, transport=KeyLookupsAnsweredTogether(server, expected=3), clock=InstantClock())
+    await proxy.start("127.0.0.1", XorCryptor())
+    proxy.authorize(TOKEN)
+    try:
+        async with client_of(proxy) as algorithm:
+            answer = await algorithm.post("/task", json=subtask(1, 2, 3, 2))
+    finally:
+        await proxy.stop()
+
+    assert answer.status_code == 201, answer.text
+    lookups = sorted(s.path for s in server.seen if s.path.startswith("organization/"))
+    assert lookups == ["organization/1", "organization/2", "organization/3"]
+    sent = server.to("POST", "task")[0].json()["organizations"]
+    assert [org["id"] for org in sent] == [1, 2, 3, 2]
+    assert [XorCryptor(f"key-{org['id']}").decrypt_str(org["input"]) for org in sent] == [b'{"method": "partial"}'] * 4
+
+
+async def test_an_unencrypted_task_goes_on_byte_for_byte(start_proxy, server: FakeServer) -> None:
+    server.on("POST", "task", reply(201, {"id": 5}))
+    proxy = await start_proxy(Base64Cryptor())
+    body = b'{"organizations":[{"id":1,"input":"e30="}],  "name": "s\\u00e9", "image": "x"}'
+
+    async with client_of(proxy) as algorithm:
+        answer = await algorithm.post("/task", content=body, headers={**AUTH, "Content-Type": "application/json"})
+
+    assert answer.status_code == 201
+    [posted] = server.to("POST", "task")
+    assert posted.body == body
+    assert posted.headers["content-type"] == "application/json"
