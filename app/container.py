@@ -77,9 +77,7 @@ class Adapters(containers.DeclarativeContainer):
     runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
-    proxy = providers.Singleton(
-        StarletteProxyServer, api_base=config.provided.api_base, port=config.provided.proxy_port, clock=clock
-    )
+    proxy = providers.Singleton(StarletteProxyServer, api_base=config.provided.api_base, clock=clock)
     cryptor_factory = providers.Object(make_cryptor)
     catalog = providers.Singleton(FileDatabaseCatalog)
 

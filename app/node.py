@@ -21,6 +21,7 @@ from v6node.domain.containers import (
     managed_labels,
     network_name,
     proxy_check_spec,
+    stable_proxy_port,
     tmp_volume_name,
 )
 from v6node.domain.errors import AuthenticationFailed, NodeError, NotConnected
@@ -142,7 +143,7 @@ class Node:
         labels = managed_labels(self.config.name)
         network = network_name(self.config.name)
         gateway = await ctx.runtime.ensure_network(network, labels)
-        port = await ctx.proxy.start(gateway, self.cryptor)
+        port = await self._start_proxy(gateway)
         await self._check_proxy_reachable(network, gateway, port)
         self.settings = AlgorithmSettings(
             node_name=self.config.name,
@@ -177,6 +178,20 @@ class Node:
             "node '%s' (id %s) of organization '%s' ready; algorithms reach the proxy at %s:%s",
             self.identity.node_name, self.identity.node_id, self.identity.organization_name, gateway, port,
         )
+
+    async def _start_proxy(self, host: str) -> int:
+        """The configured port, or this node's stable one, so re-attached algorithms find it again."""
+        assert self.cryptor is not None
+        if self.config.proxy_port:
+            return await self.ctx.proxy.start(host, self.cryptor, self.config.proxy_port)
+        stable = stable_proxy_port(self.config.name)
+        try:
+            return await self.ctx.proxy.start(host, self.cryptor, stable)
+        except NodeError as exc:
+            log.warning(
+                "%s; using another port (algorithms started before a restart cannot reach the proxy)", exc
+            )
+            return await self.ctx.proxy.start(host, self.cryptor, 0)
 
     async def _log_in_to_registries(self) -> None:
         """``docker_registries``: a refused login is logged and the node goes on (pulls may fail later)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import zlib
 from typing import Any
 
 from attrs import field, frozen
@@ -118,6 +119,12 @@ def proxy_check_spec(node_name: str, image: str, network: str, host: str, port: 
         security_opt=("no-new-privileges",),
         command=("sh", "-c", f"timeout 10 wget -qO- http://{host}:{port}/health"),
     )
+
+
+def stable_proxy_port(node_name: str) -> int:
+    """The same port for the same node after every restart (10000-29999, below the ephemeral
+    range), so a container that outlived a node process still reaches the new proxy."""
+    return 10000 + zlib.crc32(node_name.encode("utf-8")) % 20000
 
 
 def managed_labels(node_name: str) -> dict[str, str]:

@@ -15,8 +15,11 @@ class ProxyServer(Protocol):
     listen on ``host``.
     """
 
-    async def start(self, host: str, cryptor: Cryptor) -> int:
-        """Listen on ``host``; returns the port algorithms must use."""
+    async def start(self, host: str, cryptor: Cryptor, port: int | None = None) -> int:
+        """Listen on ``host`` at ``port`` (None: the adapter's default, 0: any free port).
+
+        Returns the port algorithms must use; raises ``NodeError`` when it is taken.
+        """
 
     def authorize(self, container_token: str) -> None:
         """Accept requests with this token (a run of this node is executing)."""

@@ -1,6 +1,7 @@
 """A proxy that only pretends to listen, and remembers which tokens it would accept."""
 from __future__ import annotations
 
+from v6node.domain.errors import NodeError
 from v6node.ports.cryptor import Cryptor
 
 
@@ -11,12 +12,17 @@ class MemoryProxyServer:
         self.cryptor: Cryptor | None = None
         self.running = False
         self.tokens: set[str] = set()
+        self.taken_ports: set[int] = set()
         self.ever_authorized: list[str] = []
 
-    async def start(self, host: str, cryptor: Cryptor) -> int:
+    async def start(self, host: str, cryptor: Cryptor, port: int | None = None) -> int:
+        if port in self.taken_ports:
+            raise NodeError(f"the algorithm proxy cannot listen on {host}:{port}: Address already in use")
         self.host = host
         self.cryptor = cryptor
         self.running = True
+        if port:
+            self.port = port
         return self.port
 
     def authorize(self, container_token: str) -> None:

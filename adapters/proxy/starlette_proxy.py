@@ -155,16 +155,15 @@ class StarletteProxyServer:
         """The port being listened on, None when stopped."""
         return self._port
 
-    async def start(self, host: str, cryptor: Cryptor) -> int:
-        """Listen on ``host`` (at the constructor's port; 0 picks a free one); returns the port."""
+    async def start(self, host: str, cryptor: Cryptor, port: int | None = None) -> int:
+        """Listen on ``host`` at ``port`` (default: the constructor's; 0 picks a free one); returns the port."""
         if self._serving is not None:
             raise NodeError("the algorithm proxy is already running")
+        wanted = self._wanted_port if port is None else port
         try:
-            sock = _listen(host, self._wanted_port)
+            sock = _listen(host, wanted)
         except OSError as exc:
-            raise NodeError(
-                f"the algorithm proxy cannot listen on {host}:{self._wanted_port}: {exc.strerror or exc}"
-            ) from exc
+            raise NodeError(f"the algorithm proxy cannot listen on {host}:{wanted}: {exc.strerror or exc}") from exc
         self._cryptor = cryptor
         self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
         config = uvicorn.Config(

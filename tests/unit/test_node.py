@@ -1083,3 +1083,22 @@ async def test_a_denied_task_learns_nothing_about_the_databases():
         status, run = await run_one(h, IMAGE, init_user_id=2, databases=(RequestedDatabase("secret_registry"),))
     assert status == RunStatus.NOT_ALLOWED
     assert "configured" not in run.log
+
+
+
+async def test_the_proxy_keeps_its_port_across_restarts_and_falls_back_when_taken():
+    from v6node.domain.containers import stable_proxy_port
+
+    h = MemoryNodeHarness()
+    async with h:
+        assert h.proxy.port == stable_proxy_port("memnode")
+    again = h.restarted()
+    async with again:
+        assert again.proxy.port == stable_proxy_port("memnode")
+    busy = MemoryNodeHarness()
+    busy.proxy.taken_ports.add(stable_proxy_port("memnode"))
+    async with busy:
+        assert busy.proxy.port != stable_proxy_port("memnode")
+    fixed = MemoryNodeHarness(default_config(proxy_port=4321))
+    async with fixed:
+        assert fixed.proxy.port == 4321
