@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -52,26 +52,6 @@ def client() -> Iterator[docker.DockerClient]:
     raw = docker.from_env()
     yield raw
     raw.close()
-
-
-@pytest.fixture
-def node() -> str:
-    return f"it{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def runtime(node: str) -> AsyncIterator[DockerContainerRuntime]:
-    engine = DockerContainerRuntime()
-    yield engine
-    await engine.remove_labelled(managed_labels(node))
-    engine.close()
-
-
-@pytest.fixture
-async def network(runtime: DockerContainerRuntime, node: str) -> tuple[str, str]:
-    """(name, gateway) of the node's internal network; removed with the node's labels."""
-    name = network_name(node)
-    return name, await runtime.ensure_network(name, managed_labels(node))
 
 
 def shell(node: str, name: str, script: str, network: str, **kwargs: object) -> ContainerSpec:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
-from v6node.domain.containers import ContainerSpec, Mount, managed_labels, network_name
+from v6node.domain.containers import ContainerSpec, Mount, managed_labels
 from tests.rig.images import ensure_images
 from tests.rig.paths import image
 
@@ -31,26 +30,6 @@ PROMPTLY = 5
 @pytest.fixture(scope="module", autouse=True)
 def images() -> None:
     ensure_images(["shell-algo", "v6-algo"])
-
-
-@pytest.fixture
-def node() -> str:
-    return f"px{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def runtime(node: str) -> AsyncIterator[DockerContainerRuntime]:
-    engine = DockerContainerRuntime()
-    yield engine
-    await engine.remove_labelled(managed_labels(node))
-    engine.close()
-
-
-@pytest.fixture
-async def network(runtime: DockerContainerRuntime, node: str) -> tuple[str, str]:
-    """(name, gateway) of an internal network made by the Docker adapter; removed by label."""
-    name = network_name(node)
-    return name, await runtime.ensure_network(name, managed_labels(node))
 
 
 class FakeServer:

@@ -41,12 +41,18 @@ def statuses_emitted(h, run_id):
     return [data["status"] for name, data in h.events.emitted if name == "algorithm_status_change" and data["run_id"] == run_id]
 
 
+async def run_one(h, image, *args, **task):
+    """Create a task for our organization, announce it, and wait until its run ended."""
+    created = h.server.create_task(image, *args, **task)
+    h.events.push(NewTask(created.id))
+    status = await h.until_run_finished(created.id)
+    return status, h.server.our_run(created.id)
+
+
 async def test_a_task_arriving_by_new_task_completes_with_the_output_as_result(harness):
     h = harness
-    task = h.server.create_task(IMAGE, {"method": "echo", "args": [1], "kwargs": {}})
-    h.events.push(NewTask(task.id))
-    assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
-    run = h.server.our_run(task.id)
+    status, run = await run_one(h, IMAGE, {"method": "echo", "args": [1], "kwargs": {}})
+    assert status == RunStatus.COMPLETED
     # The echo image writes its input back: the result is base64 of those bytes.
     assert json.loads(base64.b64decode(run.result)) == {"method": "echo", "args": [1], "kwargs": {}}
     assert run.log == "echo algorithm\n"
@@ -105,20 +111,16 @@ async def test_a_crashing_algorithm_is_reported_crashed_with_its_log(harness):
 
     h = harness
     h.runtime.add_image("crash:1", crash)
-    task = h.server.create_task("crash:1")
-    h.events.push(NewTask(task.id))
-    assert await h.until_run_finished(task.id) == RunStatus.CRASHED
-    run = h.server.our_run(task.id)
+    status, run = await run_one(h, "crash:1")
+    assert status == RunStatus.CRASHED
     assert "crash-algo: failing on purpose" in run.log
     assert run.result == ""
 
 
 async def test_an_unknown_image_ends_as_non_existing_docker_image(harness):
     h = harness
-    task = h.server.create_task("127.0.0.1:5999/does-not-exist:1")
-    h.events.push(NewTask(task.id))
-    assert await h.until_run_finished(task.id) == RunStatus.NON_EXISTING_IMAGE
-    run = h.server.our_run(task.id)
+    status, run = await run_one(h, "127.0.0.1:5999/does-not-exist:1")
+    assert status == RunStatus.NON_EXISTING_IMAGE
     assert "127.0.0.1:5999/does-not-exist:1" in run.log
     assert h.runtime.started == []
 
@@ -127,10 +129,9 @@ async def test_a_local_image_is_not_used_when_a_pull_is_required():
     h = MemoryNodeHarness(default_config(policies=PolicyConfig(require_algorithm_pull=True)))
     h.runtime.add_image(IMAGE)
     async with h:
-        task = h.server.create_task(IMAGE)
-        h.events.push(NewTask(task.id))
-        assert await h.until_run_finished(task.id) == RunStatus.NON_EXISTING_IMAGE
-    assert "require_algorithm_pull" in h.server.our_run(task.id).log
+        status, run = await run_one(h, IMAGE)
+        assert status == RunStatus.NON_EXISTING_IMAGE
+    assert "require_algorithm_pull" in run.log
     assert h.runtime.started == []
 
 
@@ -139,10 +140,8 @@ async def test_a_denied_image_is_not_allowed_never_started_and_finished():
     h = MemoryNodeHarness(default_config(policies=policies))
     h.runtime.add_image(IMAGE)
     async with h:
-        task = h.server.create_task(IMAGE)
-        h.events.push(NewTask(task.id))
-        assert await h.until_run_finished(task.id) == RunStatus.NOT_ALLOWED
-    run = h.server.our_run(task.id)
+        status, run = await run_one(h, IMAGE)
+        assert status == RunStatus.NOT_ALLOWED
     assert "allowed_algorithms" in run.log
     assert run.finished_at is not None
     assert h.runtime.started == []
@@ -151,10 +150,9 @@ async def test_a_denied_image_is_not_allowed_never_started_and_finished():
 
 async def test_input_that_is_not_base64_fails_the_run_and_never_reaches_the_algorithm(harness):
     h = harness
-    task = h.server.create_task(IMAGE, input="this is not base64!!")
-    h.events.push(NewTask(task.id))
-    assert await h.until_run_finished(task.id) == RunStatus.FAILED
-    assert "input could not be decoded" in h.server.our_run(task.id).log
+    status, run = await run_one(h, IMAGE, input="this is not base64!!")
+    assert status == RunStatus.FAILED
+    assert "input could not be decoded" in run.log
     assert h.runtime.started == []
 
 
@@ -171,20 +169,18 @@ async def test_no_container_token_fails_the_run_with_the_reason(harness):
 async def test_an_engine_that_cannot_start_the_container_gives_start_failed(harness):
     h = harness
     h.runtime.fail_start.add(IMAGE)
-    task = h.server.create_task(IMAGE)
-    h.events.push(NewTask(task.id))
-    assert await h.until_run_finished(task.id) == RunStatus.START_FAILED
-    assert "could not be started" in h.server.our_run(task.id).log
+    status, run = await run_one(h, IMAGE)
+    assert status == RunStatus.START_FAILED
+    assert "could not be started" in run.log
 
 
 async def test_a_bad_algorithm_env_name_fails_the_run():
     h = MemoryNodeHarness(default_config(algorithm_env={"PKG_NAME": "evil"}, policies=PolicyConfig(require_algorithm_pull=False)))
     h.runtime.add_image(IMAGE)
     async with h:
-        task = h.server.create_task(IMAGE)
-        h.events.push(NewTask(task.id))
-        assert await h.until_run_finished(task.id) == RunStatus.FAILED
-    assert "PKG_NAME" in h.server.our_run(task.id).log
+        status, run = await run_one(h, IMAGE)
+        assert status == RunStatus.FAILED
+    assert "PKG_NAME" in run.log
     assert h.runtime.started == []
 
 
@@ -195,10 +191,9 @@ async def test_an_algorithm_without_output_file_fails(harness):
 
     h = harness
     h.runtime.add_image("noout:1", no_output)
-    task = h.server.create_task("noout:1")
-    h.events.push(NewTask(task.id))
-    assert await h.until_run_finished(task.id) == RunStatus.FAILED
-    assert "wrote no output file" in h.server.our_run(task.id).log
+    status, run = await run_one(h, "noout:1")
+    assert status == RunStatus.FAILED
+    assert "wrote no output file" in run.log
 
 
 async def test_an_output_past_the_limit_fails_with_the_reason():
@@ -209,10 +204,9 @@ async def test_an_output_past_the_limit_fails_with_the_reason():
     h = MemoryNodeHarness(default_config(max_output_size=1024, policies=PolicyConfig(require_algorithm_pull=False)))
     h.runtime.add_image("big:1", big)
     async with h:
-        task = h.server.create_task("big:1")
-        h.events.push(NewTask(task.id))
-        assert await h.until_run_finished(task.id) == RunStatus.FAILED
-    assert "more than the limit of 1024" in h.server.our_run(task.id).log
+        status, run = await run_one(h, "big:1")
+        assert status == RunStatus.FAILED
+    assert "more than the limit of 1024" in run.log
 
 
 async def test_algorithm_gets_the_proxy_address_and_its_files(harness):
@@ -492,13 +486,6 @@ async def test_a_run_finished_on_the_server_while_starting_is_stopped_and_not_re
     assert entry.step is RunStep.REPORTED
 
 
-async def run_one(h, image, **task):
-    created = h.server.create_task(image, **task)
-    h.events.push(NewTask(created.id))
-    status = await h.until_run_finished(created.id)
-    return status, h.server.our_run(created.id)
-
-
 async def test_a_database_the_node_lacks_fails_the_run_and_lists_what_it_has():
     from v6node.domain.config import DatabaseConfig
     from v6node.domain.model import RequestedDatabase
@@ -715,6 +702,16 @@ async def test_results_for_another_initiator_use_its_public_key_and_are_cached()
 
 
 # --- restarts and reconciliation --------------------------------------------------------
+async def crash_while_running(h, image, running):
+    """Start the node, give it a task, and kill it (no clean-up) once ``running()`` returns."""
+    await h.start()
+    task = h.server.create_task(image)
+    h.events.push(NewTask(task.id))
+    await running()
+    await h.crash()
+    return task
+
+
 async def test_a_run_whose_container_survived_a_crash_is_waited_for_again_not_rerun():
     release = asyncio.Event()
     started = asyncio.Event()
@@ -727,11 +724,7 @@ async def test_a_run_whose_container_survived_a_crash_is_waited_for_again_not_re
 
     h = MemoryNodeHarness()
     h.runtime.add_image("slow:1", slow)
-    await h.start()
-    task = h.server.create_task("slow:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
-    await h.crash()
+    task = await crash_while_running(h, "slow:1", started.wait)
     run = h.server.our_run(task.id)
     assert run.finished_at is None and len(h.runtime.alive()) == 1
 
@@ -758,11 +751,7 @@ async def test_a_run_that_exited_while_the_node_was_down_is_reported_not_rerun()
 
     h = MemoryNodeHarness()
     h.runtime.add_image("short:1", short)
-    await h.start()
-    task = h.server.create_task("short:1")
-    h.events.push(NewTask(task.id))
-    await h.until(lambda: len(h.runtime.started) == 1)
-    await h.crash()
+    task = await crash_while_running(h, "short:1", lambda: h.until(lambda: len(h.runtime.started) == 1))
     release.set()
     await h.until(lambda: not h.runtime.alive()[0].running)
 
@@ -778,11 +767,7 @@ async def test_a_run_that_exited_while_the_node_was_down_is_reported_not_rerun()
 async def test_a_run_the_node_lost_is_failed_with_a_log_not_rerun():
     h = MemoryNodeHarness()
     started = add_blocking_image(h, "sleep:1")
-    await h.start()
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
-    await h.crash()
+    task = await crash_while_running(h, "sleep:1", started.wait)
     # The container and the task folder vanish while the node is down.
     for container in h.runtime.alive():
         await h.runtime.remove(container.id)
@@ -822,11 +807,7 @@ async def test_a_run_received_but_never_started_is_started_after_a_restart():
 async def test_leftover_containers_and_folders_of_finished_runs_are_removed_at_start():
     h = MemoryNodeHarness()
     started = add_blocking_image(h, "sleep:1")
-    await h.start()
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
-    await h.crash()
+    task = await crash_while_running(h, "sleep:1", started.wait)
     h.server.kill_task(task.id, h.clock.now())  # finished on the server while the node was down
 
     h2 = h.restarted()
