@@ -37,6 +37,15 @@ def add_blocking_image(h, image):
     return started
 
 
+async def start_blocking_run(h):
+    """Give the running node a task whose algorithm runs until killed; returns once it runs."""
+    started = add_blocking_image(h, "sleep:1")
+    task = h.server.create_task("sleep:1")
+    h.events.push(NewTask(task.id))
+    await started.wait()
+    return task
+
+
 def statuses_emitted(h, run_id):
     return [data["status"] for name, data in h.events.emitted if name == "algorithm_status_change" and data["run_id"] == run_id]
 
@@ -274,10 +283,7 @@ async def test_concurrency_is_bounded_by_max_concurrent_runs():
 
 async def test_a_killed_run_is_reported_killed_not_crashed_and_its_container_removed(harness):
     h = harness
-    started = add_blocking_image(h, "sleep:1")
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
+    task = await start_blocking_run(h)
     run = h.server.our_run(task.id)
     order = h.server.kill_task(task.id, h.clock.now())  # the server finishes the run itself
     h.events.push(KillRequested(order))
@@ -292,10 +298,7 @@ async def test_kill_orders_for_other_collaborations_or_orgs_are_ignored(harness)
     from v6node.domain.kill import KillOrder, KillTarget
 
     h = harness
-    started = add_blocking_image(h, "sleep:1")
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
+    task = await start_blocking_run(h)
     run_id = h.server.our_run(task.id).id
     assert await h.node.kill_containers(KillOrder(collaboration_id=99, targets=(KillTarget(run_id, task.id, 1),))) == []
     assert await h.node.kill_containers(KillOrder(collaboration_id=1, targets=(KillTarget(run_id, task.id, 2),))) == []
@@ -336,11 +339,8 @@ async def test_the_result_survives_a_server_outage_while_reporting(harness):
 
 async def test_stop_removes_every_container_and_network_of_the_node():
     h = MemoryNodeHarness()
-    started = add_blocking_image(h, "sleep:1")
     await h.start()
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
+    await start_blocking_run(h)
     assert h.runtime.networks
     await h.stop()
     assert h.runtime.alive() == []
@@ -573,11 +573,8 @@ async def test_an_algorithm_past_its_time_limit_is_stopped_and_fails_with_the_re
     from v6node.domain.config import AlgorithmLimits
 
     h = MemoryNodeHarness(default_config(limits=AlgorithmLimits(seconds=60), policies=PolicyConfig(require_algorithm_pull=False)))
-    started = add_blocking_image(h, "sleep:1")
     async with h:
-        task = h.server.create_task("sleep:1")
-        h.events.push(NewTask(task.id))
-        await started.wait()
+        task = await start_blocking_run(h)
         await h.clock.advance(61)
         assert await h.until_run_finished(task.id) == RunStatus.FAILED
     assert "stopped after 60 s (algorithm_time_limit)" in h.server.our_run(task.id).log
@@ -818,11 +815,8 @@ async def test_leftover_containers_and_folders_of_finished_runs_are_removed_at_s
 
 async def test_a_graceful_stop_reports_the_running_runs_as_failed():
     h = MemoryNodeHarness()
-    started = add_blocking_image(h, "sleep:1")
     await h.start()
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
+    task = await start_blocking_run(h)
     await h.stop()
     run = h.server.our_run(task.id)
     assert run.status == RunStatus.FAILED and run.finished_at is not None
@@ -1023,10 +1017,7 @@ async def test_an_algorithm_stopped_from_outside_the_node_says_so_but_a_kill_doe
 
 async def test_a_run_killed_while_the_websocket_was_down_is_stopped_at_the_next_sync(harness):
     h = harness
-    started = add_blocking_image(h, "sleep:1")
-    task = h.server.create_task("sleep:1")
-    h.events.push(NewTask(task.id))
-    await started.wait()
+    task = await start_blocking_run(h)
     run = h.server.our_run(task.id)
     h.events.drop(reconnect=False)
     h.server.kill_task(task.id, h.clock.now())  # its kill order goes nowhere
