@@ -6,7 +6,7 @@ Side by side in one run on this machine, for the same 64 MiB plaintexts:
 * ours: ``RsaCryptor.encrypt_to_str`` then ``decrypt_str`` (RSA-4096), in this process;
 * vantage6: the real ``vantage6-common`` 4.15.2 ``RSACryptor`` (``encrypt_bytes_to_str``
   then ``decrypt``) in the rig's server venv, timed inside that process by
-  ``tests/rig/v6_crypto_bridge.py`` (startup and file reading are not timed);
+  ``tests/rig/v6_crypto_bridge.py`` via ``tests/rig/reference_cryptor.py`` (startup and file reading are not timed);
 * raw: AES-256-CTR and base64 of the same bytes with ``cryptography`` and ``binascii``
   alone (one ``update`` and one ``b2a_base64``/``a2b_base64`` call each way, no RSA, no
   header, no ``str``), in this process: the limit the issue sets (ours / raw <= 1.5);
@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
 
-from tests.rig.v6_crypto_bridge import ReferenceCryptor
+from tests.rig.reference_cryptor import ReferenceCryptor
 
 MIB = 1 << 20
 STREAM_CHUNK = MIB

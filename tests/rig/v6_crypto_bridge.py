@@ -1,12 +1,10 @@
 """The real vantage6-common cryptors (RSACryptor, DummyCryptor) behind a JSON-lines pipe.
 
-Two halves in one file:
-
-* ``main()`` runs under the rig's server venv, which has ``vantage6-common`` installed:
-  ``python v6_crypto_bridge.py KEY_FILE``. It loads (or first creates, with vantage6's own
-  key generator) the RSA key at KEY_FILE and answers one JSON request per stdin line with
-  one JSON line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "Type: text"}``.
-* ``ReferenceCryptor`` runs in the project venv and drives that process.
+Runs under the rig's server venv, which has ``vantage6-common`` installed:
+``python v6_crypto_bridge.py KEY_FILE``. It loads (or first creates, with vantage6's own
+key generator) the RSA key at KEY_FILE and answers one JSON request per stdin line with
+one JSON line ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "Type: text"}``.
+``tests/rig/reference_cryptor.py`` drives it from the project venv.
 
 Small payloads travel as base64 in the JSON; large ones as files (``*_file`` arguments).
 Every operation takes ``cryptor``: ``"rsa"`` (default) or ``"dummy"``.
@@ -23,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,83 +119,5 @@ def main() -> None:
 
 
 # --- project-venv side ---------------------------------------------------------------
-class BridgeError(RuntimeError):
-    """The reference implementation raised; the text starts with its exception type."""
-
-
-class ReferenceCryptor:
-    """vantage6-common's RSACryptor/DummyCryptor for the key at ``key_file`` (created if missing)."""
-
-    def __init__(self, key_file: Path) -> None:
-        from tests.rig.paths import SERVER_PYTHON  # noqa: PLC0415 - this module also runs without tests/
-
-        if not SERVER_PYTHON.exists():
-            raise RuntimeError(f"no server venv at {SERVER_PYTHON}: run scripts/setup-rig first")
-        self.key_file = Path(key_file)
-        self._process = subprocess.Popen(  # noqa: S603 - our own script
-            [str(SERVER_PYTHON), __file__, str(self.key_file)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        ready = self._answer()
-        if ready != "ready":
-            raise RuntimeError(f"the vantage6 crypto bridge did not start: {ready!r}")
-
-    def call(self, op: str, **args: Any) -> Any:
-        assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
-        self._process.stdin.flush()
-        return self._answer()
-
-    def _answer(self) -> Any:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the vantage6 crypto bridge exited (code {self._process.wait()})")
-        answer = json.loads(line)
-        if not answer["ok"]:
-            raise BridgeError(answer["error"])
-        return answer["result"]
-
-    # Conveniences for small payloads; big ones go through ``call`` with files.
-    def public_key(self) -> str:
-        return self.call("public_key")
-
-    def encrypt_to_str(self, data: bytes, public_key: str, cryptor: str = "rsa") -> str:
-        return self.call("encrypt", cryptor=cryptor, form="str", public_key=public_key,
-                         data=base64.b64encode(data).decode())
-
-    def encrypt_to_bytes(self, data: bytes, public_key: str, cryptor: str = "rsa") -> bytes:
-        return base64.b64decode(self.call("encrypt", cryptor=cryptor, form="blob", public_key=public_key,
-                                          data=base64.b64encode(data).decode()))
-
-    def decrypt_str(self, value: str, cryptor: str = "rsa") -> bytes:
-        return base64.b64decode(self.call("decrypt", cryptor=cryptor, form="str", value=value))
-
-    def decrypt_bytes(self, value: bytes, cryptor: str = "rsa") -> bytes:
-        return base64.b64decode(self.call("decrypt", cryptor=cryptor, form="blob",
-                                          value=base64.b64encode(value).decode()))
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            assert self._process.stdin is not None
-            self._process.stdin.close()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
-
-    def __enter__(self) -> ReferenceCryptor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
 if __name__ == "__main__":
     main()
