@@ -4,19 +4,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from tests.rig.events import TIMEOUT, next_event
 from tests.rig.server import AdminApi, Federation, RealServer, create_federation
 from v6node.adapters.memory.event_stream import MemoryEventStream
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.domain.errors import NotConnected
-from v6node.domain.events import Connected, Disconnected, NodeEvent, ServerMessage, SyncRequested, TokenInvalid
+from v6node.domain.events import Connected, Disconnected, NodeEvent, SyncRequested, TokenInvalid
 from v6node.ports.event_stream import EventStream
-
-TIMEOUT = 15.0
 
 
 class CountingTokens:
@@ -29,15 +27,6 @@ class CountingTokens:
     def __call__(self) -> str:
         self.calls += 1
         return self.token
-
-
-async def next_event(events: AsyncIterator[NodeEvent], timeout: float = TIMEOUT) -> NodeEvent:
-    """The next event that matters; the server's ``message`` chatter is skipped."""
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await anext(events)
-            if not isinstance(event, ServerMessage):
-                return event
 
 
 def node_token(server: RealServer, api_key: str) -> str:

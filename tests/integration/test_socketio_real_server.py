@@ -17,7 +17,9 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from tests.rig.server import AdminApi, Federation, NodeCredentials, RealServer, UserCredentials, create_federation
+from tests.rig.events import TIMEOUT, next_event
+from tests.rig.server import AdminApi, Federation, NodeCredentials, RealServer, create_federation
+from tests.rig.user_api import UserApi
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.domain.events import (
     Connected,
@@ -25,23 +27,12 @@ from v6node.domain.events import (
     KillRequested,
     NewTask,
     NodeEvent,
-    ServerMessage,
     SyncRequested,
     TokenExpired,
 )
 from v6node.domain.kill import KillTarget
 
-TIMEOUT = 15.0
 RIG_JWT_SECRET = b"v6node-rig-secret"  # tests/rig/server.py configures the server with it
-
-
-async def next_event(events: AsyncIterator[NodeEvent], timeout: float = TIMEOUT) -> NodeEvent:
-    """The next event that matters; the server's ``message`` chatter is skipped."""
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await anext(events)
-            if not isinstance(event, ServerMessage):
-                return event
 
 
 async def connected_and_synced(events: AsyncIterator[NodeEvent]) -> None:
@@ -74,35 +65,9 @@ def expired_copy(token: str, secret: bytes = RIG_JWT_SECRET) -> str:
     return f"{signing_input}.{b64encode(signature)}"
 
 
-class UserApi:
-    """The REST API as the federation's researcher (Collaboration Admin)."""
-
-    def __init__(self, server: RealServer, user: UserCredentials) -> None:
-        self.http = httpx.Client(base_url=server.api, timeout=30)
-        login = self.http.post("/token/user", json={"username": user.username, "password": user.password})
-        login.raise_for_status()
-        self.http.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
-
-    def create_task(self, collaboration_id: int, organization_ids: list[int]) -> int:
-        payload = base64.b64encode(json.dumps({"method": "noop"}).encode()).decode()
-        body = {
-            "name": "socketio-test",
-            "image": "127.0.0.1:5999/never-pulled:1",
-            "collaboration_id": collaboration_id,
-            "organizations": [{"id": org, "input": payload} for org in organization_ids],
-            "description": "",
-            "databases": [],
-        }
-        response = self.http.post("/task", json=body)
-        assert response.status_code == HTTPStatus.CREATED, response.text
-        return response.json()["id"]
-
-    def kill_task(self, task_id: int) -> None:
-        response = self.http.post("/kill/task", json={"id": task_id})
-        assert response.status_code == HTTPStatus.OK, response.text
-
-    def close(self) -> None:
-        self.http.close()
+def create_task(user: UserApi, collaboration_id: int, organization_ids: list[int]) -> int:
+    """A task whose image is never pulled: only the socket events matter here."""
+    return user.create_task(collaboration_id, organization_ids, "127.0.0.1:5999/never-pulled:1", {"method": "noop"}, "socketio-test")["id"]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +111,7 @@ async def test_a_new_task_reaches_every_node_of_the_collaboration(
         await connected_and_synced(our_events)
         await connected_and_synced(other_events)
 
-        task_id = user_api.create_task(socket_federation.collaboration_id, [with_run.organization_id])
+        task_id = create_task(user_api, socket_federation.collaboration_id, [with_run.organization_id])
 
         assert await next_event(our_events) == NewTask(task_id=task_id, parent_id=None)
         # The server tells the whole collaboration, also nodes without a run in the task.
@@ -161,7 +126,7 @@ async def test_killing_a_task_sends_its_runs_as_a_kill_order(
     stream = open_streams(real_server.root, lambda: node_token(real_server, node))
     async with contextlib.aclosing(stream.events()) as events:
         await connected_and_synced(events)
-        task_id = user_api.create_task(socket_federation.collaboration_id, list(socket_federation.organization_ids))
+        task_id = create_task(user_api, socket_federation.collaboration_id, list(socket_federation.organization_ids))
         assert await next_event(events) == NewTask(task_id=task_id, parent_id=None)
         runs = admin.runs_of_task(task_id)
 

@@ -257,9 +257,11 @@ class UserCredentials:
 class AdminApi:
     """The server's REST API as root, for creating fixtures the way an administrator would."""
 
-    def __init__(self, server: RealServer, username: str = ROOT_USER[0], password: str = ROOT_USER[1]) -> None:
+    def __init__(
+        self, server: RealServer, username: str = ROOT_USER[0], password: str = ROOT_USER[1], timeout: float = 30
+    ) -> None:
         self.server = server
-        self.http = httpx.Client(base_url=server.api, timeout=30)
+        self.http = httpx.Client(base_url=server.api, timeout=timeout)
         token = self._ok(self.http.post("/token/user", json={"username": username, "password": password}))
         self.http.headers["Authorization"] = f"Bearer {token['access_token']}"
 
@@ -313,6 +315,12 @@ class AdminApi:
 
     def close(self) -> None:
         self.http.close()
+
+    def __enter__(self) -> AdminApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @frozen

@@ -4,27 +4,14 @@ from __future__ import annotations
 import base64
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import httpx
-
-from tests.rig.server import RealServer, UserCredentials
+from tests.rig.server import AdminApi, RealServer, UserCredentials
 
 
-class UserApi:
+class UserApi(AdminApi):
     """Logged in as ``user``; the token lasts hours, longer than any test."""
 
     def __init__(self, server: RealServer, user: UserCredentials) -> None:
-        self.http = httpx.Client(base_url=server.api, timeout=60)
-        body = {"username": user.username, "password": user.password}
-        token = self._ok(self.http.post("/token/user", json=body))["access_token"]
-        self.http.headers["Authorization"] = f"Bearer {token}"
-
-    @staticmethod
-    def _ok(response: httpx.Response) -> Any:
-        if response.status_code >= 300:
-            raise RuntimeError(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
-        return response.json()
+        super().__init__(server, user.username, user.password, timeout=60)
 
     def create_task(self, collaboration_id: int, organization_ids: list[int], image: str, task_input: dict, name: str = "task") -> dict:
         """As the vantage6 client does it in an unencrypted collaboration: input = base64(JSON)."""
@@ -49,12 +36,3 @@ class UserApi:
 
     def kill_task(self, task_id: int) -> dict:
         return self._ok(self.http.post("/kill/task", json={"id": task_id}))
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> UserApi:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
