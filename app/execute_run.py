@@ -13,6 +13,7 @@ from v6node.app.active_runs import ActiveRun, ActiveRuns
 from v6node.app.cache import TimedCache
 from v6node.app.policy import CheckPolicy
 from v6node.app.retry import until_done
+from v6node.app.streams import through_thread
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
     DATABASE_COPIES,
@@ -33,12 +34,13 @@ from v6node.domain.errors import (
     ImageNotFound,
     InvalidRunEnvironment,
     NodeError,
+    OutputRejected,
     RunAlreadyFinished,
     RuntimeUnavailable,
     ServerRejected,
 )
 from v6node.domain.journal import RunStep
-from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
+from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange, StreamedResult
 from v6node.domain.reconcile import RunAction
 from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
@@ -52,7 +54,6 @@ from v6node.ports.task_workspace import TaskWorkspace
 log = logging.getLogger("v6node.run")
 
 LOGS_NOT_SHARED = "Node does not allow sharing algorithm logs"
-BLOB_CHUNK = 1024 * 1024
 # Public keys and the blob store setting are asked again at most this often (seconds).
 FACT_TTL = 60.0
 
@@ -76,6 +77,11 @@ def _joined(*parts: str) -> str:
     return "\n".join(part.rstrip("\n") for part in parts if part)
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator with no items
+
+
 class _FinishedOnServer(Exception):
     """The server refused the start PATCH: the run was finished (killed) before it began."""
 
@@ -93,7 +99,8 @@ async def _first_failure_wins(*steps: Awaitable[object]) -> list[object]:
 class RunOutcome:
     status: RunStatus
     log: str
-    output: bytes = b""
+    # Bytes in the run's output file, checked and to be sent as the result; None: no result.
+    output_size: int | None = None
 
 
 class ExecuteRun:
@@ -182,11 +189,15 @@ class ExecuteRun:
                 await self.journal.advance(run.id, RunStep.EXITED, exit_code=action.exit_code)
                 outcome = await self._outcome(run, ContainerExit(action.exit_code), _joined(logs, action.log), False)
             else:
-                output = b""
+                size, log_text = None, action.log
                 if action.send_output:
-                    with contextlib.suppress(FileNotFoundError, ValueError):
-                        output = await self.workspace.read_output(run.id, self.config.max_output_size)
-                outcome = RunOutcome(action.status or RunStatus.UNKNOWN_ERROR, action.log, output)
+                    try:
+                        size = await self.workspace.output_size(run.id, self.config.max_output_size)
+                    except FileNotFoundError:
+                        pass
+                    except OutputRejected as exc:
+                        log_text = _joined(log_text, f"[v6node] {exc}")
+                outcome = RunOutcome(action.status or RunStatus.UNKNOWN_ERROR, log_text, size)
             return await self._finish(run, active, outcome)
 
     async def report_interrupted(self, reason: str) -> int:
@@ -234,7 +245,7 @@ class ExecuteRun:
         if container_id is None:
             return ""
         try:
-            return await self.runtime.logs(container_id)
+            return await self.runtime.logs(container_id, self.settings.limits.log_size)
         except ContainerNotFound:
             return ""
 
@@ -281,7 +292,7 @@ class ExecuteRun:
         while True:
             try:
                 exit_, timed_out = await self._wait(container_id)
-                logs = await self.runtime.logs(container_id)
+                logs = await self.runtime.logs(container_id, self.settings.limits.log_size)
                 break
             except RuntimeUnavailable as exc:
                 engine_lost = True
@@ -311,12 +322,13 @@ class ExecuteRun:
         if exit_.exit_code != 0:
             return RunOutcome(RunStatus.CRASHED, _joined(logs, self._why_it_stopped(run, exit_.exit_code, engine_lost)))
         try:
-            output = await self.workspace.read_output(run.id, self.config.max_output_size)
+            size = await self.workspace.output_size(run.id, self.config.max_output_size)
         except FileNotFoundError:
             return RunOutcome(RunStatus.FAILED, logs + "\n[v6node] the algorithm exited 0 but wrote no output file")
-        except ValueError as exc:
+        except OutputRejected as exc:
+            log.warning("run %s: %s", run.id, exc)
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] {exc}")
-        return RunOutcome(RunStatus.COMPLETED, logs, output)
+        return RunOutcome(RunStatus.COMPLETED, logs, size)
 
     def _why_it_stopped(self, run: Run, exit_code: int, engine_lost: bool) -> str:
         """A log line for an algorithm stopped from outside the node (the node kills with SIGKILL
@@ -490,25 +502,36 @@ class ExecuteRun:
             log.warning("could not mark run %s active: %s", run.id, exc)
         await self.on_status(self._status_change(run, RunStatus.ACTIVE))
 
-    async def _result_for(self, run: Run, output: bytes) -> str:
-        """The ``result`` field: ciphertext (or base64) for the initiating organization, or a blob id."""
-        if not output and not self.cryptor.encrypted:
+    async def _result_for(self, run: Run, size: int | None) -> str | StreamedResult:
+        """The ``result`` field: ciphertext (or base64) for the initiating organization, or a blob id.
+
+        The output file is read, encrypted and sent in pieces, never held whole.
+        """
+        size = size or 0
+        cryptor = self.cryptor
+        if not size and not cryptor.encrypted:
             return ""
         public_key = ""
         init_org = run.task.init_org_id
-        if self.cryptor.encrypted and init_org is not None:
+        if cryptor.encrypted and init_org is not None:
             public_key = await self._public_keys.get(init_org, lambda: self._fetch_public_key(init_org))
         use_blob = await self._blob_store.get("server", self._fetch_blob_store_enabled)
+
+        def output() -> AsyncIterator[bytes]:
+            if not size:
+                return _nothing()
+            return self.workspace.output_chunks(run.id, self.config.max_output_size)
+
         if not use_blob:
-            return self.cryptor.encrypt_to_str(output, public_key)
-
-        async def encrypted_chunks() -> AsyncIterator[bytes]:
-            pieces = (output[i : i + BLOB_CHUNK] for i in range(0, len(output), BLOB_CHUNK))
-            for chunk in self.cryptor.encrypt_stream(pieces, public_key):
-                yield chunk
-
+            return StreamedResult(
+                length=cryptor.str_form_length(size, public_key),
+                chunks=lambda: through_thread(lambda chunks: cryptor.encrypt_str_stream(chunks, public_key), output()),
+            )
         return await until_done(
-            lambda: self.server.upload_blob(encrypted_chunks()), self.clock, log, f"uploading the result of run {run.id}"
+            lambda: self.server.upload_blob(
+                through_thread(lambda chunks: cryptor.encrypt_stream(chunks, public_key), output())
+            ),
+            self.clock, log, f"uploading the result of run {run.id}",
         )
 
     async def _fetch_public_key(self, organization_id: int) -> str:
@@ -527,7 +550,7 @@ class ExecuteRun:
         return await until_done(self.server.blob_store_enabled, self.clock, log, "asking whether the blob store is on")
 
     async def _report(self, run: Run, outcome: RunOutcome, active: ActiveRun | None = None) -> None:
-        result = await self._result_for(run, outcome.output)
+        result = await self._result_for(run, outcome.output_size)
         update = RunUpdate.finished(outcome.status, self.clock.now(), outcome.log, result)
         try:
             await until_done(

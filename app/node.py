@@ -219,7 +219,7 @@ class Node:
         container_id = await runtime.run(spec)
         try:
             exit_ = await runtime.wait(container_id)
-            output = await runtime.logs(container_id)
+            output = await runtime.logs(container_id, 64 * 1024)
         finally:
             await runtime.remove(container_id)
         if exit_.exit_code != 0 or '"ok"' not in output:

@@ -68,14 +68,27 @@ class RegistryLogin:
     password: str = field(repr=False)
 
 
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
 @frozen
 class AlgorithmLimits:
-    """Resources of every algorithm container; None means no limit."""
+    """Resources and confinement of every algorithm container; None means no limit.
+
+    The defaults are safe ones (the reference sets none): an algorithm is untrusted code
+    chosen by a remote researcher. ``cpus`` has no domain default: the config loader
+    sets it from the machine (half its CPUs, at least one).
+    """
 
     cpus: float | None = None
-    memory: int | None = None  # bytes
+    memory: int | None = 4 * GiB  # bytes
     pids: int | None = 1024
-    seconds: float | None = None  # wall-clock time a run may take
+    seconds: float | None = 24 * 3600.0  # wall-clock time a run may take
+    log_size: int = 10 * MiB  # bytes of container output kept by the engine and reported
+    read_only_root: bool = True  # the image's file system is read-only; /tmp is a tmpfs
+    tmp_size: int = 1 * GiB  # size of that /tmp tmpfs (it counts towards ``memory``)
+    user: str | None = None  # "uid[:gid]" to run as; None: the image's own user
 
 
 @frozen

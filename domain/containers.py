@@ -5,6 +5,8 @@ import base64
 import json
 import posixpath
 import zlib
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from attrs import field, frozen
@@ -54,6 +56,10 @@ class ContainerSpec:
     gpu: bool = False
     # Overrides the image's command; algorithms never get one (only the node's own probes).
     command: tuple[str, ...] | None = None
+    log_size: int | None = None  # bytes of output the engine keeps (older output is dropped)
+    read_only_root: bool = False
+    tmpfs: dict[str, str] = field(factory=dict, hash=False)  # mount point -> mount options
+    user: str | None = None
 
 
 @frozen
@@ -90,6 +96,29 @@ class AlgorithmSettings:
     node_id: int | None = None  # the server's id of this node, for the run context
 
 
+def log_tail(chunks: Iterable[bytes], limit: int) -> str:
+    """The last ``limit`` bytes of an output stream as text, saying how much was left out.
+
+    Holds about ``limit`` bytes (plus one chunk) however long the stream is.
+    """
+    kept: deque[bytes] = deque()
+    size = dropped = 0
+    for chunk in chunks:
+        kept.append(chunk)
+        size += len(chunk)
+        while kept and size - len(kept[0]) >= limit:
+            size -= len(kept[0])
+            dropped += len(kept.popleft())
+    data = b"".join(kept)
+    if len(data) > limit:
+        dropped += len(data) - limit
+        data = data[len(data) - limit :]
+    text = data.decode("utf-8", errors="replace")
+    if dropped:
+        text = f"[v6node] {dropped} bytes of earlier output were left out (max_log_size)\n" + text
+    return text
+
+
 def task_folder_name(run_id: int) -> str:
     return f"task-{run_id:09d}"
 
@@ -118,6 +147,10 @@ def proxy_check_spec(node_name: str, image: str, network: str, host: str, port: 
         cap_drop=("ALL",),
         security_opt=("no-new-privileges",),
         command=("sh", "-c", f"timeout 10 wget -qO- http://{host}:{port}/health"),
+        pids_limit=64,
+        mem_limit=64 * 1024 * 1024,
+        log_size=64 * 1024,
+        read_only_root=True,
     )
 
 
@@ -281,6 +314,10 @@ def build_container_spec(run: Run, settings: AlgorithmSettings) -> ContainerSpec
         mem_limit=limits.memory,
         nano_cpus=None if limits.cpus is None else int(limits.cpus * 1_000_000_000),
         gpu=settings.gpu,
+        log_size=limits.log_size,
+        read_only_root=limits.read_only_root,
+        tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}"} if limits.read_only_root else {},
+        user=limits.user,
     )
 
 

@@ -90,6 +90,12 @@ class CryptoError(NodeError):
     """Data could not be encrypted or decrypted."""
 
 
+class OutputRejected(NodeError):
+    """What an algorithm left as its output cannot be used: a link, a pipe, a device, a
+    directory, a file with other names, or more than the size limit. The node never
+    follows or waits on what an algorithm wrote."""
+
+
 class InvalidRunEnvironment(NodeError):
     """An environment variable for the algorithm is not allowed (bad name or reserved)."""
 

@@ -1,6 +1,7 @@
 """Value objects for what the node learns from the server: identity, tasks and runs."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +88,16 @@ class Run:
 
 
 @frozen
+class StreamedResult:
+    """A result sent without holding it: ``length`` bytes of ASCII text (ciphertext or
+    base64 in the string form), produced anew by every call of ``chunks`` so that a
+    PATCH can be sent again."""
+
+    length: int = field(validator=validators.ge(0))
+    chunks: Callable[[], AsyncIterator[bytes]] = field(eq=False, repr=False)
+
+
+@frozen
 class RunUpdate:
     """One PATCH of a run.
 
@@ -98,7 +109,7 @@ class RunUpdate:
     status: RunStatus | None = None
     started_at: datetime | None = field(default=None, validator=_aware)
     finished_at: datetime | None = field(default=None, validator=_aware)
-    result: str | None = None
+    result: str | StreamedResult | None = None
     log: str | None = None
 
     @classmethod
@@ -111,7 +122,7 @@ class RunUpdate:
 
     @classmethod
     def finished(
-        cls, status: RunStatus, at: datetime, log: str, result: str = ""
+        cls, status: RunStatus, at: datetime, log: str, result: str | StreamedResult = ""
     ) -> RunUpdate:
         if not status.is_final:
             raise ValueError(f"a finished run needs a final status, not {status!r}")

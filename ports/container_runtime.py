@@ -5,6 +5,9 @@ from typing import Protocol, runtime_checkable
 
 from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
 
+# Bytes of a container's output read back when the caller names no limit.
+DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+
 
 @runtime_checkable
 class ContainerRuntime(Protocol):
@@ -22,7 +25,12 @@ class ContainerRuntime(Protocol):
         """Log in to a registry for later pulls; raises ``ContainerError`` when refused or unreachable."""
 
     async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
-        """Create (or reuse) an internal network; returns its gateway IP address."""
+        """Create (or reuse) an internal network on which containers cannot reach each
+        other, only the host's gateway address; returns that gateway IP address.
+
+        An existing network with other settings is replaced when nothing uses it, else
+        ``ContainerError``.
+        """
 
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
 
@@ -44,8 +52,10 @@ class ContainerRuntime(Protocol):
     async def wait(self, container_id: str) -> ContainerExit:
         """Until the container exits; event-driven, no polling loop."""
 
-    async def logs(self, container_id: str) -> str:
-        """stdout and stderr so far, decoded as UTF-8 (undecodable bytes replaced)."""
+    async def logs(self, container_id: str, limit: int = DEFAULT_LOG_LIMIT) -> str:
+        """The last ``limit`` bytes of stdout and stderr so far, decoded as UTF-8
+        (undecodable bytes replaced), after a line saying how much was left out, if any.
+        Memory stays bounded by ``limit`` whatever the container printed."""
 
     async def kill(self, container_id: str) -> None: ...
 

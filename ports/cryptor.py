@@ -24,6 +24,13 @@ class Cryptor(Protocol):
     def encrypt_to_str(self, data: bytes, public_key: str) -> str:
         """String form: ``b64(key)$b64(iv)$b64(ciphertext)`` (base64 of ``data`` when unencrypted)."""
 
+    def encrypt_str_stream(self, chunks: Iterable[bytes], public_key: str) -> Iterator[bytes]:
+        """String form as ASCII bytes, produced chunk by chunk with bounded memory; the
+        pieces join to what ``encrypt_to_str`` would give with the same key and IV."""
+
+    def str_form_length(self, size: int, public_key: str) -> int:
+        """Length of the string form of ``size`` bytes of plaintext for ``public_key``."""
+
     def decrypt_str(self, value: str) -> bytes:
         """The plaintext of a string-form value addressed to us (with the UI compatibility rules)."""
 

@@ -15,7 +15,12 @@ def _decode(value: bytes) -> bytes:
         raise CryptoError(f"not valid base64 ({exc})") from exc
 
 
-def _aligned(chunks: Iterable[bytes], unit: int) -> Iterator[bytes]:
+def base64_length(size: int) -> int:
+    """Length of the padded base64 text of ``size`` bytes."""
+    return 4 * ((size + 2) // 3)
+
+
+def aligned(chunks: Iterable[bytes], unit: int) -> Iterator[bytes]:
     """Re-cut ``chunks`` into pieces whose length is a multiple of ``unit`` (the last may not be)."""
     rest = b""
     for chunk in chunks:
@@ -54,9 +59,15 @@ class Base64Cryptor:
         return _decode(value)
 
     def encrypt_stream(self, chunks: Iterable[bytes], public_key: str = "") -> Iterator[bytes]:
-        for piece in _aligned(chunks, 3):
+        for piece in aligned(chunks, 3):
             yield base64.b64encode(piece)
 
+    def encrypt_str_stream(self, chunks: Iterable[bytes], public_key: str = "") -> Iterator[bytes]:
+        return self.encrypt_stream(chunks, public_key)
+
+    def str_form_length(self, size: int, public_key: str = "") -> int:
+        return base64_length(size)
+
     def decrypt_stream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for piece in _aligned(chunks, 4):
+        for piece in aligned(chunks, 4):
             yield _decode(piece)

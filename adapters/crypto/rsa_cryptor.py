@@ -19,6 +19,7 @@ try:
 except ImportError:  # a platform without it: binascii, strict too, but ≈ 5× slower to decode
     pybase64 = None
 
+from v6node.adapters.crypto.base64_cryptor import aligned, base64_length
 from v6node.domain.errors import CryptoError
 
 SEPARATOR = "$"
@@ -124,6 +125,14 @@ class RsaCryptor:
         header, encryptor = self._seal(public_key)
         return _sealed_chunks(header.encode("ascii"), encryptor, chunks)
 
+    def encrypt_str_stream(self, chunks: Iterable[bytes], public_key: str) -> Iterator[bytes]:
+        header, encryptor = self._seal(public_key)
+        return _sealed_text(header.encode("ascii"), encryptor, chunks)
+
+    def str_form_length(self, size: int, public_key: str) -> int:
+        wrapped = (_parse_public_key(public_key).key_size + 7) // 8
+        return base64_length(wrapped) + len(SEPARATOR) + base64_length(IV_BYTES) + len(SEPARATOR) + base64_length(size)
+
     # --- decryption ------------------------------------------------------------------
     def decrypt_str(self, value: str) -> bytes:
         if not isinstance(value, str):
@@ -222,6 +231,15 @@ def _sealed_chunks(header: bytes, encryptor: CipherContext, chunks: Iterable[byt
         del chunk  # the consumer may keep us suspended for long: hold no input meanwhile
         if sealed:
             yield sealed
+
+
+def _sealed_text(header: bytes, encryptor: CipherContext, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The string form, piece by piece: pieces of a multiple of 3 bytes encode to base64 that concatenates."""
+    yield header
+    for piece in aligned(chunks, 3):
+        sealed = encryptor.update(piece)
+        del piece
+        yield _b64encode(sealed).encode("ascii")
 
 
 def _session_key(unwrapped: bytes) -> tuple[bytes, bool]:

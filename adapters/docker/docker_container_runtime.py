@@ -16,11 +16,12 @@ import docker
 import docker.errors
 import requests
 import urllib3
-from docker.types import CancellableStream, DeviceRequest
+from docker.types import CancellableStream, DeviceRequest, LogConfig
 from docker.types import Mount as DockerMount
 from docker.utils import parse_repository_tag
 
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, log_tail
+from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT
 from v6node.domain.errors import (
     ContainerError,
     ContainerNotFound,
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
+# The node's networks: no route out (internal) and no traffic between containers.
+_NO_ICC = "com.docker.network.bridge.enable_icc"
+_NETWORK_OPTIONS = {_NO_ICC: "false"}
 
 
 # The engine did not answer (socket missing, refused, timed out) or broke off an answer
@@ -90,6 +94,17 @@ def _docker_errors(
 
 def _status_code(exc: docker.errors.APIError) -> int | None:
     return exc.response.status_code if exc.response is not None else None
+
+
+def _isolated(network: dict[str, Any]) -> bool:
+    return bool(network.get("Internal")) and (network.get("Options") or {}).get(_NO_ICC) == "false"
+
+
+def _log_config(size: int | None) -> LogConfig | None:
+    """One json-file of at most ``size`` bytes: the engine keeps the newest output."""
+    if size is None:
+        return None
+    return LogConfig(type=LogConfig.types.JSON, config={"max-size": str(size), "max-file": "1"})
 
 
 def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
@@ -200,10 +215,13 @@ class DockerContainerRuntime:
     def _ensure_network(self, name: str, labels: dict[str, str]) -> str:
         with _docker_errors(f"network {name}"):
             network = self._network_named(name)
+            if network is not None and not _isolated(network):
+                network = self._replace_unisolated(name, network)
             if network is None:
                 try:
                     self._api.create_network(
-                        name, driver="bridge", internal=True, labels=labels, check_duplicate=True
+                        name, driver="bridge", internal=True, labels=labels, options=_NETWORK_OPTIONS,
+                        check_duplicate=True,
                     )
                 except docker.errors.APIError as exc:
                     if _status_code(exc) != 409:  # 409: created meanwhile by someone else; reuse it
@@ -211,15 +229,22 @@ class DockerContainerRuntime:
                 network = self._network_named(name)
             if network is None:
                 raise ContainerError(f"network {name} was created but cannot be found")
-        if not network.get("Internal"):
-            raise ContainerError(
-                f"network {name} exists but is not internal, so algorithms on it could reach the "
-                "internet; remove it and let the node create it"
-            )
+        if not _isolated(network):
+            raise ContainerError(f"network {name} was created by someone else meanwhile and is not isolated")
         for config in (network.get("IPAM") or {}).get("Config") or []:
             if config.get("Gateway"):
                 return config["Gateway"]
         raise ContainerError(f"network {name} has no gateway address in its IPAM configuration")
+
+    def _replace_unisolated(self, name: str, network: dict[str, Any]) -> None:
+        """A network of an older node (or made by hand) that lets containers reach each other."""
+        if network.get("Containers"):
+            raise ContainerError(
+                f"network {name} lets algorithm containers reach each other or the internet and "
+                "containers still use it; stop them and remove the network, the node re-creates it isolated"
+            )
+        log.warning("network %s was not isolated (internal, no traffic between containers); re-creating it", name)
+        self._api.remove_network(network["Id"])
 
     def _network_named(self, name: str) -> dict[str, Any] | None:
         # The engine's name filter matches substrings, so compare exactly.
@@ -321,6 +346,9 @@ class DockerContainerRuntime:
                 nano_cpus=spec.nano_cpus,
                 device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.gpu else None,
                 network_mode=spec.network,
+                read_only=spec.read_only_root or None,
+                tmpfs=dict(spec.tmpfs) or None,
+                log_config=_log_config(spec.log_size),
             )
             networking = None
             if not spec.network.startswith("container:"):
@@ -328,6 +356,7 @@ class DockerContainerRuntime:
             created = api.create_container(
                 spec.image,
                 command=list(spec.command) if spec.command is not None else None,
+                user=spec.user,
                 name=spec.name,
                 environment=dict(spec.environment),
                 labels=dict(spec.labels),
@@ -394,13 +423,18 @@ class DockerContainerRuntime:
         except ContainerNotFound:
             return False  # removed right after it stopped; the exit code is all there is
 
-    async def logs(self, container_id: str) -> str:
-        return await self._call(self._logs, container_id)
+    async def logs(self, container_id: str, limit: int = DEFAULT_LOG_LIMIT) -> str:
+        return await self._call(self._logs, container_id, limit)
 
-    def _logs(self, container_id: str) -> str:
+    def _logs(self, container_id: str, limit: int) -> str:
         with _docker_errors(f"logs of container {container_id[:12]}"):
-            raw: bytes = self._api.logs(container_id, stdout=True, stderr=True, stream=False)
-        return raw.decode("utf-8", errors="replace")
+            stream = self._api.logs(container_id, stdout=True, stderr=True, stream=True, follow=False)
+            try:
+                return log_tail(stream, limit)
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
 
     async def kill(self, container_id: str) -> None:
         await self._call(self._kill, container_id)

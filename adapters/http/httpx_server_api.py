@@ -29,6 +29,7 @@ from v6node.domain.model import (
     RequestedDatabase,
     Run,
     RunUpdate,
+    StreamedResult,
     TaskRef,
 )
 from v6node.domain.status import RunStatus
@@ -282,7 +283,13 @@ class HttpxServerApi:
     async def update_run(self, run_id: int, update: RunUpdate) -> None:
         path = f"run/{run_id}"
         try:
-            await self._request("PATCH", path, json=run_update_body(update))
+            if isinstance(update.result, StreamedResult):
+                body = _StreamedJsonBody(run_update_body(update), "result", update.result)
+                headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
+                response = await self._authorized("PATCH", path, content=body, headers=headers)
+                _json_body(response, "PATCH", path)
+            else:
+                await self._request("PATCH", path, json=run_update_body(update))
         except ServerRejected as exc:
             if exc.status == 400 and _ALREADY_FINISHED in exc.message:
                 raise RunAlreadyFinished(exc.status, exc.message, exc.method, exc.path) from None
@@ -505,6 +512,40 @@ class HttpxServerApi:
         )
 
 
+class _StreamedJsonBody:
+    """A JSON object whose one string field is streamed: the rest of ``fields``, then
+    ``name`` with the text of ``value``, with an exact length known in advance (no chunked
+    encoding, which not every server in front of vantage6 takes). Every iteration starts
+    over, so the request can be sent again."""
+
+    # The string form of results: base64 and the '$' separators, nothing JSON must escape.
+    _TEXT = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=$"
+
+    def __init__(self, fields: dict[str, str], name: str, value: StreamedResult) -> None:
+        head = json.dumps({**fields, name: ""})
+        self._prefix = head[: -len('""}')].encode("utf-8") + b'"'
+        self._suffix = b'"}'
+        self._value = value
+        self.length = len(self._prefix) + value.length + len(self._suffix)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[bytes]:
+        yield self._prefix
+        sent = 0
+        async for chunk in self._value.chunks():
+            if chunk.translate(None, self._TEXT):
+                raise ValueError("a streamed result holds characters outside base64 and '$'")
+            sent += len(chunk)
+            if sent > self._value.length:
+                raise ValueError(f"a streamed result is longer than the {self._value.length} bytes announced")
+            yield chunk
+        if sent != self._value.length:
+            raise ValueError(f"a streamed result ended after {sent} of the {self._value.length} bytes announced")
+        yield self._suffix
+
+
 class _UploadBody:
     """A streamed request body that may be sent again until its first chunk was taken.
 
@@ -620,7 +661,7 @@ def run_update_body(update: RunUpdate) -> dict[str, str]:
         body["started_at"] = format_datetime(update.started_at)
     if update.finished_at is not None:
         body["finished_at"] = format_datetime(update.finished_at)
-    if update.result is not None:
+    if isinstance(update.result, str):
         body["result"] = update.result
     if update.log is not None:
         body["log"] = update.log

@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable
 from attrs import define, field
 
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
+from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT
 from v6node.domain.containers import (
     LABEL_RUN,
     ContainerExit,
     ContainerInfo,
     ContainerSpec,
     decode_env_value,
+    log_tail,
 )
 from v6node.domain.errors import (
     ContainerError,
@@ -177,9 +179,9 @@ class MemoryContainerRuntime:
         assert container.exit is not None
         return container.exit
 
-    async def logs(self, container_id: str) -> str:
+    async def logs(self, container_id: str, limit: int = DEFAULT_LOG_LIMIT) -> str:
         container = self._get(container_id)
-        return "".join(line + "\n" for line in container.call.log_lines)
+        return log_tail(((line + "\n").encode() for line in container.call.log_lines), limit)
 
     async def kill(self, container_id: str) -> None:
         container = self._get(container_id)

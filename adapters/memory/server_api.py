@@ -27,6 +27,7 @@ from v6node.domain.model import (
     RequestedDatabase,
     Run,
     RunUpdate,
+    StreamedResult,
     TaskRef,
 )
 from v6node.domain.status import RunStatus
@@ -290,10 +291,11 @@ class MemoryServerApi:
             raise ServerRejected(401, "This is not your algorithm run to PATCH!")
         if run.finished_at is not None:
             raise RunAlreadyFinished(400, "Cannot update an already finished algorithm run!")
+        result = await _text(update.result)  # the whole body arrives before anything is stored
         # Not a partial update: absent finished_at, result and log become NULL.
         run.started_at = update.started_at or run.started_at
         run.finished_at = update.finished_at
-        run.result = update.result
+        run.result = result
         run.log = update.log
         run.status = update.status or run.status
         run.patches.append(update)
@@ -385,3 +387,13 @@ def server_down(message: str = "connection refused") -> NodeError:
 
 
 __all__ = ["MemoryServerApi", "StoredRun", "server_down"]
+
+
+async def _text(result: str | StreamedResult | None) -> str | None:
+    """A streamed result as the server stores it; its announced length must be right."""
+    if not isinstance(result, StreamedResult):
+        return result
+    data = b"".join([chunk async for chunk in result.chunks()])
+    if len(data) != result.length:
+        raise AssertionError(f"a streamed result announced {result.length} bytes and sent {len(data)}")
+    return data.decode("ascii")

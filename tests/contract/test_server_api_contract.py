@@ -24,7 +24,7 @@ from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerAp
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.system.clock import SystemClock
 from v6node.domain.errors import AuthenticationFailed, RunAlreadyFinished, ServerRejected, ServerUnavailable
-from v6node.domain.model import NodeIdentity, RunUpdate
+from v6node.domain.model import NodeIdentity, RunUpdate, StreamedResult
 from v6node.domain.status import RunStatus
 from v6node.ports.server_api import ServerApi
 from tests.rig.server import AdminApi, Federation, RealServer, create_federation, free_port
@@ -450,6 +450,26 @@ async def test_started_then_finished_is_stored(api: ServerApi, driver: MemoryDri
     )
     run = await api.get_run(run_id)
     assert (run.status, run.finished_at) == (RunStatus.COMPLETED, finished)
+
+
+async def test_a_streamed_result_is_stored_as_the_text_it_streams(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
+    run_id = driver.run_id(driver.create_task())
+    text = base64.b64encode(bytes(range(256)) * 40_000).decode()  # 13 MB of base64 in 1 MiB pieces
+    attempts = 0
+
+    async def pieces() -> AsyncIterator[bytes]:
+        nonlocal attempts
+        attempts += 1
+        data = text.encode()
+        for start in range(0, len(data), 1024 * 1024):
+            yield data[start : start + 1024 * 1024]
+
+    result = StreamedResult(length=len(text), chunks=pieces)
+    await api.update_run(run_id, RunUpdate.finished(RunStatus.COMPLETED, datetime.now(UTC), log="streamed", result=result))
+
+    stored = driver.stored(run_id)
+    assert (stored.status, stored.log, stored.result == text) == (RunStatus.COMPLETED, "streamed", True)
+    assert attempts == 1
 
 
 async def test_patch_is_not_partial_a_status_change_erases_the_log(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:

@@ -125,14 +125,40 @@ async def test_a_host_server_on_the_gateway_address_is_reachable_from_the_networ
     assert http_on_gateway.visited.is_set()  # type: ignore[attr-defined]
 
 
-async def test_an_existing_network_that_is_not_internal_is_refused(
+async def test_an_unused_network_that_is_not_isolated_is_replaced_by_an_isolated_one(
     runtime: DockerContainerRuntime, client: docker.DockerClient, node: str
 ) -> None:
     name = f"{network_name(node)}-open"
     client.networks.create(name, driver="bridge", internal=False, labels=managed_labels(node))
 
-    with pytest.raises(ContainerError, match="not internal"):
+    await runtime.ensure_network(name, managed_labels(node))
+
+    attrs = client.networks.get(name).attrs
+    assert attrs["Internal"] is True
+    assert attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+
+
+async def test_a_network_that_is_not_isolated_and_in_use_is_refused(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, node: str
+) -> None:
+    name = f"{network_name(node)}-open"
+    client.networks.create(name, driver="bridge", internal=True, labels=managed_labels(node))
+    await runtime.run(shell(node, "user", "sleep 600", name))
+
+    with pytest.raises(ContainerError, match="reach each other"):
         await runtime.ensure_network(name, managed_labels(node))
+
+
+async def test_containers_on_the_network_cannot_reach_each_other(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+) -> None:
+    listener_id = await runtime.run(shell(node, "listener", "echo ready; nc -l -p 7000", network[0]))
+    address = client.api.inspect_container(listener_id)["NetworkSettings"]["Networks"][network[0]]["IPAddress"]
+    probe = shell(node, "neighbour", f"echo hello | timeout 5 nc {address} 7000 && echo reached", network[0])
+
+    code, _, logs = await run_to_end(runtime, probe)
+
+    assert "reached" not in logs and code != 0, logs
 
 
 async def test_remove_labelled_removes_a_network_that_foreign_containers_still_use(
@@ -196,6 +222,53 @@ async def test_limits_and_confinement_are_applied(
     assert "NoNewPrivs:\t1" in logs
     assert exit_.exit_code != 0, "chown needs CAP_CHOWN, which was dropped"
     assert free_code == 0
+
+
+async def test_a_read_only_root_leaves_a_writable_tmpfs_and_the_user_is_applied(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+) -> None:
+    script = "id -u; touch /tmp/ok && echo tmp-writable; touch /root-file || echo root-read-only"
+    spec = shell(
+        node, "read-only", script, network[0],
+        read_only_root=True, tmpfs={"/tmp": "rw,nosuid,nodev,size=1m"}, user="65534:65534",
+    )
+
+    code, _, logs = await run_to_end(runtime, spec)
+
+    assert code == 0, logs
+    assert logs.split()[:1] == ["65534"]
+    assert "tmp-writable" in logs and "root-read-only" in logs
+
+
+CHATTY = "i=0; while [ $i -lt 8 ]; do head -c 1048576 /dev/zero | tr '\\0' x; echo; i=$((i+1)); done; echo last-line"
+
+
+async def test_logs_keep_only_the_tail_of_what_was_printed(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str
+) -> None:
+    container_id = await runtime.run(shell(node, "chatty", CHATTY, network[0]))  # 8 MiB, no engine cap
+    await asyncio.wait_for(runtime.wait(container_id), 60)
+
+    tail = await runtime.logs(container_id, limit=64 * 1024)
+
+    note, _, kept = tail.partition("\n")
+    assert note == f"[v6node] {8 * (MiB + 1) + 10 - 64 * 1024} bytes of earlier output were left out (max_log_size)"
+    assert len(kept.encode()) == 64 * 1024
+    assert kept.endswith("x\nlast-line\n")
+
+
+async def test_the_engine_keeps_at_most_log_size_bytes_of_output(
+    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+) -> None:
+    container_id = await runtime.run(shell(node, "capped", CHATTY, network[0], log_size=2 * MiB))
+    await asyncio.wait_for(runtime.wait(container_id), 60)
+
+    logs = await runtime.logs(container_id)
+
+    host_config = client.api.inspect_container(container_id)["HostConfig"]
+    assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "1", "max-size": str(2 * MiB)}}
+    assert logs.endswith("last-line\n")
+    assert len(logs.encode()) <= 2 * MiB  # of the 8 MiB printed
 
 
 async def test_a_gpu_request_on_a_machine_without_gpus_fails_to_start_and_leaves_nothing(

@@ -123,7 +123,33 @@ def test_limits_reach_the_container_spec():
     assert spec.mem_limit == 2**30
     assert spec.pids_limit == 64
     default = build_container_spec(make_run(), settings())
-    assert default.pids_limit == 1024 and default.mem_limit is None and default.nano_cpus is None
+    assert default.pids_limit == 1024 and default.mem_limit == 4 * 2**30 and default.nano_cpus is None
+
+
+def test_containers_are_confined_by_default_and_the_reference_behaviour_is_an_opt_in():
+    from v6node.domain.config import AlgorithmLimits
+
+    default = build_container_spec(make_run(), settings())
+    assert default.read_only_root is True
+    assert default.tmpfs == {"/tmp": f"rw,nosuid,nodev,size={2**30}"}
+    assert default.log_size == 10 * 2**20
+    assert default.user is None  # the image's user, as the reference
+    assert default.cap_drop == ("ALL",) and default.security_opt == ("no-new-privileges",)
+    opened = build_container_spec(
+        make_run(), settings(limits=AlgorithmLimits(read_only_root=False, user="1000:1000", memory=None, seconds=None))
+    )
+    assert (opened.read_only_root, opened.tmpfs, opened.user, opened.mem_limit) == (False, {}, "1000:1000", None)
+
+
+def test_log_tail_keeps_the_last_bytes_and_says_how_many_were_left_out():
+    from v6node.domain.containers import log_tail
+
+    assert log_tail([b"abc", b"def\n"], 100) == "abcdef\n"
+    assert log_tail([b"a" * 10, b"b" * 10, b"c" * 10], 15) == (
+        "[v6node] 15 bytes of earlier output were left out (max_log_size)\n" + "b" * 5 + "c" * 10
+    )
+    assert log_tail(iter([b"x" * 1000] * 1000), 10).endswith("\n" + "x" * 10)
+    assert log_tail([b"\xff\xfeok"], 10) == "\ufffd\ufffdok"
 
 
 def test_copy_mode_files_live_in_the_runs_folder_and_are_not_mounted():

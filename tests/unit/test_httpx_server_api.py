@@ -23,7 +23,7 @@ from v6node.domain.errors import (
     ServerRejected,
     ServerUnavailable,
 )
-from v6node.domain.model import NodeIdentity, Organization, RequestedDatabase, RunUpdate
+from v6node.domain.model import NodeIdentity, Organization, RequestedDatabase, RunUpdate, StreamedResult
 from v6node.domain.status import RunStatus
 
 ROOT = "http://v6.test:7601"
@@ -578,6 +578,80 @@ async def test_other_400_on_patch_stays_server_rejected(logged_in: HttpxServerAp
         await logged_in.update_run(4, RunUpdate.status_change(RunStatus.ACTIVE))
     assert not isinstance(info.value, RunAlreadyFinished)
     assert "Must be one of" in info.value.message
+
+
+def streamed(text: bytes, pieces: int = 3) -> tuple[StreamedResult, list[int]]:
+    """A streamed result of ``text`` and the list that counts its iterations."""
+    started: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        started.append(1)
+        step = max(1, len(text) // pieces)
+        for start in range(0, len(text), step):
+            yield text[start : start + step]
+
+    return StreamedResult(length=len(text), chunks=chunks), started
+
+
+def read_patch(server: FakeServer, bodies: list[bytes], status: int = 200) -> None:
+    async def patch(request: httpx.Request) -> httpx.Response:
+        bodies.append(b"".join([chunk async for chunk in request.stream]))
+        return server.ok({"id": 4}, status) if status < 400 else server.error(status, "down for maintenance")
+
+    server.route("PATCH", "/api/run/4", patch)
+
+
+async def test_a_streamed_result_goes_out_as_json_with_its_exact_length(logged_in: HttpxServerApi, server: FakeServer) -> None:
+    bodies: list[bytes] = []
+    read_patch(server, bodies)
+    result, _ = streamed(b"a2V5$aXY=$" + base64.b64encode(os.urandom(3000)))
+    at = datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=timezone.utc)
+
+    await logged_in.update_run(4, RunUpdate.finished(RunStatus.COMPLETED, at, 'log "quoted"\n', result))
+
+    (request,) = server.requests
+    assert "Transfer-Encoding" not in request.headers
+    assert int(request.headers["Content-Length"]) == len(bodies[0])
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(bodies[0]) == {
+        "status": "completed", "finished_at": "2026-01-01T12:00:00.000001+00:00", "log": 'log "quoted"\n',
+        "result": (b"".join([c async for c in result.chunks()])).decode(),
+    }
+
+
+async def test_a_streamed_result_is_streamed_again_when_the_server_was_away(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock
+) -> None:
+    bodies: list[bytes] = []
+    read_patch(server, bodies, status=503)
+    result, started = streamed(b"cmVzdWx0")
+    update = RunUpdate.finished(RunStatus.COMPLETED, datetime.now(timezone.utc), "", result)
+
+    with pytest.raises(ServerUnavailable):
+        await drive(clock, logged_in.update_run(4, update))
+
+    assert len(bodies) == len(started) > 1
+    assert all(json.loads(body)["result"] == "cmVzdWx0" for body in bodies)
+
+
+@pytest.mark.parametrize(
+    ("text", "length", "problem"),
+    [
+        (b'abc"}', 5, "outside base64"),
+        (b"cmVz", 8, "ended after 4 of the 8 bytes"),
+        (b"cmVzdWx0", 4, "longer than the 4 bytes"),
+    ],
+)
+async def test_a_streamed_result_that_is_not_what_it_announced_is_never_sent_whole(
+    logged_in: HttpxServerApi, server: FakeServer, text: bytes, length: int, problem: str
+) -> None:
+    bodies: list[bytes] = []
+    read_patch(server, bodies)
+    result, _ = streamed(text, pieces=1)
+    update = RunUpdate.finished(RunStatus.COMPLETED, datetime.now(timezone.utc), "", StreamedResult(length, result.chunks))
+
+    with pytest.raises(ValueError, match=problem):
+        await logged_in.update_run(4, update)
 
 
 # --- the rest ----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import attrs
 import pytest
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
 from v6node.app.node import EncryptionMismatch
-from v6node.domain.config import PolicyConfig
+from v6node.domain.config import AlgorithmLimits, PolicyConfig
 from v6node.domain.errors import AuthenticationFailed, NodeError, RuntimeUnavailable, ServerRejected, ServerUnavailable
 from v6node.domain.events import KillRequested, NewTask, SyncRequested, TokenExpired, TokenInvalid
 from v6node.domain.journal import RunStep
@@ -330,10 +330,11 @@ async def test_the_result_survives_a_server_outage_while_reporting(harness):
     h.events.push(NewTask(task.id))
     await h.until(lambda: h.clock.sleepers >= 1 and calls >= 3)
     for _ in range(10):  # each backoff sleep is at most 30 s; a few suffice
-        if h.server.our_run(task.id).finished_at is not None:
+        if calls > 4:
             break
         await h.clock.advance(30)
-    assert h.server.our_run(task.id).status == RunStatus.COMPLETED
+    # The accepted report streams the result (through a thread) before it is stored.
+    assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
     assert len(h.runtime.started) == 1
 
 
@@ -949,7 +950,8 @@ def engine_that_can_go_away(h):
 
 
 async def test_a_docker_engine_restart_during_a_run_ends_it_crashed_saying_so_and_the_node_goes_on():
-    h = MemoryNodeHarness()
+    # No time limit: its timer would be one more sleeper in the count below.
+    h = MemoryNodeHarness(default_config(limits=AlgorithmLimits(seconds=None)))
     started, sigterm = add_image_stopped_by_sigterm(h, "sleep:1")
     h.runtime.add_image(IMAGE)
     gone = engine_that_can_go_away(h)
@@ -1074,3 +1076,66 @@ async def test_the_proxy_keeps_its_port_across_restarts_and_falls_back_when_take
     fixed = MemoryNodeHarness(default_config(proxy_port=4321))
     async with fixed:
         assert fixed.proxy.port == 4321
+
+
+# --- hostile and large outputs -------------------------------------------------------------------------
+@pytest.mark.parametrize("what", ["a symbolic link", "a named pipe (FIFO)", "a directory"])
+async def test_an_output_that_is_not_a_plain_file_fails_the_run_and_the_node_goes_on(what):
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+
+    async def hostile(call):
+        call.workspace.write_unsafe_output(call.run_id, what)
+        return 0
+
+    h.runtime.add_image("hostile:1", hostile)
+    async with h:
+        status, run = await run_one(h, "hostile:1")
+        assert status == RunStatus.FAILED
+        assert f"[v6node] the output is {what}, not a regular file; nothing of it was read" in run.log
+        assert run.result == ""
+        later, _ = await run_one(h, IMAGE)
+        assert later == RunStatus.COMPLETED
+
+
+def writes_output(data: bytes):
+    async def program(call):
+        call.write_output(data)
+        return 0
+
+    return program
+
+
+async def test_a_large_output_is_sent_whole_and_in_pieces():
+    output = bytes(range(256)) * (3 * 4096 + 1)  # 3 MiB and a bit: several pieces, not a multiple of 3
+    h = MemoryNodeHarness()
+    h.runtime.add_image("big:1", writes_output(output))
+    async with h:
+        status, run = await run_one(h, "big:1")
+    assert status == RunStatus.COMPLETED
+    assert base64.b64decode(run.result) == output
+
+
+async def test_a_large_encrypted_output_decrypts_to_what_the_algorithm_wrote():
+    from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
+    from v6node.adapters.memory.harness import test_private_key
+
+    output = b"\x00\xff" * (1024 * 1024 + 7)
+    h = encrypted_harness()
+    h.runtime.add_image("big:1", writes_output(output))
+    ours = RsaCryptor(test_private_key())
+    async with h:
+        org = h.server.organizations[h.server.identity.organization_id]
+        secret = ours.encrypt_to_str(b'{"method": "x"}', org.public_key)
+        status, run = await run_one(h, "big:1", input=secret)
+    assert status == RunStatus.COMPLETED
+    assert ours.decrypt_str(run.result) == output
+
+
+async def test_an_output_over_max_output_size_fails_the_run_with_its_size():
+    h = MemoryNodeHarness(default_config(max_output_size=100))
+    h.runtime.add_image("big:1", writes_output(b"x" * 101))
+    async with h:
+        status, run = await run_one(h, "big:1")
+    assert status == RunStatus.FAILED
+    assert "the output file is 101 bytes, more than the limit of 100 (max_output_size)" in run.log

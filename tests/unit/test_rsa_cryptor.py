@@ -142,6 +142,24 @@ def test_string_form_round_trips_across_its_internal_pieces(alice: RsaCryptor, s
     assert alice.decrypt_str(alice.encrypt_to_str(data, alice.own_public_key())) == data
 
 
+@FEW
+@given(data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=6))
+def test_the_string_form_streamed_in_any_chunking_is_the_string_form(
+    alice: RsaCryptor, bob: RsaCryptor, data: bytes, cuts: list[int]
+) -> None:
+    text = b"".join(alice.encrypt_str_stream(pieces(data, cuts), bob.own_public_key()))
+    assert len(text) == alice.str_form_length(len(data), bob.own_public_key())
+    assert bob.decrypt_str(text.decode("ascii")) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 * 65536 + 1])
+def test_the_streamed_string_form_has_the_announced_length_for_a_4096_bit_key(big: RsaCryptor, size: int) -> None:
+    text = b"".join(big.encrypt_str_stream(chunked(os.urandom(size), 1000), big.own_public_key()))
+    assert len(text) == big.str_form_length(size, big.own_public_key())
+    assert len(big.encrypt_to_str(os.urandom(size), big.own_public_key())) == len(text)
+    assert big.decrypt_str(text.decode()) is not None
+
+
 def test_stream_decrypts_one_byte_at_a_time(alice: RsaCryptor) -> None:
     data = os.urandom(100)
     sealed = b"".join(alice.encrypt_stream([data], alice.own_public_key()))

@@ -79,6 +79,12 @@ class XorCryptor:
             self.encrypt_chunks.append(len(chunk))
             yield _xor(chunk, self.mask(public_key))
 
+    def encrypt_str_stream(self, chunks: Iterable[bytes], public_key: str) -> Iterator[bytes]:
+        yield self.encrypt_to_str(b"".join(chunks), public_key).encode()
+
+    def str_form_length(self, size: int, public_key: str) -> int:
+        return len(public_key) + 1 + 4 * ((size + 2) // 3)
+
     def decrypt_stream(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         header, mask = b"", None
         for chunk in chunks:
