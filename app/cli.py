@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import logging.handlers
@@ -52,6 +53,35 @@ def read_config(config_file: str) -> NodeConfig:
     return load_config(path, default_data_dir=default_data_dir(path))
 
 
+def private_folder(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by this user only; warn when an existing
+    folder is open to others (the node's data folder holds keys, tokens and task data)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
+    if path not in missing and path.stat().st_mode & 0o077:
+        log.warning("%s can be read by other users (mode %04o); chmod 700 it", path, path.stat().st_mode & 0o777)
+
+
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file next to ``path`` and rename it over ``path``: a link at
+    ``path`` is replaced, not followed, and a crash leaves the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def setup_logging(config: NodeConfig) -> Path:
     settings = config.logging
     formatter = logging.Formatter(settings.format, settings.datefmt)
@@ -62,7 +92,7 @@ def setup_logging(config: NodeConfig) -> Path:
     log_file = Path(settings.file) if settings.file and os.sep in settings.file else Path(config.log_dir) / (
         settings.file or f"{config.name}.log"
     )
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(log_file.parent)
     file_handler = logging.handlers.RotatingFileHandler(
         log_file, maxBytes=settings.max_size * 1024, backupCount=settings.backup_count
     )
@@ -129,6 +159,7 @@ def main() -> None:
 def start(config_file: str) -> None:
     """Start the node in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
     config = _load(config_file)
+    private_folder(Path(config.data_dir))
     log_file = setup_logging(config)
     log.info("v6node %s starting node '%s' (log file %s)", _version(), config.name, log_file)
     try:
@@ -209,9 +240,8 @@ async def _create_private_key(config: NodeConfig, config_file: Path, overwrite: 
                 "old key can then no longer be read)",
             )
         pem = create_private_key_pem(bits)
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
-            handle.write(pem)
+        private_folder(key_file.parent)
+        replace_file(key_file, pem, 0o600)
         click.echo(f"private key written to {key_file}")
         _set_key_in_config(config_file, key_file)
         click.echo(f"{config_file}: encryption.enabled: true, encryption.private_key: {key_file}")
@@ -235,7 +265,9 @@ def _set_key_in_config(config_file: Path, key_file: Path) -> None:
     encryption = data.get("encryption") or {}
     encryption.update({"enabled": True, "private_key": str(key_file)})
     data["encryption"] = encryption
-    config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    # The config holds the API key: keep its mode, never write through a link, never half-written.
+    mode = config_file.stat().st_mode & 0o777
+    replace_file(config_file, yaml.safe_dump(data, sort_keys=False).encode("utf-8"), mode)
 
 
 @main.command("check-policy")

@@ -5,10 +5,12 @@ raises ``ConfigError`` naming the file, the key path and what was expected.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,9 @@ _VANTAGE6_KEYS = frozenset(
 # Keys only v6node reads (the reference ignores unknown keys, so they are safe to add).
 _V6NODE_KEYS = frozenset(
     {
-        "max_concurrent_runs", "max_output_size", "algorithm_cpus", "algorithm_memory",
-        "algorithm_pids_limit", "algorithm_time_limit", "keep_task_folders", "sync_interval",
+        "max_concurrent_runs", "max_output_size", "max_input_size", "max_log_size", "algorithm_cpus",
+        "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
+        "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
         "proxy_port", "proxy_check_image",
     }
 )
@@ -60,6 +63,7 @@ _POLICY_KEYS = frozenset(
     }
 )
 _NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024 * 1024
 
 
@@ -77,7 +81,9 @@ class _Section:
     def fail(self, name: str, problem: str) -> ConfigError:
         return ConfigError(self.file, self.key(name), problem)
 
-    def _typed(self, name: str, kinds: tuple[type, ...], expected: str, default: Any, required: bool) -> Any:
+    def _typed(
+        self, name: str, kinds: tuple[type, ...], expected: str, default: Any, required: bool, secret: bool = False
+    ) -> Any:
         if name not in self.data:
             if required:
                 raise self.fail(name, f"is required ({expected})")
@@ -85,16 +91,20 @@ class _Section:
         value = self.data[name]
         if value is None and type(None) in kinds:
             return None
+        # A secret's value never reaches an error message (they end up in logs and tickets).
+        shown = f"a {type(value).__name__} (value not shown)" if secret else f"{type(value).__name__} {value!r}"
         # bool is an int in Python; an int where a bool is expected (or back) is a mistake.
         if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(name, f"expected {expected}, got {value!r}")
+            raise self.fail(name, f"expected {expected}, got {'a bool (value not shown)' if secret else repr(value)}")
         if not isinstance(value, kinds):
-            raise self.fail(name, f"expected {expected}, got {type(value).__name__} {value!r}")
+            raise self.fail(name, f"expected {expected}, got {shown}")
         return value
 
-    def string(self, name: str, default: str | None = None, required: bool = False, nullable: bool = False) -> Any:
+    def string(
+        self, name: str, default: str | None = None, required: bool = False, nullable: bool = False, secret: bool = False
+    ) -> Any:
         kinds: tuple[type, ...] = (str, type(None)) if nullable else (str,)
-        return self._typed(name, kinds, "a string", default, required)
+        return self._typed(name, kinds, "a string", default, required, secret)
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self._typed(name, (bool, type(None)), "true or false", default, False)
@@ -107,15 +117,17 @@ class _Section:
             raise self.fail(name, f"expected an integer >= {minimum}, got {value}")
         return value
 
-    def number(self, name: str, minimum_exclusive: float = 0.0) -> float | None:
-        value = self._typed(name, (int, float, type(None)), "a number", None, False)
+    def number(self, name: str, minimum_exclusive: float = 0.0, default: float | None = None) -> float | None:
+        """A number > ``minimum_exclusive``; ``default`` when absent, None when set to null."""
+        value = self._typed(name, (int, float, type(None)), "a number", default, False)
         if value is not None and value <= minimum_exclusive:
             raise self.fail(name, f"expected a number > {minimum_exclusive:g}, got {value}")
         return value
 
-    def size(self, name: str) -> int | None:
-        """Bytes, given as an integer or as text like "512m" or "4GiB"."""
-        value = self._typed(name, (int, str, type(None)), "a size such as 4g or 512m", None, False)
+    def size(self, name: str, default: int | None = None) -> int | None:
+        """Bytes, given as an integer or as text like "512m" or "4GiB"; ``default`` when absent,
+        None when set to null."""
+        value = self._typed(name, (int, str, type(None)), "a size such as 4g or 512m", default, False)
         if value is None or isinstance(value, int):
             if value is not None and value <= 0:
                 raise self.fail(name, f"expected a positive size, got {value}")
@@ -261,6 +273,47 @@ def _policies(root: _Section) -> PolicyConfig:
     )
 
 
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bounded_size(root: _Section, name: str, default: int) -> int:
+    """A size that has to stay bounded: null is refused."""
+    value = root.size(name, default)
+    if value is None:
+        raise root.fail(name, "expected a size such as 10m (this one cannot be unlimited)")
+    return value
+
+
+def default_cpus() -> float:
+    """Half the machine's CPUs, at least one: one algorithm cannot starve the node and the rest."""
+    return float(max(1, (os.cpu_count() or 2) // 2))
+
+
+def _limits(root: _Section) -> AlgorithmLimits:
+    """Per-run limits: absent keys take the safe defaults, ``null`` lifts a limit."""
+    defaults = AlgorithmLimits()
+    user = root.data.get("algorithm_user")
+    if user is not None and (isinstance(user, bool) or not isinstance(user, (str, int)) or not _USER.match(str(user))):
+        raise root.fail("algorithm_user", f"expected a numeric user id, 'uid:gid' or a user name, got {user!r}")
+    return AlgorithmLimits(
+        cpus=root.number("algorithm_cpus", default=default_cpus()),
+        memory=root.size("algorithm_memory", defaults.memory),
+        pids=root.integer("algorithm_pids_limit", defaults.pids, minimum=1, nullable=True),
+        seconds=root.number("algorithm_time_limit", default=defaults.seconds),
+        log_size=_bounded_size(root, "max_log_size", defaults.log_size),
+        read_only_root=root.boolean("algorithm_read_only_root", defaults.read_only_root),
+        tmp_size=root.size("algorithm_tmp_size", defaults.tmp_size) or defaults.tmp_size,
+        user=None if user is None else str(user),
+    )
+
+
 def parse_config(
     data: Any, *, file: str, name: str, default_data_dir: str, base_dir: Path | None = None
 ) -> NodeConfig:
@@ -276,6 +329,11 @@ def parse_config(
     server_url = root.string("server_url", required=True).rstrip("/")
     if not server_url.startswith(("http://", "https://")):
         raise root.fail("server_url", f"expected a URL starting with http:// or https://, got {server_url!r}")
+    if server_url.startswith("http://") and not _is_loopback(server_url):
+        log.warning(
+            "%s: server_url %s is plain http://: the API key, tokens and every result cross the network "
+            "unencrypted; use https://", file, server_url,
+        )
     port = root.integer("port", None, minimum=1, nullable=True)
     api_path = root.string("api_path", default="/api", nullable=True) or ""
     if api_path and not api_path.startswith("/"):
@@ -291,7 +349,7 @@ def parse_config(
     return NodeConfig(
         name=name,
         source=file,
-        api_key=root.string("api_key", required=True),
+        api_key=root.string("api_key", required=True, secret=True),
         server_url=server_url,
         port=port,
         api_path=api_path.rstrip("/"),
@@ -310,12 +368,8 @@ def parse_config(
         run_context_file=root.boolean("run_context_file", False),
         max_concurrent_runs=root.integer("max_concurrent_runs", 8, minimum=1),
         max_output_size=root.integer("max_output_size", DEFAULT_MAX_OUTPUT_SIZE, minimum=1),
-        limits=AlgorithmLimits(
-            cpus=root.number("algorithm_cpus"),
-            memory=root.size("algorithm_memory"),
-            pids=root.integer("algorithm_pids_limit", AlgorithmLimits().pids, minimum=1, nullable=True),
-            seconds=root.number("algorithm_time_limit"),
-        ),
+        max_input_size=_bounded_size(root, "max_input_size", NodeConfig.__attrs_attrs__.max_input_size.default),
+        limits=_limits(root),
         keep_task_folders=root.boolean("keep_task_folders", False),
         proxy_port=root.integer("proxy_port", 0, minimum=0),
         docker_registries=_registries(root),

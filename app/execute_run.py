@@ -424,16 +424,31 @@ class ExecuteRun:
         )
 
     async def _decode_input(self, run: Run) -> bytes:
+        limit = self.config.max_input_size
+        # Base64 (and the header of the encrypted form) make the stored input up to 4/3 larger.
+        encoded_limit = limit * 4 // 3 + 8192
+        too_large = RunEnded(
+            RunStatus.FAILED, f"the run's input is larger than this node takes ({limit} bytes, max_input_size)"
+        )
         try:
             if run.blob_storage_used:
                 blob_id = run.input.strip().strip('"')
-                chunks = [chunk async for chunk in self.server.download_blob(blob_id)]
+                chunks, received = [], 0
+                async for chunk in self.server.download_blob(blob_id):
+                    received += len(chunk)
+                    if received > encoded_limit:
+                        raise too_large
+                    chunks.append(chunk)
                 data = self.cryptor.decrypt_bytes(b"".join(chunks))
             else:
+                if len(run.input) > encoded_limit:
+                    raise too_large
                 data = self.cryptor.decrypt_str(run.input)
         except CryptoError as exc:
             what = "decrypted for this organization" if self.cryptor.encrypted else "decoded"
             raise RunEnded(RunStatus.FAILED, f"the run's input could not be {what}: {exc}") from exc
+        if len(data) > limit:
+            raise too_large
         try:
             json.loads(data)
         except ValueError as exc:

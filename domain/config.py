@@ -96,7 +96,7 @@ class NodeConfig:
     """Everything the node reads from its YAML file, with defaults filled in."""
 
     name: str = field(validator=validators.min_len(1))
-    api_key: str = field(validator=validators.min_len(1))
+    api_key: str = field(validator=validators.min_len(1), repr=False)
     server_url: str = field(validator=validators.min_len(1))
     port: int | None
     api_path: str
@@ -117,6 +117,8 @@ class NodeConfig:
     max_concurrent_runs: int = field(default=8, validator=validators.ge(1))
     # Largest algorithm output (bytes) the node reports; a bigger one fails the run.
     max_output_size: int = field(default=1024 * 1024 * 1024, validator=validators.ge(1))
+    # Largest run input (inline or a blob) the node takes; a bigger one fails the run.
+    max_input_size: int = field(default=512 * 1024 * 1024, validator=validators.ge(1))
     limits: AlgorithmLimits = AlgorithmLimits()
     # Keep task folders and temporary volumes after runs (for debugging algorithms).
     keep_task_folders: bool = False

@@ -41,14 +41,31 @@ def image_without_tag(image: str) -> str:
 
 
 def _matches(entry: str, value: str) -> bool:
+    r"""Exact, or a regex that matches all of ``value`` (the reference's ``re.match`` anchors at
+    the start only, so ``^reg\.org`` would also allow ``reg.org.evil.com/x``)."""
     if is_regex(entry):
-        return re.match(entry, value) is not None
+        return re.fullmatch(entry, value) is not None
     return entry == value
 
 
+def _algorithm_names(image: str) -> tuple[str, ...]:
+    """What an entry may match: the image as given, and its name without tag or digest."""
+    return (image, image.split("@", 1)[0], image_without_tag(image))
+
+
 def _algorithm_listed(entries: tuple[str, ...], image: str) -> bool:
-    bare = image_without_tag(image)
-    return any(_matches(entry, image) or entry == bare for entry in entries)
+    return any(_matches(entry, name) for entry in entries for name in _algorithm_names(image))
+
+
+def _prefix_only(entries: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """A hint when a regex matches only the start of a value (it would have passed in the reference)."""
+    for entry in entries:
+        if is_regex(entry) and any(re.match(entry, value) for value in values):
+            return (
+                f" (the regex {entry!r} matches only the start of it; v6node matches regexes against the "
+                "whole name: end it with '.*' to allow everything that starts so)"
+            )
+    return ""
 
 
 def evaluate_policy(
@@ -67,9 +84,10 @@ def evaluate_policy(
     - with ``allowed_users``/``allowed_organizations`` set, the task's initiating user
       id or organization (id, or a name resolved to an id in ``organization_names``)
       must be listed; ids compare as text, so YAML ints and strings both work;
-    - ``allowed_algorithms`` (exact, name without tag, regex anchored at the start, or an
-      entry in ``equivalent_entries``: known to be the same image under another tag)
-      and ``allowed_algorithm_stores`` (exact or regex on the store URL) combine with
+    - ``allowed_algorithms`` (exact, name without tag, a regex matching the whole image or
+      its name without tag, or an entry in ``equivalent_entries``: known to be the same
+      image under another tag) and ``allowed_algorithm_stores`` (exact or a regex matching
+      the whole store URL) combine with
       AND, or with OR when ``allow_either_whitelist_or_store`` is set. Empty lists
       restrict nothing.
     """
@@ -109,9 +127,11 @@ def evaluate_policy(
     ok_list = not policy.allowed_algorithms or listed
     ok_store = not policy.allowed_algorithm_stores or from_store
     if not ok_list:
-        return PolicyDecision(False, f"image {image!r} is not in allowed_algorithms")
+        hint = _prefix_only(policy.allowed_algorithms, _algorithm_names(image))
+        return PolicyDecision(False, f"image {image!r} is not in allowed_algorithms{hint}")
     if not ok_store:
+        hint = _prefix_only(policy.allowed_algorithm_stores, (store_url,) if store_url else ())
         return PolicyDecision(
-            False, f"the task's algorithm store ({store_url or 'none'}) is not in allowed_algorithm_stores"
+            False, f"the task's algorithm store ({store_url or 'none'}) is not in allowed_algorithm_stores{hint}"
         )
     return PolicyDecision(True, "allowed")

@@ -5,6 +5,7 @@ import base64
 import binascii
 import functools
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ except ImportError:  # a platform without it: binascii, strict too, but ≈ 5× 
 
 from v6node.adapters.crypto.base64_cryptor import aligned, base64_length
 from v6node.domain.errors import CryptoError
+
+log = logging.getLogger("v6node.crypto")
 
 SEPARATOR = "$"
 KEY_BYTES = 32
@@ -99,6 +102,12 @@ class RsaCryptor:
             raise CryptoError(f"private key file {path} is a directory") from exc
         except OSError as exc:
             raise CryptoError(f"cannot read private key file {path}: {exc.strerror or exc}") from exc
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "private key file %s can be read by other users (mode %04o): anyone who reads it can decrypt "
+                "this organization's data; restrict it with: chmod 600 %s", path, mode, path,
+            )
         try:
             return cls(pem)
         except CryptoError as exc:

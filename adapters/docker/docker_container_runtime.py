@@ -101,10 +101,11 @@ def _isolated(network: dict[str, Any]) -> bool:
 
 
 def _log_config(size: int | None) -> LogConfig | None:
-    """One json-file of at most ``size`` bytes: the engine keeps the newest output."""
+    """Two json-files of half ``size`` each: the engine keeps between half of ``size`` and
+    ``size`` of the newest output (one file would keep next to nothing right after it rotates)."""
     if size is None:
         return None
-    return LogConfig(type=LogConfig.types.JSON, config={"max-size": str(size), "max-file": "1"})
+    return LogConfig(type=LogConfig.types.JSON, config={"max-size": str(max(size // 2, 1024)), "max-file": "2"})
 
 
 def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:

@@ -73,7 +73,9 @@ class HttpxServerApi:
     * A JSON answer without the fields the node needs raises ``ServerError`` (not
       retryable): the server speaks a different API version.
     * ``list_open_runs`` follows ``links.next``; a run that shows up on two pages
-      (new runs shift the pages while we read) is returned once.
+      (new runs shift the pages while we read) is returned once. Past ``max_pages``
+      pages a list raises ``ServerError``: a server that never stops announcing another
+      page must not grow the node's memory without bound.
     * ``find_organizations`` keeps only exact (case-sensitive) name matches: the server
       filters with SQL ``LIKE``, which ignores case and treats ``_`` and ``%`` as
       wildcards. A node only sees the organizations of its own collaborations.
@@ -103,6 +105,7 @@ class HttpxServerApi:
         transport: httpx.AsyncBaseTransport | None = None,
         login_timeout: float = 300.0,
         blob_timeout: float = 300.0,
+        max_pages: int = 10_000,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -114,6 +117,7 @@ class HttpxServerApi:
         self._login_timeout = max(timeout, login_timeout)
         self._blob_timeout = httpx.Timeout(timeout, read=max(timeout, blob_timeout), write=max(timeout, blob_timeout))
         self._max_attempts = max_attempts
+        self._max_pages = max_pages
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._transport = transport
@@ -379,6 +383,11 @@ class HttpxServerApi:
             items.extend(data)
             if not has_next or not data:
                 break
+            if page >= self._max_pages:
+                raise ServerError(
+                    f"GET {path}: the server announced more than {self._max_pages} pages; not reading further "
+                    "(a misbehaving server, or far more open runs than a node can hold)"
+                )
             page += 1
         log.debug("GET %s: %d item(s) on %d page(s)", path, len(items), page)
         return items

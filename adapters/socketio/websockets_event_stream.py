@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,8 @@ from v6node.domain.events import Connected, Disconnected, NodeEvent
 log = logging.getLogger("v6node.socketio")
 
 _CLOSED = object()
+# Events read from the server and not yet taken by the node.
+_QUEUED_EVENTS = 1024
 _RECONNECT_REASON = "reconnect requested"
 
 
@@ -85,7 +88,8 @@ class WebsocketsEventStream:
             return
         if self._runner is not None:
             raise RuntimeError("events() is already being iterated; only one consumer is supported")
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        # Bounded: a server that floods events is read no faster than the node handles them.
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_QUEUED_EVENTS)
         self._queue = queue
         self._runner = asyncio.create_task(self._run(queue), name=f"v6node.socketio {self.url}")
         try:
@@ -125,7 +129,8 @@ class WebsocketsEventStream:
         self._closed = True
         self._wake.set()
         if self._queue is not None:
-            self._queue.put_nowait(_CLOSED)
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue: the consumer sees _closed
+                self._queue.put_nowait(_CLOSED)
         await self._stop_runner()
 
     # --- the connection loop (background task) -------------------------------------
@@ -146,7 +151,7 @@ class WebsocketsEventStream:
             raise
         except Exception as exc:  # a bug: tell the consumer rather than hang it forever
             log.exception("the websocket loop failed")
-            queue.put_nowait(exc)
+            await queue.put(exc)
 
     async def _connection_loop(self, queue: asyncio.Queue[Any]) -> None:
         failures = 0
@@ -172,13 +177,13 @@ class WebsocketsEventStream:
             self._reconnect_requested = False
             self._ws = ws
             log.info("connected to %s namespace %s (engine.io sid %s)", self.url, self.namespace, info.sid)
-            queue.put_nowait(Connected(reconnect=reconnect))
+            await queue.put(Connected(reconnect=reconnect))
             try:
                 reason = await self._serve(ws, info, opened_at, queue)
             finally:
                 self._ws = None
                 await ws.close()
-            queue.put_nowait(Disconnected(reason))
+            await queue.put(Disconnected(reason))
             if reason == _RECONNECT_REASON:
                 log.info("disconnected from %s: %s", self.url, reason)
             else:
@@ -267,7 +272,7 @@ class WebsocketsEventStream:
                     if sio.type is SioType.EVENT and sio.ack_id is not None and sio.namespace == self.namespace:
                         # The node has nothing to return; an empty ack keeps the server's callback from hanging.
                         await ws.send(codec.ack_frame(self.namespace, sio.ack_id))
-                    if self._on_message(sio, queue):
+                    if await self._on_message(sio, queue):
                         return f"the server disconnected namespace {self.namespace}"
             except CodecError as exc:
                 # One bad packet is not worth a reconnect (and the next one may be fine).
@@ -275,7 +280,7 @@ class WebsocketsEventStream:
             except ConnectionClosed as exc:
                 return _RECONNECT_REASON if self._reconnect_requested else f"connection closed ({exc})"
 
-    def _on_message(self, packet: codec.SioPacket, queue: asyncio.Queue[Any]) -> bool:
+    async def _on_message(self, packet: codec.SioPacket, queue: asyncio.Queue[Any]) -> bool:
         """Queues the domain event of a Socket.IO packet; true when the server left our namespace."""
         if packet.namespace != self.namespace:
             log.debug("ignoring a %s packet for namespace %s", packet.type.name, packet.namespace)
@@ -290,7 +295,7 @@ class WebsocketsEventStream:
             log.debug("ignoring server event %s", name)
         else:
             log.debug("server event %s -> %r", name, event)
-            queue.put_nowait(event)
+            await queue.put(event)
         return False
 
 

@@ -46,8 +46,8 @@ def start_node(real_server: RealServer, tmp_path_factory, test_images) -> Iterat
     """Factory: write a node config for ``node`` and start `v6node start` on it."""
     started: list[NodeProcess] = []
 
-    def start(node: NodeCredentials, wait: bool = True, **extra) -> NodeProcess:
-        name = f"e2e-{uuid.uuid4().hex[:8]}"
+    def start(node: NodeCredentials, wait: bool = True, name: str | None = None, **extra) -> NodeProcess:
+        name = name or f"e2e-{uuid.uuid4().hex[:8]}"
         home = tmp_path_factory.mktemp(name)
         process = NodeProcess.write_config(home / f"{name}.yaml", node_config(real_server, node, home, **extra))
         process.name = name

@@ -124,7 +124,7 @@ def test_a_denied_image_ends_not_allowed_and_no_container_is_ever_created(
 
 def test_an_allowed_regex_runs_and_restricts(make_federation, start_node, researcher_for):
     federation = make_federation(n_orgs=1)
-    start_node(federation.nodes[0], **policies(allowed_algorithms=[r"^127\.0\.0\.1:5999/echo-"]))
+    start_node(federation.nodes[0], **policies(allowed_algorithms=[r"^127\.0\.0\.1:5999/echo-.*"]))
     user = researcher_for(federation)
 
     allowed, result = run_task(user, federation, image("echo-algo"), {"method": "echo", "kwargs": {"x": 1}})

@@ -136,6 +136,20 @@ class NodeProcess:
             return self.wait_exit(timeout)
 
     @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def memory_kib(self) -> dict[str, int]:
+        """``VmRSS`` (now) and ``VmHWM`` (peak resident set) of the node process, in KiB."""
+        fields = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+        return fields
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

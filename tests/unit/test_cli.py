@@ -69,3 +69,35 @@ def test_check_policy_explains_a_denial_offline(tmp_path):
     assert allowed.exit_code == 0 and "allowed" in allowed.output
     wrong_user = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "8", "127.0.0.1:5999/approved-mean:1"])
     assert wrong_user.exit_code == 1 and "allowed_users" in wrong_user.output
+
+
+def test_replace_file_replaces_a_link_instead_of_writing_through_it(tmp_path):
+    from v6node.app.cli import replace_file
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    key = tmp_path / "key.pem"
+    key.symlink_to(victim)
+
+    replace_file(key, b"new key", 0o600)
+
+    assert victim.read_text() == "keep me"
+    assert not key.is_symlink() and key.read_bytes() == b"new key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.pem", "victim"]  # no temporary left
+
+
+def test_private_folders_are_created_for_this_user_only_and_open_ones_are_warned_about(tmp_path, caplog):
+    from v6node.app.cli import private_folder
+
+    created = tmp_path / "data" / "node"
+    private_folder(created)
+    assert [(p.stat().st_mode & 0o777) for p in (created, created.parent)] == [0o700, 0o700]
+    assert "can be read by other users" not in caplog.text
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    private_folder(shared)
+    assert "can be read by other users (mode 0755)" in caplog.text
+    assert shared.stat().st_mode & 0o777 == 0o755  # the operator's folder is not changed behind their back

@@ -1,9 +1,11 @@
 import logging
+import os
 import textwrap
 
 import pytest
 
 from v6node.app.config import load_config
+from v6node.domain.config import AlgorithmLimits
 from v6node.domain.errors import ConfigError
 
 # A complete config as `v6 node new` writes it for vantage6 4.x.
@@ -151,8 +153,70 @@ def test_limits_and_v6node_keys(tmp_path):
     assert config.keep_task_folders is True
     assert config.sync_interval == 30
     defaults = load_config(write(tmp_path, "api_key: k\nserver_url: http://s\n", "b.yaml"), "/d")
-    assert defaults.limits.memory is None and defaults.limits.pids == 1024 and defaults.sync_interval == 300
+    assert defaults.limits.pids == 1024 and defaults.sync_interval == 300
     assert load_config(write(tmp_path, "api_key: k\nserver_url: http://s\nalgorithm_memory: 2GiB\n", "c.yaml"), "/d").limits.memory == 2 * 1024**3
+
+
+def test_absent_limits_are_safe_defaults_and_null_lifts_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    defaults = load_config(write(tmp_path, "api_key: k\nserver_url: https://s\n", "a.yaml"), "/d")
+    assert defaults.limits == AlgorithmLimits(
+        cpus=4.0, memory=4 * 1024**3, pids=1024, seconds=86400.0, log_size=10 * 1024**2,
+        read_only_root=True, tmp_size=1024**3, user=None,
+    )
+    assert defaults.max_input_size == 512 * 1024**2
+    text = (
+        "api_key: k\nserver_url: https://s\nalgorithm_cpus: null\nalgorithm_memory: null\nalgorithm_time_limit: null\n"
+        "algorithm_pids_limit: null\nalgorithm_read_only_root: false\nalgorithm_user: '1000:1000'\n"
+        "max_log_size: 1m\nalgorithm_tmp_size: 64m\nmax_input_size: 2g\n"
+    )
+    lifted = load_config(write(tmp_path, text, "b.yaml"), "/d")
+    assert lifted.limits == AlgorithmLimits(
+        cpus=None, memory=None, pids=None, seconds=None, log_size=1024**2,
+        read_only_root=False, tmp_size=64 * 1024**2, user="1000:1000",
+    )
+    assert lifted.max_input_size == 2 * 1024**3
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert load_config(write(tmp_path, "api_key: k\nserver_url: https://s\n", "c.yaml"), "/d").limits.cpus == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("max_log_size: null\n", "max_log_size"),
+        ("max_input_size: null\n", "max_input_size"),
+        ("algorithm_user: 'root; rm -rf /'\n", "algorithm_user"),
+        ("algorithm_user: true\n", "algorithm_user"),
+    ],
+)
+def test_limits_that_cannot_be_lifted_or_make_no_sense_are_refused(tmp_path, text, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "api_key: k\nserver_url: https://s\n" + text), "/d")
+    assert info.value.key == key
+
+
+def test_the_api_key_never_shows_in_repr_or_in_errors(tmp_path):
+    config = load_config(write(tmp_path, "api_key: 7c1f-secret-api-key\nserver_url: https://s\n"), "/d")
+    assert "7c1f-secret-api-key" not in repr(config)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "api_key: [7c1f-secret-api-key]\nserver_url: https://s\n", "b.yaml"), "/d")
+    assert info.value.key == "api_key" and "7c1f-secret-api-key" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://v6.example.org", True),
+        ("http://10.0.0.5", True),
+        ("https://v6.example.org", False),
+        ("http://localhost", False),
+        ("http://127.0.0.1", False),
+        ("http://[::1]", False),
+    ],
+)
+def test_plain_http_to_another_machine_is_warned_about(tmp_path, caplog, url, warned):
+    load_config(write(tmp_path, f"api_key: k\nserver_url: '{url}'\n"), "/d")
+    assert ("unencrypted" in caplog.text) is warned
 
 
 def test_docker_registries_are_read_and_checked(tmp_path):

@@ -82,23 +82,29 @@ BASICS = "harbor2.vantage6.ai/algorithms/basics:4.15"
     ("policy", "image", "store_url", "allowed", "reason"),
     [
         # Basics image allowed by allow_basics_algorithm still has to pass allowed_algorithms (§7.4 step 1).
-        (PolicyConfig(allowed_algorithms=("^other.org/",)), BASICS, None, False, "allowed_algorithms"),
-        (PolicyConfig(allowed_algorithms=("^harbor2.vantage6.ai/",)), BASICS, None, True, "allowed"),
+        (PolicyConfig(allowed_algorithms=("^other.org/.*",)), BASICS, None, False, "allowed_algorithms"),
+        (PolicyConfig(allowed_algorithms=("^harbor2.vantage6.ai/.*",)), BASICS, None, True, "allowed"),
         # ... and allow_basics_algorithm: false wins over a listing.
         (PolicyConfig(allowed_algorithms=(BASICS,), allow_basics_algorithm=False), BASICS, None, False, "allow_basics_algorithm"),
         # A dot is not a regex marker: a plain entry is compared literally.
         (PolicyConfig(allowed_algorithms=("harbor.example.org/algos/mean",)), "harborXexample.org/algos/mean:1", None, False, "allowed_algorithms"),
         # Backslash-dot makes a regex.
-        (PolicyConfig(allowed_algorithms=(r"harbor\.example\.org/algos/",)), IMAGE, None, True, "allowed"),
-        # Regexes are anchored at the start only (re.match), as in the reference.
+        (PolicyConfig(allowed_algorithms=(r"harbor\.example\.org/algos/.*",)), IMAGE, None, True, "allowed"),
+        # Regexes match the whole image (or its name without tag); the reference's re.match
+        # anchors at the start only, so a prefix regex let look-alike registries through.
         (PolicyConfig(allowed_algorithms=(r"mean:1\.2$",)), IMAGE, None, False, "allowed_algorithms"),
         (PolicyConfig(allowed_algorithms=(r".*/mean:1\.2$",)), IMAGE, None, True, "allowed"),
-        (PolicyConfig(allowed_algorithms=(r"^harbor\.example\.org/algos/m",)), IMAGE, None, True, "allowed"),
+        (PolicyConfig(allowed_algorithms=(r"^harbor\.example\.org/algos/m",)), IMAGE, None, False, "matches only the start"),
+        (PolicyConfig(allowed_algorithms=(r"^harbor\.example\.org/algos/m.*",)), IMAGE, None, True, "allowed"),
+        (PolicyConfig(allowed_algorithms=(r"^harbor\.example\.org",)), "harbor.example.org.evil.com/x:1", None, False, "allowed_algorithms"),
+        # The vantage6 docs' example: a regex for the name, which the tag does not spoil.
+        (PolicyConfig(allowed_algorithms=(r"^harbor\.example\.org/[a-zA-Z]+/[a-zA-Z]+",)), IMAGE, None, True, "allowed"),
         # A digest-pinned image (store-resolved tasks carry one) matches its name without tag.
         (PolicyConfig(allowed_algorithms=("harbor.example.org/algos/mean",)), IMAGE + "@sha256:" + "b" * 64, None, True, "allowed"),
         # Stores: exact or regex on the URL; a task without a store never matches.
         (PolicyConfig(allowed_algorithm_stores=(STORE,)), IMAGE, STORE, True, "allowed"),
-        (PolicyConfig(allowed_algorithm_stores=(r"^https://store\.example\.org",)), IMAGE, STORE + "/api", True, "allowed"),
+        (PolicyConfig(allowed_algorithm_stores=(r"^https://store\.example\.org.*",)), IMAGE, STORE + "/api", True, "allowed"),
+        (PolicyConfig(allowed_algorithm_stores=(r"^https://store\.example\.org",)), IMAGE, STORE + ".evil.com", False, "matches only the start"),
         (PolicyConfig(allowed_algorithm_stores=(STORE,)), IMAGE, "https://evil.example.org", False, "allowed_algorithm_stores"),
         (PolicyConfig(allowed_algorithm_stores=(STORE,)), IMAGE, None, False, "(none) is not in allowed_algorithm_stores"),
         # Both lists set, without either-or: both must match.

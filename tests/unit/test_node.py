@@ -1139,3 +1139,15 @@ async def test_an_output_over_max_output_size_fails_the_run_with_its_size():
         status, run = await run_one(h, "big:1")
     assert status == RunStatus.FAILED
     assert "the output file is 101 bytes, more than the limit of 100 (max_output_size)" in run.log
+
+
+async def test_an_input_over_max_input_size_fails_the_run_without_starting_it():
+    h = MemoryNodeHarness(default_config(max_input_size=64))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        status, run = await run_one(h, IMAGE, {"method": "x", "kwargs": {"pad": "p" * 100}})
+        small, _ = await run_one(h, IMAGE, {"method": "x"})
+    assert status == RunStatus.FAILED
+    assert "the run's input is larger than this node takes (64 bytes, max_input_size)" in run.log
+    assert small == RunStatus.COMPLETED
+    assert len(h.runtime.started) == 1

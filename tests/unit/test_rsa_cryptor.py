@@ -604,3 +604,14 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_private_key_file_readable_by_others_is_warned_about(tmp_path: Path, alice_pem: bytes, caplog) -> None:
+    key = tmp_path / "privkey.pem"
+    key.write_bytes(alice_pem)
+    key.chmod(0o600)
+    RsaCryptor.from_file(key)
+    assert "can be read by other users" not in caplog.text
+    key.chmod(0o644)
+    RsaCryptor.from_file(key)
+    assert f"private key file {key} can be read by other users (mode 0644)" in caplog.text
