@@ -18,6 +18,7 @@ import click
 import yaml
 
 from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_key_of
+from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import EncryptionMismatch
@@ -25,7 +26,7 @@ from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
 from v6node.domain.model import TaskRef
 from v6node.domain.policy import PolicyDecision
-from v6node.domain.errors import AuthenticationFailed, ConfigError, NodeError, RuntimeUnavailable
+from v6node.domain.errors import AuthenticationFailed, ConfigError, NodeAlreadyRunning, NodeError, RuntimeUnavailable
 
 log = logging.getLogger("v6node")
 
@@ -33,6 +34,7 @@ log = logging.getLogger("v6node")
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, 2),
     (EncryptionMismatch, 2),
+    (NodeAlreadyRunning, 2),
     (AuthenticationFailed, 3),
     (RuntimeUnavailable, 4),
     (NodeError, 1),
@@ -160,13 +162,20 @@ def start(config_file: str) -> None:
     """Start the node in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
     config = _load(config_file)
     private_folder(Path(config.data_dir))
-    log_file = setup_logging(config)
-    log.info("v6node %s starting node '%s' (log file %s)", _version(), config.name, log_file)
+    lock = DataFolderLock(config.data_dir)
     try:
+        lock.acquire()
+    except NodeAlreadyRunning as exc:
+        _fail(exc)
+    try:
+        log_file = setup_logging(config)
+        log.info("v6node %s starting node '%s' (log file %s, PID %d)", _version(), config.name, log_file, os.getpid())
         asyncio.run(serve(config))
     except NodeError as exc:
         log.error("%s", exc)
         _fail(exc)
+    finally:
+        lock.release()
 
 
 @main.command("check-config")

@@ -51,7 +51,7 @@ _V6NODE_KEYS = frozenset(
         "max_concurrent_runs", "max_output_size", "max_input_size", "max_log_size", "algorithm_cpus",
         "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
         "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
-        "proxy_port", "proxy_check_image",
+        "proxy_port", "proxy_check_image", "proxy_check_pull",
     }
 )
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -374,6 +374,7 @@ def parse_config(
         proxy_port=root.integer("proxy_port", 0, minimum=0),
         docker_registries=_registries(root),
         proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
+        proxy_check_pull=root.boolean("proxy_check_pull", False),
         sync_interval=root.number("sync_interval") or NodeConfig.__attrs_attrs__.sync_interval.default,
     )
 

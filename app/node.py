@@ -37,7 +37,7 @@ from v6node.domain.events import (
     TokenExpired,
     TokenInvalid,
 )
-from v6node.domain.journal import RunStep
+from v6node.domain.journal import JournalIdentity, RunStep, stale_because
 from v6node.domain.kill import KilledRun, KillOrder
 from v6node.domain.model import NodeIdentity, Run, RunUpdate, StatusChange
 from v6node.domain.reconcile import ActionKind, Reconciliation, RunAction, reconcile
@@ -140,11 +140,12 @@ class Node:
         await self.authenticate()
         await self.setup_encryption()
         assert self.identity is not None and self.cryptor is not None
+        journal_identity = await self._bind_journal(self.identity)
         labels = managed_labels(self.config.name)
         network = network_name(self.config.name)
         gateway = await ctx.runtime.ensure_network(network, labels)
         port = await self._start_proxy(gateway)
-        await self._check_proxy_reachable(network, gateway, port)
+        checked = await self._check_proxy_reachable(network, gateway, port)
         self.settings = AlgorithmSettings(
             node_name=self.config.name,
             tasks_dir=ctx.workspace.tasks_dir(),
@@ -157,6 +158,7 @@ class Node:
             limits=self.config.limits,
             run_context_file=self.config.run_context_file,
             node_id=self.identity.node_id,
+            identity=journal_identity.fingerprint,
         )
         self._executor = ExecuteRun(
             config=self.config,
@@ -175,9 +177,30 @@ class Node:
         await self.connect_to_socket()
         self._initialized = True
         log.info(
-            "node '%s' (id %s) of organization '%s' ready; algorithms reach the proxy at %s:%s",
-            self.identity.node_name, self.identity.node_id, self.identity.organization_name, gateway, port,
+            "node '%s' (id %s) of organization '%s' ready; algorithm proxy at %s:%s (%s)",
+            self.identity.node_name, self.identity.node_id, self.identity.organization_name, gateway, port, checked,
         )
+
+    async def _bind_journal(self, identity: NodeIdentity) -> JournalIdentity:
+        """The journal holds only this server's and this node's runs (a re-installed server, a reset
+        one or another collaboration reuse run ids: another server's records must never be reported)."""
+        me = JournalIdentity.of(
+            self.config.api_base, identity.node_id, identity.organization_id, identity.collaboration_id
+        )
+        binding = await self.ctx.journal.bind(me)
+        if binding.set_aside is None:
+            return me
+        before = binding.previous.describe() if binding.previous else "an unknown server and node (an older v6node)"
+        log.warning(
+            "the run journal was written for %s, but this node is %s: it is kept as %s and a fresh journal is "
+            "used; none of its %d record(s) is reported to this server, and this node's containers, volumes and "
+            "task folders are removed as leftovers",
+            before, me.describe(), binding.set_aside, binding.entries_set_aside,
+        )
+        await self.ctx.runtime.remove_labelled(managed_labels(self.config.name))
+        for run_id in await self.ctx.workspace.run_ids():
+            await self.ctx.workspace.remove(run_id)
+        return me
 
     async def _start_proxy(self, host: str) -> int:
         """The configured port, or this node's stable one, so re-attached algorithms find it again."""
@@ -202,18 +225,29 @@ class Node:
             except NodeError as exc:
                 log.error("could not log in to docker registry %s: %s", login.registry, exc)
 
-    async def _check_proxy_reachable(self, network: str, host: str, port: int) -> None:
-        """Fail start-up when algorithm containers cannot reach the proxy (recipe: docker-networking)."""
+    async def _check_proxy_reachable(self, network: str, host: str, port: int) -> str:
+        """Fail start-up when algorithm containers cannot reach the proxy; returns what was checked.
+
+        The check image is used only when it is present locally (or ``proxy_check_pull`` allows
+        a pull): the start never reaches for a public registry on its own.
+        """
         image = self.config.proxy_check_image
         if image is None:
             log.info("proxy reachability check skipped (proxy_check_image is null)")
-            return
+            return "reachability not checked: proxy_check_image is null"
         runtime = self.ctx.runtime
-        try:
-            await runtime.ensure_image(image, require_pull=False)
-        except NodeError as exc:
-            log.warning("could not check that algorithms reach the proxy: %s (set proxy_check_image)", exc)
-            return
+        if await runtime.local_image_id(image) is None:
+            if not self.config.proxy_check_pull:
+                log.info(
+                    "proxy reachability check skipped: the image %s is not present locally (pull it, name a local "
+                    "image with proxy_check_image, or set proxy_check_pull: true)", image,
+                )
+                return f"reachability not checked: {image} is not present locally"
+            try:
+                await runtime.ensure_image(image, require_pull=False)
+            except NodeError as exc:
+                log.warning("could not check that algorithms reach the proxy: %s (set proxy_check_image)", exc)
+                return f"reachability not checked: {image} could not be pulled"
         spec = proxy_check_spec(self.config.name, image, network, host, port)
         await runtime.remove_labelled({**managed_labels(self.config.name), "vantage6-type": "proxy-check"})
         container_id = await runtime.run(spec)
@@ -227,9 +261,10 @@ class Node:
                 f"algorithm containers on Docker network {network} cannot reach the node's proxy at "
                 f"http://{host}:{port} (check container exited with {exit_.exit_code}: {output.strip()[:300]!r}). "
                 "The Docker engine may not route an internal network to its gateway, or a firewall "
-                "blocks the port; see the README's networking notes."
+                "blocks the port; see 'Networking' in the README."
             )
         log.info("algorithm containers reach the proxy at %s:%s", host, port)
+        return "reachable from a container on the algorithm network"
 
     async def authenticate(self) -> NodeIdentity:
         """Log in with the API key, retrying while the server is unreachable.
@@ -319,7 +354,7 @@ class Node:
         """
         async with self._queue_lock:
             here_before = set(self._in_process)
-            runs = [run for run in await self.ctx.server.list_open_runs() if self._is_ours(run)]
+            runs = [run for run in await self.ctx.server.list_open_runs() if self._is_ours(run, log_if_not=True)]
             await self._stop_runs_finished_on_the_server(here_before - {run.id for run in runs})
             containers = await self.ctx.runtime.list(
                 {**managed_labels(self.config.name), "vantage6-type": "algorithm"}
@@ -332,6 +367,7 @@ class Node:
                 task_folders=await self.ctx.workspace.run_ids(),
                 in_process=set(self._in_process),
                 keep_entries_since=self.ctx.clock.now() - JOURNAL_KEEPS,
+                identity=self.settings.identity if self.settings is not None else None,
             )
             return await self._apply(plan)
 
@@ -363,7 +399,7 @@ class Node:
         for action in plan.actions:
             run = action.run
             if action.needs_claim:
-                await self.ctx.journal.claim(run.id, run.task.id, job_id=run.task.job_id)
+                await self._claim(run)
             if action.needs_start_recorded:
                 await self.ctx.journal.advance(run.id, RunStep.STARTED, container_id=action.container_id)
             if action.kind is not ActionKind.START:
@@ -375,23 +411,59 @@ class Node:
         return queued
 
     async def get_task_and_add_to_queue(self, task_id: int) -> int:
-        """Queue this node's open runs of one task (there may be none)."""
+        """Queue this node's open runs of one task (there may be none).
+
+        A run that is not plainly new is never dropped in silence: it is logged with the
+        reason, and one known from before is left to the reconciliation (a sync is asked).
+        """
         runs = await self.ctx.server.list_open_runs(task_id=task_id)
         async with self._queue_lock:
             queued = 0
             for run in sorted(runs, key=lambda r: r.id):
-                # The journal's claim is what keeps sync + new_task from starting a run twice;
-                # a run known from before is the reconciliation's to judge.
-                if self._is_ours(run) and await self.ctx.journal.claim(run.id, run.task.id, job_id=run.task.job_id):
+                if await self._admit_new(run):
                     self._enqueue(run, None)
                     queued += 1
             if queued:
                 log.info("queued %d new run(s)", queued)
             return queued
 
-    def _is_ours(self, run: Run) -> bool:
+    async def _admit_new(self, run: Run) -> bool:
+        """Claim a run announced by ``new_task``; False (with a log line saying why) when it is not run now."""
+        if not self._is_ours(run, log_if_not=True):
+            return False
+        if run.id in self._in_process:
+            log.info("run %s is already queued or running here", run.id)
+            return False
+        if run.started_at is not None or run.status is not RunStatus.PENDING:
+            log.info(
+                "run %s was started before (status '%s'); the reconciliation decides what to do with it", run.id, run.status
+            )
+            self.request_sync()
+            return False
+        # The journal's claim is what keeps sync + new_task from starting a run twice.
+        if await self._claim(run):
+            return True
+        entry = await self.ctx.journal.get(run.id)
+        why = stale_because(entry, run) if entry is not None else None
+        if why is not None:
+            log.warning("run %s: the journal's record describes another run (%s); replacing it", run.id, why)
+            await self.ctx.journal.forget(run.id)
+            await self.ctx.workspace.remove(run.id)
+            return await self._claim(run)
+        step = entry.step.name.lower() if entry is not None else "unknown"
+        log.info("run %s is in the journal from before (%s); the reconciliation decides what to do with it", run.id, step)
+        self.request_sync()
+        return False
+
+    async def _claim(self, run: Run) -> bool:
+        return await self.ctx.journal.claim(run.id, run.task.id, job_id=run.task.job_id, assigned_at=run.assigned_at)
+
+    def _is_ours(self, run: Run, log_if_not: bool = False) -> bool:
         assert self.identity is not None
-        return run.organization_id in (None, self.identity.organization_id)
+        ours = run.organization_id in (None, self.identity.organization_id)
+        if not ours and log_if_not:
+            log.info("run %s belongs to organization %s, not to ours; not run here", run.id, run.organization_id)
+        return ours
 
     def _enqueue(self, run: Run, action: RunAction | None) -> None:
         self._in_process[run.id] = run.task.job_id

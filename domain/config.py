@@ -129,6 +129,8 @@ class NodeConfig:
     # Image (with sh, timeout and wget) that checks at start that algorithms reach the
     # proxy; None skips the check.
     proxy_check_image: str | None = DEFAULT_PROXY_CHECK_IMAGE
+    # Whether the start may pull the check image when it is not present locally.
+    proxy_check_pull: bool = False
     docker_registries: tuple[RegistryLogin, ...] = ()
 
     @property

@@ -30,6 +30,7 @@ LABEL_NODE = "node"
 LABEL_RUN = "run_id"
 LABEL_TASK = "task_id"
 LABEL_MANAGED_BY = "v6node.node"
+LABEL_IDENTITY = "v6node.identity"  # JournalIdentity.fingerprint: which server and node started it
 
 
 @frozen
@@ -94,6 +95,7 @@ class AlgorithmSettings:
     limits: AlgorithmLimits = AlgorithmLimits()
     run_context_file: bool = False
     node_id: int | None = None  # the server's id of this node, for the run context
+    identity: str | None = None  # fingerprint of the server and node, labelled on containers
 
 
 def log_tail(chunks: Iterable[bytes], limit: int) -> str:
@@ -164,14 +166,17 @@ def managed_labels(node_name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: node_name}
 
 
-def run_labels(node_name: str, run: Run) -> dict[str, str]:
-    return {
+def run_labels(node_name: str, run: Run, identity: str | None = None) -> dict[str, str]:
+    labels = {
         LABEL_TYPE: "algorithm",
         LABEL_NODE: node_name,
         LABEL_RUN: str(run.id),
         LABEL_TASK: str(run.task.id),
         **managed_labels(node_name),
     }
+    if identity is not None:
+        labels[LABEL_IDENTITY] = identity
+    return labels
 
 
 def encode_env_value(value: object) -> str:
@@ -307,7 +312,7 @@ def build_container_spec(run: Run, settings: AlgorithmSettings) -> ContainerSpec
         network=settings.network,
         environment=environment,
         mounts=mounts,
-        labels=run_labels(settings.node_name, run),
+        labels=run_labels(settings.node_name, run, settings.identity),
         cap_drop=("ALL",),
         security_opt=("no-new-privileges",),
         pids_limit=limits.pids,

@@ -21,6 +21,10 @@ class ConfigError(NodeError):
         super().__init__(f"{where}{at}{problem}")
 
 
+class NodeAlreadyRunning(NodeError):
+    """Another node process uses the same data folder (journal, task folders, containers)."""
+
+
 # --- server API --------------------------------------------------------------------
 class ServerError(NodeError):
     """Something went wrong talking to the vantage6 server."""

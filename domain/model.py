@@ -85,6 +85,8 @@ class Run:
     blob_storage_used: bool = False
     started_at: datetime | None = field(default=None, validator=_aware)
     finished_at: datetime | None = field(default=None, validator=_aware)
+    # When the server created the run (with the task).
+    assigned_at: datetime | None = field(default=None, validator=_aware)
 
 
 @frozen

@@ -10,8 +10,8 @@ from typing import Any
 
 from attrs import frozen
 
-from v6node.domain.containers import LABEL_RUN, LABEL_TASK, ContainerInfo
-from v6node.domain.journal import JournalEntry, RunStep
+from v6node.domain.containers import LABEL_IDENTITY, LABEL_RUN, LABEL_TASK, ContainerInfo
+from v6node.domain.journal import JournalEntry, RunStep, stale_because
 from v6node.domain.model import Run
 from v6node.domain.status import RunStatus
 
@@ -94,6 +94,7 @@ def reconcile(
     task_folders: Iterable[int] = (),
     in_process: Iterable[int] = (),
     keep_entries_since: datetime | None = None,
+    identity: str | None = None,
 ) -> Reconciliation:
     """Decide what happens to every open run of this node and to everything left behind.
 
@@ -105,11 +106,17 @@ def reconcile(
     ``in_process``: runs this process has claimed and not yet finished (queued or executing);
     they, their containers, folders and entries are left alone. ``keep_entries_since``:
     entries of runs no longer open are forgotten only when last updated before this moment
-    (None: forget them all).
+    (None: forget them all). ``identity``: the fingerprint of the server and node the node
+    runs as; a container labelled with another one was left by another server's runs.
 
     Rules: a run is never executed again once a container may have run for it; the
     evidence is, in order, a final status on the server, the journal's REPORTED, a running
-    container, an exit code (container, then journal), an output file, the journal's STARTED.
+    container, an exit code (container, then journal), an output file, the journal's STARTED,
+    and the server's ``started_at`` when the journal has no record of the run at all.
+    A journal entry that describes another server's run of the same id (``stale_because``)
+    is no evidence: it is forgotten, with the task folder it names.
+    Every open run gets an action, or a note saying why it gets none (already queued or
+    running in this process): none is passed over in silence.
     """
     runs = {run.id: run for run in open_runs}
     busy = frozenset(in_process)
@@ -126,7 +133,14 @@ def reconcile(
             continue
         run = runs.get(run_id)
         task_id = _int_label(container, LABEL_TASK)
-        if run is None:
+        labelled = container.labels.get(LABEL_IDENTITY)
+        if identity is not None and labelled is not None and labelled != identity:
+            remove.append(container.id)
+            notes.append(
+                f"container {_short(container.id)} of run {run_id} was started for another server or node "
+                f"(identity {labelled}, now {identity})"
+            )
+        elif run is None:
             remove.append(container.id)
             notes.append(
                 f"container {_short(container.id)} of run {run_id}: the server lists no open run {run_id} "
@@ -144,17 +158,16 @@ def reconcile(
     actions: list[RunAction] = []
     for run_id in sorted(runs):
         if run_id in busy:
+            notes.append(f"run {run_id}: already queued or running in this process")
             continue
         run = runs[run_id]
         entry = journal.get(run_id)
-        stale = entry is not None and entry.task_id != run.task.id
-        if entry is not None and stale:
+        why_stale = stale_because(entry, run) if entry is not None else None
+        stale = why_stale is not None
+        if why_stale is not None:
             # Its output file is no evidence either: the folder too is the other run's.
             forget.append(run_id)
-            notes.append(
-                f"journal entry of run {run_id} is for task {entry.task_id}, but open run {run_id} belongs to "
-                f"task {run.task.id} (left from another server?)"
-            )
+            notes.append(f"journal entry of run {run_id} describes another run: {why_stale} (left from another server?)")
             entry = None
         container, extras = _pick(found.get(run_id, []), entry)
         cid = container.id if container is not None else None
@@ -241,6 +254,19 @@ def _decide(run: Run, entry: JournalEntry | None, container: ContainerInfo | Non
             log=(
                 "[v6node] the node lost track of this run's container, so its exit code is unknown; "
                 "the output it wrote is attached"
+            ),
+        )
+    if step is None and run.started_at is not None:
+        return act(
+            ActionKind.FAIL_LOST,
+            f"the server says it started at {run.started_at.isoformat()}, but this node has no record of it "
+            "(its journal was lost or set aside); failing it, not running it again",
+            container_id=cid,
+            status=RunStatus.FAILED,
+            log=(
+                "[v6node] this run was started before, but the node has no record of it (its journal was lost "
+                "or belonged to another server), so how it ended is unknown. It was not run again because it "
+                "may already have had side effects; create the task again."
             ),
         )
     if step is None or step is RunStep.RECEIVED:

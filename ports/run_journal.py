@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from v6node.domain.journal import JournalEntry, RunStep
+from datetime import datetime
+
+from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep
 from v6node.domain.status import RunStatus
 
 
@@ -17,10 +19,21 @@ class RunJournal(Protocol):
     cancelled may still have been applied: read the entry back when that matters.
     """
 
-    async def claim(self, run_id: int, task_id: int, *, job_id: int | None = None) -> bool:
+    async def bind(self, identity: JournalIdentity) -> JournalBinding:
+        """Make this the journal of ``identity`` (the server and node just logged in as).
+
+        A journal written for another identity, or one with entries and no identity (older
+        versions), is set aside whole (kept, never deleted) and a fresh one is used: its
+        records say nothing about this server's runs. Call before any other method.
+        """
+
+    async def claim(
+        self, run_id: int, task_id: int, *, job_id: int | None = None, assigned_at: datetime | None = None
+    ) -> bool:
         """Record that the run was received; False when it already was (never run it twice).
 
         Atomic: of any number of concurrent claims of one run, exactly one returns True.
+        ``assigned_at`` is the server's creation time of the run (see ``stale_because``).
         """
 
     async def advance(
@@ -36,7 +49,7 @@ class RunJournal(Protocol):
         """Move a claimed run to ``step`` (or record more at its current step).
 
         Fields given as None keep their value. ``STARTED`` counts a container start each
-        time it is recorded. ``JournalError`` for a run never claimed (or forgotten).
+        time it is recorded, and the first one sets ``started_at``. ``JournalError`` for a run never claimed (or forgotten).
         """
 
     async def get(self, run_id: int) -> JournalEntry | None:

@@ -604,6 +604,7 @@ def parse_run(body: dict[str, Any]) -> Run:
         blob_storage_used=bool(body.get("blob_storage_used") or False),
         started_at=parse_datetime(body.get("started_at")),
         finished_at=parse_datetime(body.get("finished_at")),
+        assigned_at=parse_datetime(body.get("assigned_at")),
     )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -11,18 +12,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
+
 from v6node.domain.errors import JournalError
-from v6node.domain.journal import JournalEntry, RunStep
+from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep
 from v6node.domain.status import RunStatus
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COLUMNS = (
     "run_id, task_id, job_id, step, container_id, exit_code, status, container_starts, "
-    "token, received_at, updated_at"
+    "token, received_at, updated_at, assigned_at, started_at"
 )
-_CREATE = """
+_CREATE_V1 = """
 CREATE TABLE run (
     run_id           INTEGER PRIMARY KEY,
     task_id          INTEGER NOT NULL,
@@ -37,6 +40,13 @@ CREATE TABLE run (
     updated_at       TEXT NOT NULL
 )
 """
+# Version 2: whom the journal belongs to, the server's creation time of each run (tells
+# it from another server's run with the same id) and when its container first started.
+_UPGRADE_TO_V2 = (
+    "ALTER TABLE run ADD COLUMN assigned_at TEXT",
+    "ALTER TABLE run ADD COLUMN started_at TEXT",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
 
 
 def _utc_now() -> datetime:
@@ -44,7 +54,7 @@ def _utc_now() -> datetime:
 
 
 def _entry(row: tuple[Any, ...]) -> JournalEntry:
-    run_id, task_id, job_id, step, container_id, exit_code, status, starts, token, received, updated = row
+    run_id, task_id, job_id, step, container_id, exit_code, status, starts, token, received, updated, assigned, started = row
     return JournalEntry(
         run_id=run_id,
         task_id=task_id,
@@ -57,7 +67,13 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
         token=token,
         received_at=datetime.fromisoformat(received),
         updated_at=datetime.fromisoformat(updated),
+        assigned_at=_datetime(assigned),
+        started_at=_datetime(started),
     )
+
+
+def _datetime(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 class SqliteRunJournal:
@@ -88,14 +104,28 @@ class SqliteRunJournal:
         self._closed = False
 
     # --- RunJournal --------------------------------------------------------------------------
-    async def claim(self, run_id: int, task_id: int, *, job_id: int | None = None) -> bool:
+    async def bind(self, identity: JournalIdentity) -> JournalBinding:
+        recorded, count = await self._call(self._identity_and_size)
+        if recorded == identity:
+            return JournalBinding(previous=identity)
+        if recorded is None and count == 0:
+            await self._call(lambda conn: self._record_identity(conn, identity))
+            return JournalBinding()
+        set_aside = await self._call(self._set_aside)
+        await self._call(lambda conn: self._record_identity(conn, identity))
+        return JournalBinding(previous=recorded, set_aside=set_aside, entries_set_aside=count)
+
+    async def claim(
+        self, run_id: int, task_id: int, *, job_id: int | None = None, assigned_at: datetime | None = None
+    ) -> bool:
         at = self._now().isoformat()
+        assigned = None if assigned_at is None else assigned_at.isoformat()
 
         def insert(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO run (run_id, task_id, job_id, step, container_starts, received_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 0, ?, ?)",
-                (run_id, task_id, job_id, int(RunStep.RECEIVED), at, at),
+                "INSERT OR IGNORE INTO run (run_id, task_id, job_id, step, container_starts, received_at, updated_at,"
+                " assigned_at) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                (run_id, task_id, job_id, int(RunStep.RECEIVED), at, at, assigned),
             )
             return cursor.rowcount == 1
 
@@ -123,7 +153,7 @@ class SqliteRunJournal:
                 entry = _entry(row).advance(step, updated_at=at, **changes)
                 conn.execute(
                     "UPDATE run SET step = ?, container_id = ?, exit_code = ?, status = ?,"
-                    " container_starts = ?, token = ?, updated_at = ? WHERE run_id = ?",
+                    " container_starts = ?, token = ?, updated_at = ?, started_at = ? WHERE run_id = ?",
                     (
                         int(entry.step),
                         entry.container_id,
@@ -132,6 +162,7 @@ class SqliteRunJournal:
                         entry.container_starts,
                         entry.token,
                         at.isoformat(),
+                        None if entry.started_at is None else entry.started_at.isoformat(),
                         run_id,
                     ),
                 )
@@ -162,6 +193,42 @@ class SqliteRunJournal:
         if self._executor is not None:
             self._executor.submit(self._close_connection).result()
             self._executor.shutdown(wait=True)
+
+    # --- identity (worker thread) ------------------------------------------------------------
+    @staticmethod
+    def _identity_and_size(conn: sqlite3.Connection) -> tuple[JournalIdentity | None, int]:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+        count = int(conn.execute("SELECT count(*) FROM run").fetchone()[0])
+        if row is None:
+            return None, count
+        try:
+            return JournalIdentity(**json.loads(row[0])), count
+        except (ValueError, TypeError):
+            return None, count  # unreadable: treated as a journal of someone else
+
+    @staticmethod
+    def _record_identity(conn: sqlite3.Connection, identity: JournalIdentity) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity', ?)",
+            (json.dumps(attrs.asdict(identity), sort_keys=True),),
+        )
+
+    def _set_aside(self, _conn: sqlite3.Connection) -> str:
+        """Close the file, rename it (with its WAL files) to ``journal.<UTC time>.sqlite``, start afresh."""
+        self._close_connection()
+        path = Path(self.path)
+        stamp = self._now().astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+        try:
+            for suffix in ("-wal", "-shm"):
+                side = Path(f"{path}{suffix}")
+                if side.exists():
+                    os.replace(side, f"{target}{suffix}")
+            os.replace(path, target)
+        except OSError as exc:
+            raise JournalError(f"cannot set the run journal {path} aside: {exc.strerror or exc}") from exc
+        self._conn = self._open()
+        return str(target)
 
     # --- the worker thread ----------------------------------------------------------------------
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -211,12 +278,15 @@ class SqliteRunJournal:
             if version == SCHEMA_VERSION:
                 return
             tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-            if version != 0 or tables:
+            if version == 0 and not tables:
+                conn.execute(_CREATE_V1)
+            elif version != 1:
                 raise JournalError(
                     f"the run journal {self.path} has schema version {version}, which this v6node "
                     f"(schema {SCHEMA_VERSION}) cannot read; was it written by another program or a newer v6node?"
                 )
-            conn.execute(_CREATE)
+            for statement in _UPGRADE_TO_V2:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod

@@ -85,6 +85,7 @@ class MemoryContainerRuntime:
         self.workspace = workspace
         self.local_images: dict[str, Program] = {}
         self.pullable: set[str] = set()
+        self.pull_attempts: list[str] = []  # every ensure_image call, in order
         self.containers: dict[str, FakeContainer] = {}
         self.started: list[ContainerSpec] = []
         self.networks: dict[str, dict[str, str]] = {}
@@ -130,6 +131,7 @@ class MemoryContainerRuntime:
         self.volumes.pop(name, None)
 
     async def ensure_image(self, image: str, require_pull: bool) -> str:
+        self.pull_attempts.append(image)
         if image in self.pullable:
             return "pulled"
         if image in self.local_images:

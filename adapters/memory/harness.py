@@ -100,15 +100,19 @@ class MemoryNodeHarness:
             connected.cancel()
             self._task.result()  # raises the start-up error
 
-    def restarted(self, config: NodeConfig | None = None) -> MemoryNodeHarness:
-        """A new node process on the same machine: same server, engine, disk, journal and clock."""
+    def restarted(self, config: NodeConfig | None = None, server: MemoryServerApi | None = None) -> MemoryNodeHarness:
+        """A new node process on the same machine: same engine, disk, journal and clock, and the
+        same server unless ``server`` is another one (a re-installed or reset server)."""
         twin = MemoryNodeHarness(config or self.config, timings=self.node.ctx.timings, cryptor_factory=self.node.ctx.cryptor_factory)
-        twin.clock, twin.server, twin.workspace, twin.runtime, twin.journal = (
-            self.clock, self.server, self.workspace, self.runtime, self.journal
-        )
-        twin.server.accepted_api_key = self.server.accepted_api_key
+        twin.clock, twin.workspace, twin.runtime, twin.journal = self.clock, self.workspace, self.runtime, self.journal
+        if server is None:
+            twin.server = self.server
+            twin.server.accepted_api_key = self.server.accepted_api_key
+        else:
+            twin.server = server
+        twin.events = MemoryEventStream(token_provider=twin.server.access_token)
         twin.node = Node(attrs.evolve(
-            self.node.ctx, events=twin.events, proxy=twin.proxy, config=twin.config
+            self.node.ctx, events=twin.events, proxy=twin.proxy, config=twin.config, server=twin.server
         ))
         return twin
 

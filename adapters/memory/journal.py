@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from v6node.domain.errors import JournalError
-from v6node.domain.journal import JournalEntry, RunStep
+from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep
 from v6node.domain.status import RunStatus
 
 
@@ -14,16 +14,34 @@ def _utc_now() -> datetime:
 
 
 class MemoryRunJournal:
+    """Test-side: ``set_aside`` holds (identity, entries) of each journal moved aside."""
+
     def __init__(self, *, now: Callable[[], datetime] = _utc_now) -> None:
         self._now = now
         self._entries: dict[int, JournalEntry] = {}
+        self.identity: JournalIdentity | None = None
+        self.set_aside: list[tuple[JournalIdentity | None, list[JournalEntry]]] = []
 
-    async def claim(self, run_id: int, task_id: int, *, job_id: int | None = None) -> bool:
+    async def bind(self, identity: JournalIdentity) -> JournalBinding:
+        recorded = self.identity
+        if recorded == identity:
+            return JournalBinding(previous=identity)
+        self.identity = identity
+        if recorded is None and not self._entries:
+            return JournalBinding()
+        entries = sorted(self._entries.values(), key=lambda e: e.run_id)
+        self.set_aside.append((recorded, entries))
+        self._entries = {}
+        return JournalBinding(previous=recorded, set_aside=f"memory #{len(self.set_aside)}", entries_set_aside=len(entries))
+
+    async def claim(
+        self, run_id: int, task_id: int, *, job_id: int | None = None, assigned_at: datetime | None = None
+    ) -> bool:
         if run_id in self._entries:
             return False
         at = self._now()
         self._entries[run_id] = JournalEntry(
-            run_id=run_id, task_id=task_id, job_id=job_id, received_at=at, updated_at=at
+            run_id=run_id, task_id=task_id, job_id=job_id, assigned_at=assigned_at, received_at=at, updated_at=at
         )
         return True
 

@@ -48,6 +48,7 @@ class StoredRun:
     result: str | None = None
     log: str | None = None
     blob_storage_used: bool = False
+    assigned_at: datetime | None = None
     patches: list[RunUpdate] = field(factory=list)
 
 
@@ -154,7 +155,9 @@ class MemoryServerApi:
         self.tasks[task_id] = task
         for org_id in organization_ids or (self.identity.organization_id,):
             run_id = next(self._ids)
-            self.runs[run_id] = StoredRun(run_id, task_id, org_id, stored_input, blob_storage_used=self.blob_store)
+            self.runs[run_id] = StoredRun(
+                run_id, task_id, org_id, stored_input, blob_storage_used=self.blob_store, assigned_at=self._now()
+            )
         return task
 
     def runs_of(self, task_id: int) -> list[StoredRun]:
@@ -257,6 +260,7 @@ class MemoryServerApi:
             blob_storage_used=stored.blob_storage_used,
             started_at=stored.started_at,
             finished_at=stored.finished_at,
+            assigned_at=stored.assigned_at,
         )
 
     async def get_run(self, run_id: int) -> Run:

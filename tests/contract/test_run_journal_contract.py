@@ -16,7 +16,7 @@ import pytest
 from v6node.adapters.journal.sqlite_run_journal import SCHEMA_VERSION, SqliteRunJournal
 from v6node.adapters.memory.journal import MemoryRunJournal
 from v6node.domain.errors import JournalError
-from v6node.domain.journal import JournalEntry, RunStep, StepBackwards
+from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep, StepBackwards
 from v6node.domain.status import RunStatus
 from v6node.ports.run_journal import RunJournal
 
@@ -162,7 +162,82 @@ async def test_concurrent_claims_and_advances_of_many_runs(journal: RunJournal):
     ]
 
 
+SERVER_A = JournalIdentity.of("http://127.0.0.1:7601/api", 5, 2, 1)
+SERVER_B = JournalIdentity.of("http://127.0.0.1:7602/api", 5, 2, 1)
+
+
+async def test_the_first_start_and_every_start_as_the_same_node_keep_the_journal(journal: RunJournal):
+    assert await journal.bind(SERVER_A) == JournalBinding()
+    await journal.claim(1, 10, job_id=10, assigned_at=T0)
+    assert await journal.bind(SERVER_A) == JournalBinding(previous=SERVER_A)
+    assert [(e.run_id, e.assigned_at) for e in await journal.entries()] == [(1, T0)]
+
+
+async def test_a_journal_of_another_server_is_set_aside_whole(journal: RunJournal):
+    await journal.bind(SERVER_A)
+    for run_id in (1, 2, 3):
+        await journal.claim(run_id, run_id)
+    binding = await journal.bind(SERVER_B)
+    assert (binding.previous, binding.entries_set_aside) == (SERVER_A, 3)
+    assert binding.set_aside
+    assert await journal.entries() == []
+    assert await journal.claim(1, 7) is True  # the other server's run 1 is new here
+    assert await journal.bind(SERVER_B) == JournalBinding(previous=SERVER_B)
+
+
+async def test_the_first_start_records_when_a_run_started(journal: RunJournal, clock: StepClock):
+    await journal.claim(1, 10)
+    first = await journal.advance(1, RunStep.STARTED, container_id="a")
+    again = await journal.advance(1, RunStep.STARTED, container_id="b")
+    assert first.started_at is not None and again.started_at == first.started_at
+    assert again.container_starts == 2
+
+
 # --- SQLite only ---------------------------------------------------------------------------------------
+async def test_a_journal_set_aside_is_kept_next_to_the_new_one(sqlite_path: Path, clock: StepClock):
+    journal = SqliteRunJournal(str(sqlite_path), now=clock)
+    try:
+        await journal.bind(SERVER_A)
+        await journal.claim(1, 10)
+        binding = await journal.bind(SERVER_B)
+        assert binding.set_aside is not None
+        kept = Path(binding.set_aside)
+        assert kept.parent == sqlite_path.parent
+        assert kept.name.startswith("journal.") and kept.name.endswith("Z.sqlite")
+        old = SqliteRunJournal(str(kept))
+        try:
+            assert [e.run_id for e in await old.entries()] == [1]
+            assert await old.bind(SERVER_A) == JournalBinding(previous=SERVER_A)
+        finally:
+            old.close()
+    finally:
+        journal.close()
+    reopened = SqliteRunJournal(str(sqlite_path))
+    try:
+        assert await reopened.bind(SERVER_B) == JournalBinding(previous=SERVER_B)
+        assert await reopened.entries() == []
+    finally:
+        reopened.close()
+
+
+async def test_a_version_1_journal_is_upgraded_and_set_aside_when_it_holds_runs(sqlite_path: Path):
+    sqlite_path.parent.mkdir(parents=True)
+    with sqlite3.connect(sqlite_path) as raw:
+        raw.execute(
+            "CREATE TABLE run (run_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, job_id INTEGER, step INTEGER NOT NULL,"
+            " container_id TEXT, exit_code INTEGER, status TEXT, container_starts INTEGER NOT NULL DEFAULT 0, token TEXT,"
+            " received_at TEXT NOT NULL, updated_at TEXT NOT NULL)"
+        )
+        raw.execute("INSERT INTO run VALUES (1, 1, 1, 4, 'c', 0, 'completed', 1, 't', ?, ?)", (T0.isoformat(), T0.isoformat()))
+        raw.execute("PRAGMA user_version = 1")
+    journal = SqliteRunJournal(str(sqlite_path))
+    try:
+        assert [e.run_id for e in await journal.entries()] == [1]
+        binding = await journal.bind(SERVER_A)
+        assert (binding.previous, binding.entries_set_aside) == (None, 1)
+        assert await journal.entries() == []
+    finally:
+        journal.close()
 async def test_reopening_the_file_preserves_everything(sqlite_path: Path, clock: StepClock):
     first = SqliteRunJournal(str(sqlite_path), now=clock)
     await first.claim(1, 10, job_id=4)
@@ -179,7 +254,7 @@ async def test_reopening_the_file_preserves_everything(sqlite_path: Path, clock:
         assert before[0] == JournalEntry(
             run_id=1, task_id=10, job_id=4, step=RunStep.REPORTED, container_id="abc", exit_code=0,
             status=RunStatus.COMPLETED, container_starts=1, token="tok",
-            received_at=T0, updated_at=T0 + timedelta(seconds=3),
+            received_at=T0, updated_at=T0 + timedelta(seconds=3), started_at=T0 + timedelta(seconds=1),
         )
         assert await second.claim(1, 10) is False
     finally:

@@ -73,7 +73,7 @@ def test_federated_mean_in_an_encrypted_collaboration(make_federation, start_nod
 def test_a_request_with_a_forged_token_is_refused_by_the_proxy(make_federation, start_node, docker_client):
     federation = make_federation(n_orgs=1)
     node = start_node(federation.nodes[0])
-    host, port = re.search(r"algorithms reach the proxy at ([\d.]+):(\d+)", node.output).groups()
+    host, port = re.search(r"algorithm proxy at ([\d.]+):(\d+)", node.output).groups()
     network = f"vantage6-{node.name}-user-net"
     forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJmb3JnZWQifQ.c2lnbmF0dXJl"
     script = (

@@ -15,7 +15,7 @@ import yaml
 from tests.rig.paths import image
 from tests.rig.server import NodeCredentials, RealServer
 
-READY_MARK = "ready; algorithms reach the proxy"
+READY_MARK = "ready; algorithm proxy at "
 
 
 def node_config(server: RealServer, node: NodeCredentials, data_dir: Path, **extra: Any) -> dict[str, Any]:

@@ -611,6 +611,32 @@ async def test_start_checks_that_algorithms_reach_the_proxy():
         assert h.runtime.alive() == []
 
 
+async def test_a_check_image_that_is_not_local_is_never_pulled_and_the_ready_line_says_so(caplog):
+    caplog.set_level("INFO", logger="v6node")
+    h = MemoryNodeHarness(default_config(proxy_check_image="busybox:stable"))
+    async with h:
+        pass
+    assert h.runtime.pull_attempts == [] and h.runtime.started == []
+    assert "proxy reachability check skipped: the image busybox:stable is not present locally" in caplog.text
+    assert "(reachability not checked: busybox:stable is not present locally)" in caplog.text
+
+
+async def test_the_ready_line_says_the_proxy_was_checked(caplog):
+    caplog.set_level("INFO", logger="v6node")
+
+    async def probe(call):
+        call.log('{"status": "ok"}')
+        return 0
+
+    h = MemoryNodeHarness(default_config(proxy_check_image="probe:1"))
+    h.runtime.add_image("probe:1", probe)
+    async with h:
+        pass
+    assert h.runtime.pull_attempts == []
+    assert "ready; algorithm proxy at " in caplog.text
+    assert "(reachable from a container on the algorithm network)" in caplog.text
+
+
 async def test_start_fails_clearly_when_algorithms_cannot_reach_the_proxy():
     async def unreachable(call):
         call.log("wget: can't connect to remote host: Connection refused")
@@ -1151,3 +1177,79 @@ async def test_an_input_over_max_input_size_fails_the_run_without_starting_it():
     assert "the run's input is larger than this node takes (64 bytes, max_input_size)" in run.log
     assert small == RunStatus.COMPLETED
     assert len(h.runtime.started) == 1
+
+
+# --- the journal belongs to one server and node -----------------------------------------------------------
+def fresh_server(h):
+    """Another server as a re-install leaves it: empty, handing out the same ids again."""
+    from v6node.adapters.memory.server_api import MemoryServerApi
+
+    return MemoryServerApi(api_key=h.config.api_key, clock=h.clock)
+
+
+async def test_the_same_node_against_another_server_with_the_same_ids_runs_its_tasks(caplog):
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    async with h:
+        first = [(await run_one(h, IMAGE))[1].id for _ in range(3)]
+    server_b = fresh_server(h)
+    h2 = h.restarted(attrs.evolve(h.config, server_url="http://server-b.invalid", port=7602), server=server_b)
+    async with h2:
+        again = [await run_one(h2, IMAGE) for _ in range(3)]
+    assert [status for status, _ in again] == [RunStatus.COMPLETED] * 3
+    assert [run.id for _, run in again] == first  # the ids collide
+    # B's runs carry B's results only: each was started and reported once, on B.
+    assert all([p.status for p in run.patches] == [None, RunStatus.ACTIVE, RunStatus.COMPLETED] for _, run in again)
+    assert all([p.status for p in h.server.runs[run_id].patches][-1] == RunStatus.COMPLETED for run_id in first)
+    assert len(h.runtime.started) == 6
+    (previous, entries), = h.journal.set_aside
+    assert previous.server == "http://server.invalid:80/api" and [e.run_id for e in entries] == first
+    warning = next(r.getMessage() for r in caplog.records if "the run journal was written for" in r.getMessage())
+    assert "at http://server.invalid:80/api" in warning and "at http://server-b.invalid:7602/api" in warning
+    assert "none of its 3 record(s) is reported to this server" in warning
+
+
+async def test_a_server_reset_at_the_same_address_is_told_apart_run_by_run():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    async with h:
+        before = [(await run_one(h, IMAGE))[1].id for _ in range(2)]
+    await h.clock.advance(3600)  # the reset server creates its runs later
+    h2 = h.restarted(server=fresh_server(h))
+    async with h2:
+        after = [await run_one(h2, IMAGE) for _ in range(2)]
+    assert [run.id for _, run in after] == before
+    assert [status for status, _ in after] == [RunStatus.COMPLETED] * 2
+    assert h.journal.set_aside == []  # same server and node: the journal stays, its stale records do not
+    assert len(h.runtime.started) == 4
+
+
+async def test_a_new_task_for_a_run_known_from_before_is_left_to_a_sync_and_logged(caplog):
+    caplog.set_level("INFO", logger="v6node")
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    async with h:
+        task = h.server.create_task(IMAGE)
+        run_id = h.server.our_run(task.id).id
+        await h.journal.claim(run_id, task.id, job_id=task.job_id, assigned_at=h.server.runs[run_id].assigned_at)
+        h.events.push(NewTask(task.id))
+        # Received but never started: the reconciliation the node asks for starts it.
+        assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert f"run {run_id} is in the journal from before (received)" in caplog.text
+
+
+async def test_a_run_the_server_says_was_started_but_the_journal_never_saw_is_failed_not_rerun():
+    from datetime import timedelta
+
+    from v6node.domain.events import SyncRequested
+
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    task = h.server.create_task(IMAGE)
+    stored = h.server.our_run(task.id)
+    stored.started_at, stored.status = h.clock.now() - timedelta(minutes=5), RunStatus.ACTIVE
+    async with h:
+        h.events.push(SyncRequested())
+        assert await h.until_run_finished(task.id) == RunStatus.FAILED
+    assert "the node has no record of it" in stored.log
+    assert h.runtime.started == []

@@ -328,3 +328,51 @@ def test_reconcile_is_pure():
         for alias in node.names
     }
     assert imported <= {"__future__", "collections", "datetime", "enum", "functools", "typing", "attrs", "v6node"}
+
+
+# --- no open run is passed over in silence --------------------------------------------------------------
+def _every_situation():
+    """Every combination of what the server, the journal, the engine and the disk can say about one run."""
+    import itertools
+
+    server_states = [
+        run(), run(status=RunStatus.ACTIVE), run(status=RunStatus.COMPLETED),
+        evolve_run(run(status=RunStatus.ACTIVE), started_at=T0),
+    ]
+    entries = [None, *(entry(step) for step in RunStep), entry(RunStep.REPORTED, status=RunStatus.COMPLETED),
+               entry(RunStep.EXITED, exit_code=3), entry(RunStep.STARTED, task_id=99),
+               entry(RunStep.REPORTED, job_id=5, status=RunStatus.CRASHED)]
+    engines = [[], [running()], [exited(0)], [exited(1)], [created()], [running(), exited(0, "c-2")],
+               [container("c-other", task_id=42, exit_code=0)]]
+    for server, journal_entry, found, output, busy in itertools.product(
+        server_states, entries, engines, (False, True), (False, True)
+    ):
+        yield server, journal_entry, found, output, busy
+
+
+def evolve_run(value: Run, **changes: object) -> Run:
+    import attrs
+
+    return attrs.evolve(value, **changes)
+
+
+def test_every_open_run_gets_an_action_or_a_note_saying_why_not():
+    walked = 0
+    for server, journal_entry, found, output, busy in _every_situation():
+        plan = reconcile(
+            [server],
+            [journal_entry] if journal_entry is not None else [],
+            found,
+            [R] if output else [],
+            task_folders=[R],
+            in_process=[R] if busy else [],
+        )
+        acted = plan.action_for(R) is not None
+        noted = any(note.startswith(f"run {R}:") for note in plan.notes)
+        assert acted != noted, (server, journal_entry, found, output, busy, plan)
+        assert acted or busy  # only a run this process already holds goes without an action
+        action = plan.action_for(R)
+        if action is not None and action.kind is not ActionKind.START:
+            assert action.reason.startswith(f"run {R}: ")  # the node logs it
+        walked += 1
+    assert walked == 4 * 9 * 7 * 2 * 2
