@@ -17,6 +17,7 @@ from v6node.app.streams import through_thread
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
     DATABASE_COPIES,
+    LABEL_RUN,
     RUN_CONTEXT_FILE,
     AlgorithmSettings,
     build_container_spec,
@@ -26,7 +27,7 @@ from v6node.domain.containers import (
     run_context,
     tmp_volume_name,
 )
-from v6node.domain.containers import ContainerExit
+from v6node.domain.containers import ContainerExit, ContainerSpec
 from v6node.domain.errors import (
     ContainerNotFound,
     ContainerStartFailed,
@@ -291,7 +292,7 @@ class ExecuteRun:
         engine_lost = False
         while True:
             try:
-                exit_, timed_out = await self._wait(container_id)
+                exit_, timed_out = await self._wait(run, container_id)
                 logs = await self.runtime.logs(container_id, self.settings.limits.log_size)
                 break
             except RuntimeUnavailable as exc:
@@ -351,13 +352,20 @@ class ExecuteRun:
             )
         return ""
 
-    async def _wait(self, container_id: str) -> tuple[ContainerExit, bool]:
-        """The container's exit, and whether it was stopped for running past the time limit."""
+    async def _wait(self, run: Run, container_id: str) -> tuple[ContainerExit, bool]:
+        """The container's exit, and whether it was stopped for running past the time limit.
+
+        The limit counts from the run's first start as the journal recorded it, so neither an
+        engine outage nor a restart of the node gives the algorithm more time.
+        """
         seconds = self.settings.limits.seconds
         if seconds is None:
             return await self.runtime.wait(container_id), False
+        entry = await self.journal.get(run.id)
+        since = entry.started_at if entry is not None and entry.started_at is not None else self.clock.now()
+        left = seconds - (self.clock.now() - since).total_seconds()
         waiting = asyncio.create_task(self.runtime.wait(container_id))
-        deadline = asyncio.create_task(self.clock.sleep(seconds))
+        deadline = asyncio.create_task(self.clock.sleep(max(left, 0.0)))
         try:
             done, _ = await asyncio.wait({waiting, deadline}, return_when=asyncio.FIRST_COMPLETED)
             if waiting in done:
@@ -397,7 +405,7 @@ class ExecuteRun:
         if active is not None and active.killed:
             raise RunEnded(RunStatus.KILLED, "killed by user before the algorithm started")
         try:
-            container_id = await self.runtime.run(spec)
+            container_id = await self._run_container(run, spec)
         except ContainerStartFailed as exc:
             raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
         if active is not None:
@@ -405,6 +413,25 @@ class ExecuteRun:
         await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id, token=token)
         log.info("run %s (task %s) started: %s in container %s", run.id, run.task.id, run.task.image, container_id[:12])
         return container_id
+
+    async def _run_container(self, run: Run, spec: ContainerSpec) -> str:
+        """Start the container; while the engine is away, wait for it and try again.
+
+        The engine may have started the container before it went away (the answer was
+        lost): such a container is taken as the run's own, never started a second time.
+        One that was created but not started is removed, so its name is free again.
+        """
+        while True:
+            try:
+                return await self.runtime.run(spec)
+            except RuntimeUnavailable as exc:
+                log.warning("run %s: the Docker engine went away while its container was started (%s); waiting for it", run.id, exc)
+            await until_done(self.runtime.ping, self.clock, log, f"reaching the Docker engine to start run {run.id}")
+            for found in await self.runtime.list({**managed_labels(self.settings.node_name), LABEL_RUN: str(run.id)}):
+                if found.running or found.exit_code is not None:
+                    log.info("run %s: the engine had started its container %s before it went away", run.id, found.id[:12])
+                    return found.id
+                await self.runtime.remove(found.id)
 
     async def _mark_started(self, run: Run) -> None:
         try:

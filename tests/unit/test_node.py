@@ -1253,3 +1253,63 @@ async def test_a_run_the_server_says_was_started_but_the_journal_never_saw_is_fa
         assert await h.until_run_finished(task.id) == RunStatus.FAILED
     assert "the node has no record of it" in stored.log
     assert h.runtime.started == []
+
+
+def engine_away_at_start(h, after_start: bool):
+    """The engine goes away during the first container start: before creating it, or after
+    starting it with the answer lost. It is back at the next ping."""
+    run = h.runtime.run
+    calls = 0
+
+    async def flaky_run(spec):
+        nonlocal calls
+        calls += 1
+        if calls == 1 and spec.labels.get("run_id"):
+            if after_start:
+                await run(spec)
+            h.runtime.available = False
+            raise RuntimeUnavailable("starting the container: the Docker engine cannot be reached")
+        return await run(spec)
+
+    h.runtime.run = flaky_run
+
+
+@pytest.mark.parametrize("after_start", [False, True], ids=["before-it-was-created", "after-it-started"])
+async def test_an_engine_outage_during_a_container_start_is_waited_out_and_the_run_completes(after_start):
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    engine_away_at_start(h, after_start)
+    async with h:
+        asleep = h.clock.sleepers
+        task = h.server.create_task(IMAGE)
+        h.events.push(NewTask(task.id))
+        await h.until(lambda: h.clock.sleepers > asleep)  # waiting for the engine, not giving up
+        h.runtime.available = True
+        await h.clock.advance(1)
+        assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert len(h.runtime.started) == 1  # one container, never a second start
+    assert (await h.journal.get(h.server.our_run(task.id).id)).container_starts == 1
+
+
+async def test_the_time_limit_counts_from_the_first_start_across_a_node_restart():
+    limits = AlgorithmLimits(seconds=60)
+    started = asyncio.Event()
+
+    async def endless(call):
+        started.set()
+        await asyncio.Event().wait()
+        return 0
+
+    h = MemoryNodeHarness(default_config(limits=limits))
+    h.runtime.add_image("endless:1", endless)
+    task = await crash_while_running(h, "endless:1", started.wait)
+    await h.clock.advance(45)  # the node is down for 45 of the run's 60 seconds
+    h2 = h.restarted()
+    async with h2:
+        asleep = h2.clock.sleepers  # the node's own loops
+        h2.events.push(SyncRequested())
+        run = h.server.our_run(task.id)
+        await h2.until(lambda: h2.clock.sleepers > asleep)  # re-attached, and its deadline set
+        await h2.clock.advance(16)  # 61 s after the first start, 16 s after the restart
+        assert await h2.until_run_finished(task.id) == RunStatus.FAILED
+    assert "stopped after 60 s (algorithm_time_limit)" in run.log
