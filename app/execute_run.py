@@ -17,7 +17,11 @@ from v6node.app.streams import through_thread
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
     DATABASE_COPIES,
+    LABEL_IDENTITY,
+    LABEL_MANAGED_BY,
     LABEL_RUN,
+    LABEL_RUN_ASSIGNED,
+    LABEL_TASK,
     RUN_CONTEXT_FILE,
     AlgorithmSettings,
     build_container_spec,
@@ -76,6 +80,12 @@ _SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
 
 def _joined(*parts: str) -> str:
     return "\n".join(part.rstrip("\n") for part in parts if part)
+
+
+def _own_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels that single out a run's own container (not one of a run of the same id elsewhere)."""
+    keys = (LABEL_MANAGED_BY, LABEL_RUN, LABEL_TASK, LABEL_IDENTITY, LABEL_RUN_ASSIGNED)
+    return {key: labels[key] for key in keys if key in labels}
 
 
 async def _nothing() -> AsyncIterator[bytes]:
@@ -427,7 +437,7 @@ class ExecuteRun:
             except RuntimeUnavailable as exc:
                 log.warning("run %s: the Docker engine went away while its container was started (%s); waiting for it", run.id, exc)
             await until_done(self.runtime.ping, self.clock, log, f"reaching the Docker engine to start run {run.id}")
-            for found in await self.runtime.list({**managed_labels(self.settings.node_name), LABEL_RUN: str(run.id)}):
+            for found in await self.runtime.list(_own_labels(spec.labels)):
                 if found.running or found.exit_code is not None:
                     log.info("run %s: the engine had started its container %s before it went away", run.id, found.id[:12])
                     return found.id

@@ -31,6 +31,7 @@ LABEL_RUN = "run_id"
 LABEL_TASK = "task_id"
 LABEL_MANAGED_BY = "v6node.node"
 LABEL_IDENTITY = "v6node.identity"  # JournalIdentity.fingerprint: which server and node started it
+LABEL_RUN_ASSIGNED = "v6node.run_assigned_at"  # the server's creation time of the run it runs
 
 
 @frozen
@@ -176,6 +177,8 @@ def run_labels(node_name: str, run: Run, identity: str | None = None) -> dict[st
     }
     if identity is not None:
         labels[LABEL_IDENTITY] = identity
+    if run.assigned_at is not None:
+        labels[LABEL_RUN_ASSIGNED] = run.assigned_at.isoformat()
     return labels
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from attrs import frozen
 
-from v6node.domain.containers import LABEL_IDENTITY, LABEL_RUN, LABEL_TASK, ContainerInfo
+from v6node.domain.containers import LABEL_IDENTITY, LABEL_RUN, LABEL_RUN_ASSIGNED, LABEL_TASK, ContainerInfo
 from v6node.domain.journal import JournalEntry, RunStep, stale_because
 from v6node.domain.model import Run
 from v6node.domain.status import RunStatus
@@ -152,6 +152,12 @@ def reconcile(
                 f"container {_short(container.id)} is labelled run {run_id} of task {task_id}, but open run "
                 f"{run_id} belongs to task {run.task.id} (left from another server?)"
             )
+        elif _other_run_created(container, run):
+            remove.append(container.id)
+            notes.append(
+                f"container {_short(container.id)} ran a run {run_id} created at {container.labels[LABEL_RUN_ASSIGNED]}, "
+                f"but open run {run_id} was created at {_iso(run.assigned_at)} (left from a reset server?)"
+            )
         else:
             found[run_id].append(container)
 
@@ -165,10 +171,13 @@ def reconcile(
         why_stale = stale_because(entry, run) if entry is not None else None
         stale = why_stale is not None
         if why_stale is not None:
-            # Its output file is no evidence either: the folder too is the other run's.
+            # Its output file and its containers are no evidence either: they were the other run's.
             forget.append(run_id)
             notes.append(f"journal entry of run {run_id} describes another run: {why_stale} (left from another server?)")
             entry = None
+            for other in found.pop(run_id, []):
+                remove.append(other.id)
+                notes.append(f"container {_short(other.id)} of run {run_id} belongs to the run the stale entry describes")
         container, extras = _pick(found.get(run_id, []), entry)
         cid = container.id if container is not None else None
         for extra in extras:
@@ -359,6 +368,15 @@ def _updated_since(entry: JournalEntry, moment: datetime | None) -> bool:
 def _int_label(container: ContainerInfo, label: str) -> int | None:
     value = container.labels.get(label, "")
     return int(value) if value.isdigit() else None
+
+
+def _other_run_created(container: ContainerInfo, run: Run) -> bool:
+    labelled = container.labels.get(LABEL_RUN_ASSIGNED)
+    return labelled is not None and run.assigned_at is not None and labelled != run.assigned_at.isoformat()
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else "?"
 
 
 def _short(container_id: str | None) -> str:

@@ -376,3 +376,28 @@ def test_every_open_run_gets_an_action_or_a_note_saying_why_not():
             assert action.reason.startswith(f"run {R}: ")  # the node logs it
         walked += 1
     assert walked == 4 * 9 * 7 * 2 * 2
+
+
+def test_a_container_of_an_earlier_run_with_the_same_ids_is_a_leftover_not_the_runs_container():
+    from v6node.domain.containers import LABEL_RUN_ASSIGNED
+
+    now = evolve_run(run(status=RunStatus.PENDING), assigned_at=T0 + timedelta(hours=1))
+    old = container("c-old", running=True)
+    old = ContainerInfo(old.id, old.name, {**old.labels, LABEL_RUN_ASSIGNED: T0.isoformat()}, running=True)
+
+    plan = reconcile([now], [], [old])
+
+    assert plan.containers_to_remove == ("c-old",)
+    assert plan.action_for(R).kind is ActionKind.START
+    assert any("left from a reset server?" in note for note in plan.notes)
+
+
+def test_the_containers_of_a_stale_journal_entry_go_with_it():
+    now = evolve_run(run(), assigned_at=T0 + timedelta(hours=1))
+    stale = entry(RunStep.STARTED, container_id="c-old", assigned_at=T0)
+
+    plan = reconcile([now], [stale], [running("c-old")])
+
+    assert plan.entries_to_forget == (R,)
+    assert plan.containers_to_remove == ("c-old",)
+    assert plan.action_for(R).kind is ActionKind.START
