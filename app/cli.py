@@ -26,7 +26,14 @@ from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
 from v6node.domain.model import TaskRef
 from v6node.domain.policy import PolicyDecision
-from v6node.domain.errors import AuthenticationFailed, ConfigError, NodeAlreadyRunning, NodeError, RuntimeUnavailable
+from v6node.domain.errors import (
+    AuthenticationFailed,
+    CleanupIncomplete,
+    ConfigError,
+    NodeAlreadyRunning,
+    NodeError,
+    RuntimeUnavailable,
+)
 
 log = logging.getLogger("v6node")
 
@@ -37,6 +44,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (NodeAlreadyRunning, 2),
     (AuthenticationFailed, 3),
     (RuntimeUnavailable, 4),
+    (CleanupIncomplete, 5),
     (NodeError, 1),
 )
 

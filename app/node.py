@@ -17,14 +17,23 @@ from v6node.app.execute_run import ExecuteRun
 from v6node.app.retry import backoff_delays, until_done
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
+    LABEL_MANAGED_BY,
     AlgorithmSettings,
+    job_of_tmp_volume,
     managed_labels,
     network_name,
     proxy_check_spec,
     stable_proxy_port,
     tmp_volume_name,
 )
-from v6node.domain.errors import AuthenticationFailed, NodeError, NotConnected
+from v6node.domain.errors import (
+    AuthenticationFailed,
+    CleanupIncomplete,
+    NodeError,
+    NotConnected,
+    ResourcesLeft,
+    ServerRejected,
+)
 from v6node.domain.events import (
     Connected,
     Disconnected,
@@ -141,6 +150,7 @@ class Node:
         await self.setup_encryption()
         assert self.identity is not None and self.cryptor is not None
         journal_identity = await self._bind_journal(self.identity)
+        await self._find_leftover_volumes()
         labels = managed_labels(self.config.name)
         network = network_name(self.config.name)
         gateway = await ctx.runtime.ensure_network(network, labels)
@@ -201,6 +211,16 @@ class Node:
         for run_id in await self.ctx.workspace.run_ids():
             await self.ctx.workspace.remove(run_id)
         return me
+
+    async def _find_leftover_volumes(self) -> None:
+        """Temporary volumes an earlier process left (a crash, a clean-up that failed) go once their
+        job is finished, like those of this process (``_remove_job_volumes``, after each sync)."""
+        if self.config.keep_task_folders:
+            return
+        for volume in await self.ctx.runtime.list_volumes(managed_labels(self.config.name)):
+            job_id = job_of_tmp_volume(self.config.name, volume)
+            if job_id is not None:
+                self._jobs_with_volume.add(job_id)
 
     async def _start_proxy(self, host: str) -> int:
         """The configured port, or this node's stable one, so re-attached algorithms find it again."""
@@ -559,15 +579,26 @@ class Node:
                 log.error("could not report the interrupted runs in time; they are reported at the next start")
         with contextlib.suppress(NodeError):
             await self.ctx.events.close()
+        left: list[str] = []
         try:
             removed = await self.ctx.runtime.remove_labelled(managed_labels(self.config.name))
             log.info("cleanup: removed %d container(s), network(s) and volume(s)", removed)
+        except ResourcesLeft as exc:
+            left.extend(exc.left)
         except NodeError as exc:
-            log.error("cleanup: could not remove the node's Docker resources: %s", exc)
+            left.append(f"every container, network and volume labelled {LABEL_MANAGED_BY}={self.config.name} ({exc})")
         for run_id in await self.ctx.workspace.run_ids():
-            with contextlib.suppress(OSError):
+            try:
                 await self.ctx.workspace.remove(run_id)
+            except OSError as exc:
+                left.append(f"the task folder of run {run_id} ({exc.strerror or exc})")
+        left.extend(f"the task folder of run {run_id}" for run_id in await self.ctx.workspace.run_ids())
         await self.ctx.proxy.stop()
+        if left:
+            raise CleanupIncomplete(
+                "the node stopped, but could not remove: " + "; ".join(dict.fromkeys(left))
+                + ". The next start removes these leftovers; or remove them by hand."
+            )
 
     def _spawn(self, coro, name: str) -> None:
         if self._group is not None:
@@ -646,6 +677,7 @@ class Node:
             self._sync_wanted.clear()
             try:
                 await self.sync_task_queue_with_server()
+                await self._remove_job_volumes()
                 if self._share_details_wanted:
                     self._share_details_wanted = False
                     await self.share_node_details()
@@ -702,8 +734,14 @@ class Node:
             # run, and without this they would all ask the server about the same jobs at once.
             self._jobs_with_volume.discard(job_id)
             try:
-                root = await self.ctx.server.get_task(job_id)
-                if root.status is None or not has_finished(root.status):
+                try:
+                    root = await self.ctx.server.get_task(job_id)
+                    finished = root.status is not None and has_finished(root.status)
+                except ServerRejected as exc:
+                    if exc.status != 404:
+                        raise
+                    finished = True  # the server knows no such job: nothing will use the volume again
+                if not finished:
                     self._jobs_with_volume.add(job_id)
                     continue
                 await self.ctx.runtime.remove_volume(tmp_volume_name(self.config.name, job_id, 0))

@@ -140,6 +140,15 @@ def tmp_volume_name(node_name: str, job_id: int | None, run_id: int) -> str:
     return f"vantage6-{node_name}-user-{key}-tmpvol"
 
 
+def job_of_tmp_volume(node_name: str, volume: str) -> int | None:
+    """The job a temporary volume of this node belongs to (None for a run's own volume, or another name)."""
+    prefix, suffix = f"vantage6-{node_name}-user-", "-tmpvol"
+    if not (volume.startswith(prefix) and volume.endswith(suffix)):
+        return None
+    key = volume[len(prefix) : -len(suffix)]
+    return int(key) if key.isdigit() else None
+
+
 def proxy_check_spec(node_name: str, image: str, network: str, host: str, port: int) -> ContainerSpec:
     """A throw-away container on the algorithm network that asks the proxy for /health."""
     return ContainerSpec(

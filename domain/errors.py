@@ -89,6 +89,19 @@ class ContainerNotFound(ContainerError):
     """No container with that id exists (any more)."""
 
 
+class ResourcesLeft(ContainerError):
+    """A clean-up removed what it could; ``left`` says what stays and why."""
+
+    def __init__(self, left: list[str], removed: int) -> None:
+        self.left = tuple(left)
+        self.removed = removed
+        super().__init__(f"removed {removed}, but could not remove: {'; '.join(left)}")
+
+
+class CleanupIncomplete(NodeError):
+    """The node stopped, but some of what it made is still there (listed in the message)."""
+
+
 # --- run preparation -------------------------------------------------------------------
 class CryptoError(NodeError):
     """Data could not be encrypted or decrypted."""

@@ -37,6 +37,9 @@ class ContainerRuntime(Protocol):
     async def remove_volume(self, name: str) -> None:
         """Remove a volume; a volume that is already gone is not an error."""
 
+    async def list_volumes(self, labels: dict[str, str]) -> list[str]:
+        """Names of the volumes carrying all of ``labels``."""
+
     async def ensure_image(self, image: str, require_pull: bool) -> str:
         """Pull ``image``; fall back to a local copy when ``require_pull`` is false.
 
@@ -66,4 +69,9 @@ class ContainerRuntime(Protocol):
         """Containers (running or not) carrying all of ``labels``."""
 
     async def remove_labelled(self, labels: dict[str, str]) -> int:
-        """Remove every container, then network and volume with ``labels``; returns how many."""
+        """Remove every container, then network and volume with ``labels``; returns how many.
+
+        A network is removed only once the containers on it are gone. Everything is tried;
+        what could not be removed is raised at the end as ``ResourcesLeft`` (``left`` names
+        each item and why). ``RuntimeUnavailable`` when the engine cannot be reached.
+        """

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -27,6 +28,7 @@ from v6node.domain.errors import (
     ContainerNotFound,
     ContainerStartFailed,
     ImageNotFound,
+    ResourcesLeft,
     RuntimeUnavailable,
 )
 
@@ -38,6 +40,8 @@ _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 # The node's networks: no route out (internal) and no traffic between containers.
 _NO_ICC = "com.docker.network.bridge.enable_icc"
 _NETWORK_OPTIONS = {_NO_ICC: "false"}
+# How long a network removal waits for the engine to release the endpoints of removed containers.
+_NETWORK_RELEASE_SECONDS = 20.0
 
 
 # The engine did not answer (socket missing, refused, timed out) or broke off an answer
@@ -291,6 +295,13 @@ class DockerContainerRuntime:
             except docker.errors.NotFound:
                 pass
 
+    async def list_volumes(self, labels: dict[str, str]) -> list[str]:
+        return await self._call(self._list_volumes, labels)
+
+    def _list_volumes(self, labels: dict[str, str]) -> list[str]:
+        with _docker_errors("listing volumes"):
+            return sorted(v["Name"] for v in self._api.volumes(filters=_label_filter(labels)).get("Volumes") or [])
+
     async def ensure_image(self, image: str, require_pull: bool) -> str:
         return await self._call(self._ensure_image, image, require_pull)
 
@@ -490,30 +501,47 @@ class DockerContainerRuntime:
         return await self._call(self._remove_labelled, labels)
 
     def _remove_labelled(self, labels: dict[str, str]) -> int:
+        """Containers first (networks and volumes are in use until they are gone), then the rest;
+        everything is tried, and what stays is raised together as ``ResourcesLeft``."""
         removed = 0
+        left: list[str] = []
         for info in self._list(labels):
-            if self._remove(info.id):
-                removed += 1
-            else:
-                # Another call (a run's own clean-up) may be removing it right now; until it
-                # is gone its network endpoint and volumes are in use.
-                self._wait_removed(info.id)
+            try:
+                if self._remove(info.id):
+                    removed += 1
+                else:
+                    # Another call (a run's own clean-up) may be removing it right now; until it
+                    # is gone its network endpoint and volumes are in use.
+                    self._wait_removed(info.id)
+            except RuntimeUnavailable:
+                raise
+            except ContainerError as exc:
+                left.append(f"container {info.name} ({exc})")
         api = self._api
-        with _docker_errors("removing labelled networks"):
-            for summary in api.networks(filters=_label_filter(labels)):
-                removed += self._remove_network(summary["Id"])
-        with _docker_errors("removing labelled volumes"):
-            for volume in api.volumes(filters=_label_filter(labels)).get("Volumes") or []:
-                try:
+        with _docker_errors("listing labelled networks"):
+            networks = api.networks(filters=_label_filter(labels))
+        for summary in networks:
+            try:
+                removed += self._remove_network(summary["Id"], summary.get("Name") or summary["Id"][:12])
+            except RuntimeUnavailable:
+                raise
+            except ContainerError as exc:
+                left.append(f"network {summary.get('Name')} ({exc})")
+        with _docker_errors("listing labelled volumes"):
+            volumes = api.volumes(filters=_label_filter(labels)).get("Volumes") or []
+        for volume in volumes:
+            try:
+                with _docker_errors(f"removing volume {volume['Name']}"):
                     api.remove_volume(volume["Name"])
-                except docker.errors.NotFound:
-                    continue
-                except docker.errors.APIError as exc:
-                    if _status_code(exc) != 409:
-                        raise
-                    log.warning("volume %s is still in use and was kept: %s", volume["Name"], exc.explanation)
-                    continue
                 removed += 1
+            except ContainerNotFound:
+                continue
+            except RuntimeUnavailable:
+                raise
+            except ContainerError as exc:
+                left.append(f"volume {volume['Name']} ({exc})")
+        if left:
+            raise ResourcesLeft(left, removed)
         return removed
 
     def _wait_removed(self, container_id: str) -> None:
@@ -521,16 +549,24 @@ class DockerContainerRuntime:
             with suppress(docker.errors.NotFound):
                 self._api.wait(container_id, timeout=self._timeout, condition="removed")
 
-    def _remove_network(self, network_id: str) -> int:
+    def _remove_network(self, network_id: str, name: str) -> int:
+        """Disconnect what is still attached, then remove; the engine may hold an endpoint for a
+        moment after its container is gone ("has active endpoints"), so that is tried again
+        for a bounded time."""
         api = self._api
-        try:
-            attached = api.inspect_network(network_id).get("Containers") or {}
-            for container_id in attached:
+        deadline = time.monotonic() + _NETWORK_RELEASE_SECONDS
+        with _docker_errors(f"removing network {name}"):
+            while True:
                 try:
-                    api.disconnect_container_from_network(container_id, network_id, force=True)
+                    attached = api.inspect_network(network_id).get("Containers") or {}
+                    for container_id in attached:
+                        with suppress(docker.errors.NotFound):
+                            api.disconnect_container_from_network(container_id, network_id, force=True)
+                    api.remove_network(network_id)
+                    return 1
                 except docker.errors.NotFound:
-                    pass
-            api.remove_network(network_id)
-        except docker.errors.NotFound:
-            return 0
-        return 1
+                    return 0
+                except docker.errors.APIError as exc:
+                    if _status_code(exc) not in (403, 409) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.2)

@@ -130,6 +130,9 @@ class MemoryContainerRuntime:
     async def remove_volume(self, name: str) -> None:
         self.volumes.pop(name, None)
 
+    async def list_volumes(self, labels: dict[str, str]) -> list[str]:
+        return sorted(name for name, found in self.volumes.items() if labels.items() <= found.items())
+
     async def ensure_image(self, image: str, require_pull: bool) -> str:
         self.pull_attempts.append(image)
         if image in self.pullable:

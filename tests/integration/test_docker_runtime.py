@@ -236,7 +236,7 @@ async def test_a_read_only_root_leaves_a_writable_tmpfs_and_the_user_is_applied(
     code, _, logs = await run_to_end(runtime, spec)
 
     assert code == 0, logs
-    assert logs.split()[:1] == ["65534"]
+    assert "65534" in logs.split()
     assert "tmp-writable" in logs and "root-read-only" in logs
 
 

@@ -3,7 +3,14 @@ from click.testing import CliRunner
 
 from v6node.app.cli import exit_code_for, main
 from v6node.app.node import EncryptionMismatch
-from v6node.domain.errors import AuthenticationFailed, ConfigError, NodeError, RuntimeUnavailable
+from v6node.domain.errors import (
+    AuthenticationFailed,
+    CleanupIncomplete,
+    ConfigError,
+    NodeAlreadyRunning,
+    NodeError,
+    RuntimeUnavailable,
+)
 
 
 def write(tmp_path, text, name="alpha.yaml"):
@@ -54,6 +61,8 @@ def test_exit_codes_map_each_failure_kind():
     assert exit_code_for(EncryptionMismatch("x")) == 2
     assert exit_code_for(AuthenticationFailed("x")) == 3
     assert exit_code_for(RuntimeUnavailable("x")) == 4
+    assert exit_code_for(CleanupIncomplete("x")) == 5
+    assert exit_code_for(NodeAlreadyRunning("x")) == 2
     assert exit_code_for(NodeError("x")) == 1
     assert exit_code_for(ValueError("x")) == 1
 

@@ -1313,3 +1313,38 @@ async def test_the_time_limit_counts_from_the_first_start_across_a_node_restart(
         await h2.clock.advance(16)  # 61 s after the first start, 16 s after the restart
         assert await h2.until_run_finished(task.id) == RunStatus.FAILED
     assert "stopped after 60 s (algorithm_time_limit)" in run.log
+
+
+# --- an honest stop ---------------------------------------------------------------------------------------
+async def test_a_clean_up_that_leaves_something_says_what_and_fails_the_stop():
+    from v6node.domain.errors import CleanupIncomplete, ResourcesLeft
+
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+
+    async def stuck(labels):
+        raise ResourcesLeft(["network vantage6-memnode-user-net (has active endpoints)"], removed=2)
+
+    await h.start()
+    await run_one(h, IMAGE)
+    h.runtime.remove_labelled = stuck
+    with pytest.raises(CleanupIncomplete) as info:
+        await h.stop()
+    assert "could not remove: network vantage6-memnode-user-net (has active endpoints)" in str(info.value)
+    assert "The next start removes these leftovers" in str(info.value)
+
+
+async def test_volumes_an_earlier_process_left_go_once_their_job_is_finished():
+    h = MemoryNodeHarness()
+    h.runtime.add_image(IMAGE)
+    finished = h.server.create_task(IMAGE)
+    h.server.our_run(finished.id).finished_at = h.clock.now()
+    h.server.our_run(finished.id).status = RunStatus.COMPLETED
+    add_blocking_image(h, "sleep:1")
+    going_on = h.server.create_task("sleep:1")  # its run starts and keeps running
+    labels = {"v6node.node": "memnode"}
+    for job in (finished.job_id, going_on.job_id, 999):  # 999: a job the server does not know
+        await h.runtime.ensure_volume(f"vantage6-memnode-user-{job}-tmpvol", labels)
+    async with h:
+        h.events.push(SyncRequested())  # as the server does on every connect
+        await h.until(lambda: sorted(h.runtime.volumes) == [f"vantage6-memnode-user-{going_on.job_id}-tmpvol"])
