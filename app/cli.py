@@ -305,7 +305,7 @@ def check_policy(config_file: str, image: str, user_id: int | None, org_id: int 
         decision = asyncio.run(_check_policy(config, image, user_id, org_id, store_id, offline))
     except NodeError as exc:
         _fail(exc)
-    click.echo(f"{image}: {'allowed' if decision.allowed else 'NOT allowed'} ({decision.reason})")
+    click.echo(f"{image}: {decision.reason}" if decision.allowed else f"{image}: NOT allowed: {decision.reason}")
     sys.exit(0 if decision.allowed else 1)
 
 

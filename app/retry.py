@@ -26,13 +26,22 @@ async def until_done(
     what: str,
     maximum_delay: float = 30.0,
 ) -> T:
-    """Repeat ``call`` while it raises a retryable ``NodeError``; other errors propagate."""
-    for delay in backoff_delays(maximum=maximum_delay):
+    """Repeat ``call`` while it raises a retryable ``NodeError``; other errors propagate.
+
+    This is the one retry layer that tells the operator what the node waits for: one
+    WARNING per attempt, saying for how long it has been waiting (adapters retry quietly).
+    """
+    started = clock.monotonic()
+    for attempt, delay in enumerate(backoff_delays(maximum=maximum_delay), start=1):
         try:
             return await call()
         except NodeError as exc:
             if not exc.retryable:
                 raise
-            log.warning("%s failed (%s); trying again in %.0f s", what, exc, delay)
+            waited = clock.monotonic() - started
+            log.warning(
+                "%s failed (%s); trying again in %.0f s (attempt %d, waiting %.0f s so far)",
+                what, exc, delay, attempt, waited,
+            )
             await clock.sleep(delay)
     raise AssertionError("unreachable")

@@ -53,8 +53,9 @@ def _algorithm_names(image: str) -> tuple[str, ...]:
     return (image, image.split("@", 1)[0], image_without_tag(image))
 
 
-def _algorithm_listed(entries: tuple[str, ...], image: str) -> bool:
-    return any(_matches(entry, name) for entry in entries for name in _algorithm_names(image))
+def _listing_entry(entries: tuple[str, ...], image: str) -> str | None:
+    """The first ``allowed_algorithms`` entry that lists ``image``."""
+    return next((entry for entry in entries if any(_matches(entry, name) for name in _algorithm_names(image))), None)
 
 
 def _prefix_only(entries: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -94,32 +95,46 @@ def evaluate_policy(
     if image.startswith(BASICS_IMAGE_PREFIX) and not policy.allow_basics_algorithm:
         return PolicyDecision(False, "policy allow_basics_algorithm is false")
 
+    because: list[str] = []
     if policy.allowed_users or policy.allowed_organizations:
         names = organization_names or {}
         user_ok = init_user_id is not None and str(init_user_id) in policy.allowed_users
-        org_ok = init_org_id is not None and any(
-            entry == str(init_org_id) or names.get(entry) == init_org_id
-            for entry in policy.allowed_organizations
+        org_entry = next(
+            (
+                entry for entry in policy.allowed_organizations
+                if init_org_id is not None and (entry == str(init_org_id) or names.get(entry) == init_org_id)
+            ),
+            None,
         )
-        if not (user_ok or org_ok):
+        if not (user_ok or org_entry is not None):
             return PolicyDecision(
                 False,
                 f"the task's user (id {init_user_id}) is not in allowed_users and its "
                 f"organization (id {init_org_id}) is not in allowed_organizations",
             )
+        because.append(
+            f"user {init_user_id} is in allowed_users" if user_ok
+            else f"organization {init_org_id} is in allowed_organizations (entry {org_entry!r})"
+        )
 
-    listed = _algorithm_listed(policy.allowed_algorithms, image) or bool(
-        equivalent_entries & set(policy.allowed_algorithms)
+    entry = _listing_entry(policy.allowed_algorithms, image) or next(
+        (e for e in policy.allowed_algorithms if e in equivalent_entries), None
     )
-    from_store = store_url is not None and any(
-        _matches(entry, store_url) for entry in policy.allowed_algorithm_stores
+    listed = entry is not None
+    store_entry = next(
+        (e for e in policy.allowed_algorithm_stores if store_url is not None and _matches(e, store_url)), None
     )
+    from_store = store_entry is not None
+    if listed:
+        because.append(f"allowed_algorithms entry {entry!r} matches the image")
+    if from_store:
+        because.append(f"allowed_algorithm_stores entry {store_entry!r} matches its store {store_url}")
     if policy.allow_either_whitelist_or_store:
         # Only a list that is set can grant: the reference's "unset list counts as a
         # match" would let every image through as soon as one of the two lists is empty.
         restricted = bool(policy.allowed_algorithms or policy.allowed_algorithm_stores)
         if not restricted or listed or from_store:
-            return PolicyDecision(True, "allowed")
+            return _allowed(because)
         return PolicyDecision(
             False,
             f"image {image!r} is neither in allowed_algorithms nor from a store in allowed_algorithm_stores",
@@ -134,4 +149,9 @@ def evaluate_policy(
         return PolicyDecision(
             False, f"the task's algorithm store ({store_url or 'none'}) is not in allowed_algorithm_stores{hint}"
         )
-    return PolicyDecision(True, "allowed")
+    return _allowed(because)
+
+
+def _allowed(because: list[str]) -> PolicyDecision:
+    """An allowing decision that names the rules that let the image through."""
+    return PolicyDecision(True, "allowed: " + ("; ".join(because) if because else "no policy restricts it"))

@@ -511,7 +511,8 @@ class HttpxServerApi:
                 )
             if attempt < self._max_attempts:
                 delay = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
-                log.warning(
+                # DEBUG: the caller's own retry loop is the one that tells the operator what it waits for.
+                log.debug(
                     "%s %s failed (%s), attempt %d/%d; retrying in %.1f s",
                     method, path, last_error, attempt, self._max_attempts, delay,
                 )

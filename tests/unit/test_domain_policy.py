@@ -125,6 +125,27 @@ def test_reference_semantics_and_fixed_quirks(policy, image, store_url, allowed,
 
 
 @pytest.mark.parametrize(
+    ("policy", "store_url", "reason"),
+    [
+        (PolicyConfig(), None, "allowed: no policy restricts it"),
+        (PolicyConfig(allowed_algorithms=("x", r"harbor\.example\.org/.*")), None,
+         "allowed: allowed_algorithms entry 'harbor\\\\.example\\\\.org/.*' matches the image"),
+        (PolicyConfig(allowed_algorithm_stores=(STORE,)), STORE,
+         f"allowed: allowed_algorithm_stores entry '{STORE}' matches its store {STORE}"),
+        (PolicyConfig(allowed_users=("5",), allowed_algorithms=(IMAGE,)), None,
+         f"allowed: user 5 is in allowed_users; allowed_algorithms entry '{IMAGE}' matches the image"),
+        (PolicyConfig(allowed_organizations=("org-two",)), None,
+         "allowed: organization 2 is in allowed_organizations (entry 'org-two')"),
+    ],
+)
+def test_an_allowing_decision_names_the_rule(policy, store_url, reason):
+    decision = evaluate_policy(
+        policy, IMAGE, init_org_id=2, init_user_id=5, store_url=store_url, organization_names={"org-two": 2}
+    )
+    assert (decision.allowed, decision.reason) == (True, reason)
+
+
+@pytest.mark.parametrize(
     ("users", "orgs", "org_id", "user_id", "allowed"),
     [
         (("5",), ("9",), 2, 5, True),  # the user is listed, the organization is not: OR

@@ -1126,3 +1126,20 @@ async def test_an_error_while_making_the_chunks_reaches_the_caller_unchanged(log
 
     with pytest.raises(ValueError, match="cannot encrypt"):
         await logged_in.upload_blob(failing())
+
+
+async def test_its_own_retries_are_quiet_so_one_layer_tells_the_operator(
+    logged_in: HttpxServerApi, server: FakeServer, clock: RecordingClock, caplog
+) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    server.route("GET", "/api/task/5", refuse)
+    caplog.set_level(logging.DEBUG, logger="v6node")
+
+    with pytest.raises(ServerUnavailable):
+        await drive(clock, logged_in.get_task(5))
+
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == 4 and {r.levelno for r in retries} == {logging.DEBUG}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
