@@ -2,7 +2,11 @@
 
 Usage: ``python -m tests.rig.images build [--only NAME ...]`` or ``ensure_images(names)``.
 Every image carries the hash of its recipe in the label ``v6node.rig.recipe``; an image
-whose label matches is current. See ``/work/shared/recipes/local-images.md``.
+whose label matches is current. No registry is reachable: shell images are a busybox
+root file system put together here and loaded with ``docker import``; Python images are a
+``debootstrap`` of Debian with packages pip-installed on the host into the image's
+site-packages (pip inside a container cannot reach PyPI). Names use the loopback registry
+``127.0.0.1:5999`` so that a pull fails locally at once.
 """
 from __future__ import annotations
 

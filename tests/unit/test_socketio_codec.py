@@ -21,7 +21,7 @@ from v6node.domain.events import (
 )
 from v6node.domain.kill import KillOrder, KillTarget
 
-# What the vantage6 4.15.2 server really sent in the rig (see recipes/real-server.md).
+# What the vantage6 4.15.2 server really sent in the rig (tests/rig/server.py starts it).
 SERVER_OPEN = '0{"sid":"ns9GGdHEO_BegV7hAAAA","upgrades":[],"pingTimeout":60000,"pingInterval":25000,"maxPayload":1000000}'
 
 
