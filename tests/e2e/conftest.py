@@ -43,13 +43,20 @@ NO_LEFTOVERS = {"containers": [], "networks": [], "volumes": []}
 
 @pytest.fixture
 def start_node(real_server: RealServer, tmp_path_factory, test_images) -> Iterator[Callable[..., NodeProcess]]:
-    """Factory: write a node config for ``node`` and start `v6node start` on it."""
+    """Factory: write a node config for ``node`` and start `v6node start` on it.
+
+    ``env`` goes to the process's environment (``DOCKER_HOST`` for a private engine); the
+    other keyword arguments are config keys.
+    """
     started: list[NodeProcess] = []
 
-    def start(node: NodeCredentials, wait: bool = True, name: str | None = None, **extra) -> NodeProcess:
+    def start(
+        node: NodeCredentials, wait: bool = True, name: str | None = None, env: dict[str, str] | None = None, **extra
+    ) -> NodeProcess:
         name = name or f"e2e-{uuid.uuid4().hex[:8]}"
         home = tmp_path_factory.mktemp(name)
-        process = NodeProcess.write_config(home / f"{name}.yaml", node_config(real_server, node, home, **extra))
+        config = node_config(real_server, node, home, **extra)
+        process = NodeProcess.write_config(home / f"{name}.yaml", config, env)
         process.name = name
         started.append(process)
         process.start(wait=wait)

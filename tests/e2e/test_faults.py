@@ -1,7 +1,8 @@
 """Fault injection: the `v6node start` process against the real server and dockerd, with the
 server restarted, the websocket cut or silenced, the node SIGKILLed, 200 tasks waiting for an
-offline node, kills of running tasks and subtasks, and dockerd restarted (last: it touches the
-engine every test shares).
+offline node, kills of running tasks and subtasks, and the Docker engine restarted. The engine
+that is restarted is a private one this module starts (``tests/rig/dockerd.py``), never the
+machine's: the node under that test gets ``DOCKER_HOST`` pointing at it.
 
 After every scenario: no run is left open on the server, none was executed twice (the
 journal's container starts and the node's log both say once), and once the nodes stop
@@ -26,7 +27,7 @@ import yaml
 from attrs import define, field
 
 from tests.e2e.conftest import NO_LEFTOVERS, leftovers
-from tests.rig.dockerd import restart_dockerd, start_dockerd, stop_dockerd
+from tests.rig.dockerd import PrivateEngine, machine_engine_pid, running_private_engine
 from tests.rig.journal_reader import container_starts
 from tests.rig.node_process import NodeProcess
 from tests.rig.paths import image
@@ -68,7 +69,7 @@ class NodeUnderTest:
 
     def restart(self) -> NodeProcess:
         """The same config file again, as an operator would after a crash."""
-        process = NodeProcess(self.processes[0].config_file)
+        process = NodeProcess(self.processes[0].config_file, self.processes[0].env)
         process.name = self.name
         self.processes.append(process)
         process.start()
@@ -443,25 +444,37 @@ def test_a_task_with_running_subtasks_killed_by_the_user(real_server, admin, mak
     assert len(runs) == 3 and {run["status"] for run in runs} == {"killed by user"}
 
 
-# --- 4. dockerd restarts (last: every test on this machine shares the engine) ----------------------
+# --- 4. dockerd restarts (a private engine: the machine's is never stopped) -----------------------
 PROXY_HEALTH = 'timeout 10 wget -q -O "$OUTPUT_FILE" "$(decode "$HOST"):$(decode "$PORT")/health"'
 
 
-def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, admin, make_federation, start_node, user_api, docker_client):
+@pytest.fixture(scope="module")
+def private_engine(docker_client, test_images) -> Iterator[PrivateEngine]:
+    """A dockerd of this module's own, with the test images copied from the machine engine;
+    stopped and removed (data root, exec root, socket, bridges) after the module."""
+    with running_private_engine([SLEEP, ECHO, SHELL], source=docker_client) as engine:
+        yield engine
+
+
+def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, admin, make_federation, start_node, user_api, private_engine):
+    machine_pid = machine_engine_pid()
     scenario = Scenario("dockerd restarted idle, then with a run active")
     federation = make_federation(n_orgs=1)
     org, collab = federation.organization_ids[0], federation.collaboration_id
-    node = NodeUnderTest([start_node(federation.nodes[0], sync_interval=1, algorithm_env={"SCRIPT": PROXY_HEALTH})])
+    node = NodeUnderTest([start_node(
+        federation.nodes[0], env={"DOCKER_HOST": private_engine.url},
+        sync_interval=1, algorithm_env={"SCRIPT": PROXY_HEALTH},
+    )])
     process = node.processes[0]
     user = user_api(federation)
 
     # Idle: the node's periodic sync finds the engine gone, and it carries on when it is back.
     mark = process.mark()
-    stop_dockerd()
+    private_engine.stop()
     try:
         process.wait_for("Docker engine cannot be reached", since=mark)
     finally:
-        start_dockerd()
+        private_engine.start()
     after_idle = user.create_task(collab, [org], SHELL, {"method": "health"})
     (after_idle_run,) = run_ids(admin, after_idle)
     process.wait_for(f"run {after_idle_run} reported: completed", since=mark, timeout=90)
@@ -473,7 +486,7 @@ def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, adm
     (active_run,) = run_ids(admin, active)
     process.wait_for(f"run {active_run} (task {active['id']}) started")
     mark = process.mark()
-    restart_dockerd()
+    private_engine.restart()
     process.wait_for(f"run {active_run} reported:", since=mark, timeout=90)
     (stopped,) = admin.runs_of_task(active["id"])
     assert stopped["status"] == "crashed"
@@ -485,7 +498,11 @@ def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, adm
     process.wait_for(f"run {later_run} reported: completed", since=mark, timeout=90)
     assert process.running
 
-    runs = end_scenario(scenario, admin, collab, [node], docker_client)
+    # Leftovers are looked for on the engine the node used.
+    with contextlib.closing(private_engine.client()) as engine_docker:
+        runs = end_scenario(scenario, admin, collab, [node], engine_docker)
     assert Counter(run["status"] for run in runs) == {"completed": 2, "crashed": 1}
     results = results_of(admin, collab)
     assert results[after_idle_run] == results[later_run] == {"status": "ok"}
+    # The machine's engine ran throughout: the same process before and after.
+    assert machine_pid is not None and machine_engine_pid() == machine_pid

@@ -327,7 +327,7 @@ class PrivateEngine:
 
 
 @contextlib.contextmanager
-def private_engine(images: Iterable[str] = (), source: docker.DockerClient | None = None) -> Iterator[PrivateEngine]:
+def running_private_engine(images: Iterable[str] = (), source: docker.DockerClient | None = None) -> Iterator[PrivateEngine]:
     """A started private engine with ``images`` loaded from ``source``; removed on exit."""
     engine = PrivateEngine.create()
     with engine:

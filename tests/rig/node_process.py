@@ -47,10 +47,14 @@ def node_config(server: RealServer, node: NodeCredentials, data_dir: Path, **ext
 
 
 class NodeProcess:
-    """``v6node start -c <file>`` in a subprocess; its console output is kept in ``lines``."""
+    """``v6node start -c <file>`` in a subprocess; its console output is kept in ``lines``.
 
-    def __init__(self, config_file: Path) -> None:
+    ``env`` is added to the test's own environment (e.g. ``DOCKER_HOST`` for another engine).
+    """
+
+    def __init__(self, config_file: Path, env: dict[str, str] | None = None) -> None:
         self.config_file = Path(config_file)
+        self.env = dict(env or {})
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._ended = False
@@ -58,10 +62,10 @@ class NodeProcess:
         self._reader: threading.Thread | None = None
 
     @classmethod
-    def write_config(cls, path: Path, config: dict[str, Any]) -> NodeProcess:
+    def write_config(cls, path: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> NodeProcess:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config))
-        return cls(path)
+        return cls(path, env)
 
     @property
     def output(self) -> str:
@@ -75,7 +79,7 @@ class NodeProcess:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
