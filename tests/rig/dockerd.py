@@ -20,8 +20,9 @@ What it needs and why (measured on this kind of machine: Debian 12, Docker Engin
   some of them conflict with the flags above and stop dockerd.
 - ``--bridge v6pe-<n>``: a bridge the rig creates (``ip link add ... type bridge``) with
   the address ``10.<n>.0.1/24``, for the default ``bridge`` network. Without ``--bridge``
-  the engine takes ``docker0``, the machine engine's bridge (``--bip`` alone would
-  re-address it); ``--bridge=none`` deletes the host's docker0. dockerd leaves a bridge it
+  the engine takes ``docker0``, the machine engine's bridge, and ``--bip`` alone only
+  sets the address of that same bridge (not tried, for that reason); ``--bridge=none``
+  deletes the host's docker0. dockerd leaves a bridge it
   was given alone when it stops; the rig deletes it at the end.
 - ``--default-address-pool base=10.<n>.128.0/17,size=24`` for the networks the node
   creates. The machine engine's default pools are 172.17-31.0.0/16 and 192.168.0.0/16
@@ -30,17 +31,19 @@ What it needs and why (measured on this kind of machine: Debian 12, Docker Engin
   lies, claimed by creating the bridge ``v6pe-<n>`` (``ip link add`` fails if another rig
   got there first), so two test runs side by side get two blocks.
 - ``--iptables=false`` (and ``--ip6tables=false`` for newer engines where it defaults to
-  true). With iptables on, a starting engine deletes and re-creates the ``DOCKER`` chains
-  of the filter and nat tables: measured in a scratch network namespace, where a marker
-  rule put in ``DOCKER`` and a DNAT put in nat ``DOCKER`` (standing for the machine
-  engine's port mappings) were gone once a dockerd had started there. In the machine's
+  true). With iptables on, a starting engine empties the ``DOCKER`` chains of the filter
+  and nat tables it finds: measured in a scratch network namespace, where a marker rule
+  put in filter ``DOCKER`` and a DNAT put in nat ``DOCKER`` (standing for the machine
+  engine's port mappings) were gone once a dockerd had started there (0.4 s). In the machine's
   namespace that would wipe the machine engine's rules. With ``--iptables=false``,
-  ``iptables-save`` showed no rule naming the private bridges or the 10.x block after a
-  start, a network create, a container run, a stop and a restart, and the machine's rules
-  were untouched. Containers of the private engine then have no NAT and no forwarding
-  (the host's FORWARD policy is DROP and bridged traffic passes it), which the tests do
-  not need: what they need is a container reaching its network's gateway address, which
-  is the host's INPUT path (policy ACCEPT), and that works.
+  ``iptables-save`` taken after a start, a network create, a container run, two restarts
+  and the removal showed no rule naming the private bridge or its 10.x block, no rule
+  added, and none of the machine's removed but those of networks that the machine engine
+  had deleted meanwhile for other tests. Containers of the private engine then have no
+  NAT and no forwarding (the host's FORWARD policy is DROP and, with ``br_netfilter``,
+  bridged traffic passes it), which the tests do not need: what they need is a container
+  reaching its network's gateway address, which is the host's INPUT path (policy ACCEPT),
+  and that works (an HTTP server bound to the gateway answered a container's ``wget``).
 - ``--ip-forward=false``: the engine then never writes the host's ``ip_forward`` sysctl
   (it was already 1 here, so this changes nothing but guarantees it).
 - Not a separate network namespace: dockerd with ``iptables`` on in its own namespace
@@ -51,11 +54,12 @@ What it needs and why (measured on this kind of machine: Debian 12, Docker Engin
   outside the machine). The node runs on the host, binds its proxy to that gateway and
   checks at start that a container reaches it, so it must share the host's namespace.
 
-Times (measured): start until the socket answers 0.2-0.5 s on a fresh or reused data
-root; SIGTERM until exit 2.8 s with nothing running, 12.8 s with a container that
-ignores SIGTERM (the engine waits its 10 s stop timeout, then SIGKILLs it); loading the
-three 2 MB busybox test images from the machine engine (``docker save`` streamed into the
-private engine's ``/images/load``) well under a second each.
+Times (measured, with other test runs busy on the machine): start until the socket
+answers 0.2 s on a fresh or a reused data root; SIGTERM until exit 1.0 s with nothing
+running, 1.2 s with a container that exits on SIGTERM, 12.8 s with one that ignores it (the
+engine waits its 10 s stop timeout, then SIGKILLs it); the three 2 MB busybox test images
+copied from the machine engine (``docker save`` streamed into ``/images/load``) in 0.6 s;
+removal (contents, stop, folders, bridges) 1.2 s.
 """
 from __future__ import annotations
 
