@@ -105,15 +105,18 @@ def _as_root(command: list[str], check: bool = True) -> subprocess.CompletedProc
     )
 
 
+def _ip_json(*command: str) -> list[dict]:
+    """``ip -j -4 <command>`` (reading needs no root)."""
+    return json.loads(subprocess.run(["ip", "-j", "-4", *command], capture_output=True, text=True, check=True).stdout)
+
+
 def _taken_ipv4() -> list[ipaddress.IPv4Network]:
     """Every IPv4 route (all tables) and address of the host."""
     taken: list[ipaddress.IPv4Network] = []
-    routes = json.loads(subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=True).stdout)
-    for route in routes:
+    for route in _ip_json("route", "show", "table", "all"):
         if route.get("dst") not in (None, "default"):
             taken.append(ipaddress.ip_network(route["dst"], strict=False))
-    links = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout)
-    for link in links:
+    for link in _ip_json("addr"):
         for info in link.get("addr_info", []):
             taken.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))
     return taken
@@ -131,8 +134,12 @@ def _claim_block() -> int:
             if "File exists" in created.stderr:
                 continue  # another test run claimed it a moment ago
             raise RuntimeError(f"cannot create a bridge: {created.stderr.strip()}")
-        _as_root(["ip", "addr", "add", f"10.{n}.0.1/24", "dev", f"{BRIDGE_PREFIX}{n}"])
-        _as_root(["ip", "link", "set", f"{BRIDGE_PREFIX}{n}", "up"])
+        try:
+            _as_root(["ip", "addr", "add", f"10.{n}.0.1/24", "dev", f"{BRIDGE_PREFIX}{n}"])
+            _as_root(["ip", "link", "set", f"{BRIDGE_PREFIX}{n}", "up"])
+        except BaseException:
+            _as_root(["ip", "link", "delete", f"{BRIDGE_PREFIX}{n}"], check=False)
+            raise
         return n
     raise RuntimeError("no free 10.x.0.0/16 block for a private Docker engine")
 
@@ -148,8 +155,7 @@ class PrivateEngine:
 
     @classmethod
     def create(cls, timeout: float = 120.0) -> PrivateEngine:
-        block = _claim_block()
-        engine = cls(Path(tempfile.mkdtemp(prefix="v6pe-", dir="/tmp")), block)
+        engine = cls(Path(tempfile.mkdtemp(prefix="v6pe-", dir="/tmp")), _claim_block())
         try:
             (engine.root / "daemon.json").write_text("{}\n")
             engine.start(timeout)
@@ -318,8 +324,7 @@ class PrivateEngine:
         bridges, which outlive a stopped engine)."""
         block = ipaddress.ip_network(f"10.{self.block}.0.0/16")
         found = {self.bridge} if Path(f"/sys/class/net/{self.bridge}").exists() else set()
-        links = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout)
-        for link in links:
+        for link in _ip_json("addr"):
             if any(ipaddress.ip_address(info["local"]) in block for info in link.get("addr_info", [])):
                 found.add(link["ifname"])
         return sorted(found)
