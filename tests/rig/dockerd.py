@@ -155,7 +155,12 @@ class PrivateEngine:
 
     @classmethod
     def create(cls, timeout: float = 120.0) -> PrivateEngine:
-        engine = cls(Path(tempfile.mkdtemp(prefix="v6pe-", dir="/tmp")), _claim_block())
+        block = _claim_block()
+        try:
+            engine = cls(Path(tempfile.mkdtemp(prefix="v6pe-", dir="/tmp")), block)
+        except BaseException:
+            _as_root(["ip", "link", "delete", f"{BRIDGE_PREFIX}{block}"], check=False)
+            raise
         try:
             (engine.root / "daemon.json").write_text("{}\n")
             engine.start(timeout)
