@@ -40,10 +40,13 @@ What it needs and why (measured on this kind of machine: Debian 12, Docker Engin
   and the removal showed no rule naming the private bridge or its 10.x block, no rule
   added, and none of the machine's removed but those of networks that the machine engine
   had deleted meanwhile for other tests. Containers of the private engine then have no
-  NAT and no forwarding (the host's FORWARD policy is DROP and, with ``br_netfilter``,
-  bridged traffic passes it), which the tests do not need: what they need is a container
-  reaching its network's gateway address, which is the host's INPUT path (policy ACCEPT),
-  and that works (an HTTP server bound to the gateway answered a container's ``wget``).
+  NAT and no forwarding: the host's FORWARD policy is DROP and, with ``br_netfilter``,
+  bridged traffic passes it, so two containers on one private network cannot reach each
+  other whether the network's ``enable_icc`` is true or false (``nc`` timed out; the same
+  probe on the machine engine with ICC on got through). The tests need neither; what they
+  need is a container reaching its network's gateway address, which is the host's INPUT
+  path (policy ACCEPT), and that works (an HTTP server bound to the gateway answered a
+  container's ``wget``).
 - ``--ip-forward=false``: the engine then never writes the host's ``ip_forward`` sysctl
   (it was already 1 here, so this changes nothing but guarantees it).
 - Not a separate network namespace: dockerd with ``iptables`` on in its own namespace
