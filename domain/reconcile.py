@@ -164,7 +164,7 @@ def reconcile(
     actions: list[RunAction] = []
     for run_id in sorted(runs):
         if run_id in busy:
-            notes.append(f"run {run_id}: already queued or running in this process")
+            notes.append(f"run {run_id} is already queued or running in this process")
             continue
         run = runs[run_id]
         entry = journal.get(run_id)

@@ -240,7 +240,8 @@ def test_server_restarted_while_runs_are_active(real_server, admin, make_federat
     for run_id in durations:
         # Reported once: no second report, and no reconciliation re-sent or failed it.
         assert node.output.count(f"run {run_id} reported:") == 1
-        assert f"reconcile: run {run_id}" not in node.output and f"run {run_id}: " not in node.output
+        # (An INFO note "run N is already queued or running in this process" may appear: no action.)
+        assert f"run {run_id}: " not in node.output
 
 
 # --- 2. the websocket is cut, or dies silently, while a task is created --------------------------

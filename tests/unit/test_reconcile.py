@@ -368,7 +368,7 @@ def test_every_open_run_gets_an_action_or_a_note_saying_why_not():
             in_process=[R] if busy else [],
         )
         acted = plan.action_for(R) is not None
-        noted = any(note.startswith(f"run {R}:") for note in plan.notes)
+        noted = any(note.startswith(f"run {R} ") for note in plan.notes)
         assert acted != noted, (server, journal_entry, found, output, busy, plan)
         assert acted or busy  # only a run this process already holds goes without an action
         action = plan.action_for(R)
