@@ -222,13 +222,15 @@ def test_server_restarted_while_runs_are_active(real_server, admin, make_federat
     # short runs have ended and the node has tried in vain to reach the server about them;
     # the long one ends after the server is back.
     real_server.stop()
-    for run_id, seconds in durations.items():
-        if seconds < 10:
-            process.wait_until(
-                lambda out, r=run_id: re.search(rf"run {r} exited with code 0[\s\S]* failed \(", out) is not None,
-                f"fail to report run {run_id} while the server is down", timeout=30, since=mark,
-            )
-    real_server.start()
+    try:
+        for run_id, seconds in durations.items():
+            if seconds < 10:
+                process.wait_until(
+                    lambda out, r=run_id: re.search(rf"run {r} exited with code 0[\s\S]* failed \(", out) is not None,
+                    f"fail to report run {run_id} while the server is down", timeout=30, since=mark,
+                )
+    finally:
+        real_server.start()  # the module's other tests need it, whatever happened here
     process.wait_for("websocket reconnected; synchronising", timeout=90, since=mark)
     for run_id in durations:
         process.wait_for(f"run {run_id} reported: completed", timeout=90, since=mark)
