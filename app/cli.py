@@ -21,7 +21,7 @@ from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_ke
 from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
-from v6node.app.node import EncryptionMismatch
+from v6node.app.set_up_encryption import EncryptionMismatch
 from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
 from v6node.domain.model import TaskRef
@@ -328,7 +328,8 @@ async def _check_policy(
             id=1, image=image, collaboration_id=identity.collaboration_id if server else 1,
             init_org_id=org_id, init_user_id=user_id, store_id=store_id,
         )
-        return await CheckPolicy(config.policies, server, runtime)(task)
+        check: CheckPolicy = container.check_policy(server=server, runtime=runtime)
+        return await check(task)
     finally:
         await container.adapters.shutdown_resources()
 

@@ -1,4 +1,9 @@
-"""The composition root: configuration in, adapters wired to ports, a Node out."""
+"""The composition root: configuration in, adapters wired to ports, use cases and a Node out.
+
+``Adapters`` holds the production adapters and ``MemoryAdapters`` the in-memory ones under
+the same names; ``NodeContainer.adapters`` is overridden with the latter by the test
+harness (``v6node.adapters.memory.harness``), so tests exercise this very wiring.
+"""
 from __future__ import annotations
 
 import os
@@ -13,10 +18,38 @@ from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
+from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
+from v6node.adapters.memory.cryptors import memory_cryptor_factory
+from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
+from v6node.adapters.memory.event_stream import MemoryEventStream
+from v6node.adapters.memory.journal import MemoryRunJournal
+from v6node.adapters.memory.manual_clock import ManualClock
+from v6node.adapters.memory.proxy import MemoryProxyServer
+from v6node.adapters.memory.server_api import MemoryServerApi
+from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
-from v6node.adapters.system.clock import SystemClock
-from v6node.app.node import Node, NodeContext, NodeTimings
+from v6node.adapters.system.system_clock import SystemClock
+from v6node.app.active_runs import ActiveRuns
+from v6node.app.apply_kill_order import ApplyKillOrder
+from v6node.app.authenticate import Authenticate
+from v6node.app.bind_journal import BindJournal
+from v6node.app.check_proxy import CheckProxyReachable
+from v6node.app.clean_up import CleanUp
+from v6node.app.emitter import Emitter
+from v6node.app.execute_run import ExecuteRun
+from v6node.app.node import Node, NodeTimings, UseCases
+from v6node.app.policy import CheckPolicy
+from v6node.app.prepare_run import PrepareRun
+from v6node.app.queue_new_runs import QueueNewRuns
+from v6node.app.remove_job_volumes import RemoveJobVolumes
+from v6node.app.report_result import ReportResult
+from v6node.app.run_queue import RunQueue
+from v6node.app.session import NodeSession
+from v6node.app.set_up_encryption import SetUpEncryption
+from v6node.app.share_node_details import ShareNodeDetails
+from v6node.app.start_node import StartNode
+from v6node.app.sync_runs import SyncRuns
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
@@ -36,9 +69,7 @@ def make_cryptor(encrypted: bool, private_key_path: str) -> Cryptor:
 
 
 async def _server_api(config: NodeConfig, clock: Clock) -> AsyncIterator[HttpxServerApi]:
-    api = HttpxServerApi(
-        api_base=config.api_base, server_root=config.server_root, api_key=config.api_key, clock=clock
-    )
+    api = HttpxServerApi(api_base=config.api_base, server_root=config.server_root, api_key=config.api_key, clock=clock)
     try:
         yield api
     finally:
@@ -66,7 +97,7 @@ def _tasks_dir(config: NodeConfig) -> str:
 
 
 class Adapters(containers.DeclarativeContainer):
-    """The production adapters; tests override this container (or single providers)."""
+    """The production adapters, one per port; each gets plain values, never the whole config."""
 
     config = providers.Dependency(instance_of=NodeConfig)
     clock = providers.Singleton(SystemClock)
@@ -82,22 +113,95 @@ class Adapters(containers.DeclarativeContainer):
     catalog = providers.Singleton(FileDatabaseCatalog)
 
 
+class MemoryAdapters(containers.DeclarativeContainer):
+    """The in-memory adapters under the same names: the test harness that ships with v6node."""
+
+    config = providers.Dependency(instance_of=NodeConfig)
+    clock = providers.Singleton(ManualClock)
+    server = providers.Singleton(MemoryServerApi, api_key=config.provided.api_key, clock=clock)
+    events = providers.Singleton(MemoryEventStream, token_provider=server.provided.access_token)
+    workspace = providers.Singleton(MemoryTaskWorkspace)
+    runtime = providers.Singleton(MemoryContainerRuntime, workspace=workspace)
+    journal = providers.Singleton(MemoryRunJournal, now=clock.provided.now)
+    proxy = providers.Singleton(MemoryProxyServer)
+    cryptor_factory = providers.Object(memory_cryptor_factory)
+    catalog = providers.Singleton(MemoryDatabaseCatalog)
+
+
 class NodeContainer(containers.DeclarativeContainer):
+    """The node: its adapters, the small objects its use cases share, the use cases, the Node."""
+
     config = providers.Dependency(instance_of=NodeConfig)
     timings = providers.Object(NodeTimings())
     adapters = providers.Container(Adapters, config=config)
-    context = providers.Factory(
-        NodeContext,
-        config=config,
-        server=adapters.server,
-        events=adapters.events,
-        runtime=adapters.runtime,
-        workspace=adapters.workspace,
-        journal=adapters.journal,
-        clock=adapters.clock,
-        proxy=adapters.proxy,
-        cryptor_factory=adapters.cryptor_factory,
-        catalog=adapters.catalog,
-        timings=timings,
+
+    # Shared by several use cases: one each per node.
+    session = providers.Singleton(NodeSession)
+    queue = providers.Singleton(RunQueue)
+    active = providers.Singleton(ActiveRuns)
+    emitter = providers.Singleton(Emitter, events=adapters.events, session=session)
+
+    check_policy = providers.Factory(
+        CheckPolicy, policy=config.provided.policies, server=adapters.server, runtime=adapters.runtime
     )
-    node = providers.Factory(Node, ctx=context)
+    authenticate = providers.Factory(
+        Authenticate, config=config, server=adapters.server, clock=adapters.clock, session=session
+    )
+    set_up_encryption = providers.Factory(
+        SetUpEncryption, config=config, server=adapters.server, clock=adapters.clock, session=session,
+        cryptor_factory=adapters.cryptor_factory,
+    )
+    bind_journal = providers.Factory(
+        BindJournal, config=config, journal=adapters.journal, runtime=adapters.runtime,
+        workspace=adapters.workspace, session=session,
+    )
+    check_proxy = providers.Factory(CheckProxyReachable, config=config, runtime=adapters.runtime)
+    # Stateful (the jobs it watches; the caches of public keys): one per node.
+    remove_job_volumes = providers.Singleton(
+        RemoveJobVolumes, config=config, server=adapters.server, runtime=adapters.runtime, queue=queue
+    )
+    report_result = providers.Singleton(
+        ReportResult, config=config, server=adapters.server, workspace=adapters.workspace, journal=adapters.journal,
+        clock=adapters.clock, session=session, active=active, emitter=emitter,
+    )
+    start = providers.Factory(
+        StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
+        session=session, authenticate=authenticate, set_up_encryption=set_up_encryption,
+        bind_journal=bind_journal, check_proxy=check_proxy, job_volumes=remove_job_volumes,
+    )
+    sync_runs = providers.Factory(
+        SyncRuns, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
+        journal=adapters.journal, clock=adapters.clock, session=session, queue=queue, active=active,
+    )
+    queue_new_runs = providers.Factory(
+        QueueNewRuns, server=adapters.server, journal=adapters.journal, workspace=adapters.workspace,
+        session=session, queue=queue,
+    )
+    prepare_run = providers.Factory(
+        PrepareRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
+        clock=adapters.clock, session=session, check_policy=check_policy,
+    )
+    execute_run = providers.Factory(
+        ExecuteRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
+        journal=adapters.journal, clock=adapters.clock, proxy=adapters.proxy, session=session, active=active,
+        emitter=emitter, prepare=prepare_run, report=report_result,
+    )
+    apply_kill_order = providers.Factory(ApplyKillOrder, runtime=adapters.runtime, session=session, active=active)
+    share_node_details = providers.Factory(
+        ShareNodeDetails, config=config, catalog=adapters.catalog, emitter=emitter
+    )
+    clean_up = providers.Factory(
+        CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
+        proxy=adapters.proxy, active=active, report=report_result,
+        report_timeout=timings.provided.shutdown_report_timeout,
+    )
+    use_cases = providers.Factory(
+        UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
+        queue_new_runs=queue_new_runs, execute_run=execute_run, report_result=report_result,
+        apply_kill_order=apply_kill_order, share_node_details=share_node_details,
+        remove_job_volumes=remove_job_volumes, clean_up=clean_up,
+    )
+    node = providers.Singleton(
+        Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,
+        session=session, queue=queue, active=active, emitter=emitter, use=use_cases,
+    )

@@ -65,7 +65,7 @@ class ContainerRuntime(Protocol):
     async def remove(self, container_id: str) -> None:
         """Force-remove; a container that is already gone is not an error."""
 
-    async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+    async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         """Containers (running or not) carrying all of ``labels``."""
 
     async def remove_labelled(self, labels: dict[str, str]) -> int:

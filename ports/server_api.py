@@ -21,8 +21,11 @@ class ServerApi(Protocol):
     async def authenticate(self) -> NodeIdentity:
         """Log in with the API key and discover who we are (node, organization, collaboration)."""
 
-    async def refresh_token(self) -> None:
-        """Exchange the refresh token for new tokens; ``AuthenticationFailed`` when it is no longer valid."""
+    async def renew_token(self) -> bool:
+        """New tokens: the refresh token is exchanged, and when the server refuses it the node
+        logs in again with its API key (``AuthenticationFailed`` only when that is refused
+        too). True when it had to log in again. The adapter is the one owner of token
+        renewal; it also renews on its own before a call when the token is about to expire."""
 
     def access_token(self) -> str:
         """The current access token ("" before ``authenticate``)."""

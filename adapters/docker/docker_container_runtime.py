@@ -475,10 +475,10 @@ class DockerContainerRuntime:
                 return False
         return True
 
-    async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
-        return await self._call(self._list, labels)
+    async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        return await self._call(self._list_containers, labels)
 
-    def _list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+    def _list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         with _docker_errors("listing containers"):
             summaries = self._api.containers(all=True, filters=_label_filter(labels))
         return [self._info(summary) for summary in summaries]
@@ -505,7 +505,7 @@ class DockerContainerRuntime:
         everything is tried, and what stays is raised together as ``ResourcesLeft``."""
         removed = 0
         left: list[str] = []
-        for info in self._list(labels):
+        for info in self._list_containers(labels):
             try:
                 if self._remove(info.id):
                     removed += 1

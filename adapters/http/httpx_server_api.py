@@ -183,8 +183,12 @@ class HttpxServerApi:
         return identity
 
     async def refresh_token(self) -> None:
+        """Exchange the refresh token only (``AuthenticationFailed`` when it is refused)."""
         async with self._renew_lock:
             await self._refresh_tokens()
+
+    async def renew_token(self) -> bool:
+        return await self._renew(self._access)
 
     async def _login(self) -> None:
         path = "token/node"
@@ -233,16 +237,19 @@ class HttpxServerApi:
         self._node_id = node_id
         self._refresh_url = body.get("refresh_url") or self._refresh_url
 
-    async def _renew(self, stale: str) -> None:
-        """New tokens unless another request already replaced ``stale``; API key as the fallback."""
+    async def _renew(self, stale: str) -> bool:
+        """New tokens unless another request already replaced ``stale``; API key as the fallback.
+        True when it logged in again."""
         async with self._renew_lock:
             if self._access != stale:
-                return
+                return False
             try:
                 await self._refresh_tokens()
             except AuthenticationFailed as exc:
                 log.warning("token refresh refused (%s); logging in again with the API key", exc)
                 await self._login()
+                return True
+            return False
 
     def _expires_soon(self) -> bool:
         return self._expires_at - self._clock.now().timestamp() < REFRESH_MARGIN_SECONDS

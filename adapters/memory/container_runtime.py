@@ -203,7 +203,7 @@ class MemoryContainerRuntime:
         await self.kill(container_id)
         container.removed = True
 
-    async def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+    async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         return [
             ContainerInfo(
                 id=c.id,
@@ -220,7 +220,7 @@ class MemoryContainerRuntime:
         if not labels:
             raise ValueError("remove_labelled needs at least one label (it would remove everything)")
         removed = 0
-        for info in await self.list(labels):
+        for info in await self.list_containers(labels):
             await self.remove(info.id)
             removed += 1
         for store in (self.networks, self.volumes):

@@ -1,28 +1,29 @@
-"""A Node wired entirely to in-memory adapters: the test harness that ships with v6node."""
+"""A Node wired entirely to in-memory adapters, through the production container: the test harness that ships with v6node."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable
 
-import attrs
 from attrs import evolve
+from dependency_injector import providers
 
-from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
-from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
-from v6node.adapters.memory.clock import ManualClock
-from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
+from v6node.adapters.memory.cryptors import memory_cryptor_factory, test_private_key
+from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.event_stream import MemoryEventStream
 from v6node.adapters.memory.journal import MemoryRunJournal
+from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.memory.proxy import MemoryProxyServer
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
-from v6node.app.node import Node, NodeContext, NodeTimings
+from v6node.app.container import MemoryAdapters, NodeContainer
+from v6node.app.node import Node, NodeTimings
 from v6node.domain.config import NodeConfig, PolicyConfig
 from v6node.domain.status import RunStatus
 from v6node.ports.cryptor import Cryptor
+
+__all__ = ["MemoryNodeHarness", "default_config", "memory_cryptor_factory", "test_private_key"]
 
 
 def default_config(**changes: object) -> NodeConfig:
@@ -37,22 +38,12 @@ def default_config(**changes: object) -> NodeConfig:
         policies=PolicyConfig(require_algorithm_pull=False),
         proxy_check_image=None,
     )
-    return evolve(config, **changes)
-
-
-@functools.cache
-def test_private_key() -> bytes:
-    """One RSA key per process: 2048 bits keeps tests fast (the format is what 4096 gives)."""
-    return create_private_key_pem(2048)
-
-
-def memory_cryptor_factory(encrypted: bool, _private_key: str) -> Cryptor:
-    """Base64 for plain collaborations; RSA with the harness's test key for encrypted ones."""
-    return RsaCryptor(test_private_key()) if encrypted else Base64Cryptor()
+    return evolve(config, **changes)  # type: ignore[arg-type]
 
 
 class MemoryNodeHarness:
-    """Builds a ``Node`` on memory adapters and exposes each adapter for assertions.
+    """Builds a ``Node`` with ``NodeContainer`` whose adapters are ``MemoryAdapters``, and
+    exposes each adapter for assertions.
 
     ``async with MemoryNodeHarness() as h:`` starts ``run_forever`` in the background and
     waits until the node is connected; leaving the block stops it.
@@ -65,33 +56,52 @@ class MemoryNodeHarness:
         encrypted: bool = False,
         timings: NodeTimings = NodeTimings(),
         cryptor_factory: Callable[[bool, str], Cryptor] = memory_cryptor_factory,
+        adapters: MemoryAdapters | None = None,
     ) -> None:
         self.config = config or default_config()
-        self.clock = ManualClock()
-        self.server = MemoryServerApi(api_key=self.config.api_key, encrypted=encrypted, clock=self.clock)
-        self.events = MemoryEventStream(token_provider=self.server.access_token)
-        self.workspace = MemoryTaskWorkspace()
-        self.runtime = MemoryContainerRuntime(self.workspace)
-        self.journal = MemoryRunJournal(now=self.clock.now)
-        self.proxy = MemoryProxyServer()
-        self.catalog = MemoryDatabaseCatalog()
-        self.node = Node(
-            NodeContext(
-                config=self.config,
-                server=self.server,
-                events=self.events,
-                runtime=self.runtime,
-                workspace=self.workspace,
-                journal=self.journal,
-                clock=self.clock,
-                proxy=self.proxy,
-                cryptor_factory=cryptor_factory,
-                catalog=self.catalog,
-                timings=timings,
-            )
-        )
+        self.timings = timings
+        self.adapters = adapters or MemoryAdapters(config=self.config)
+        self.adapters.server.add_kwargs(encrypted=encrypted)
+        self.adapters.cryptor_factory.override(providers.Object(cryptor_factory))
+        self.container = NodeContainer(config=self.config, timings=providers.Object(timings))
+        self.container.adapters.override(self.adapters)
+        self.node: Node = self.container.node()
         self._task: asyncio.Task[None] | None = None
 
+    # --- the adapters, for the test to drive and inspect -------------------------------------------
+    @property
+    def clock(self) -> ManualClock:
+        return self.adapters.clock()
+
+    @property
+    def server(self) -> MemoryServerApi:
+        return self.adapters.server()
+
+    @property
+    def events(self) -> MemoryEventStream:
+        return self.adapters.events()
+
+    @property
+    def workspace(self) -> MemoryTaskWorkspace:
+        return self.adapters.workspace()
+
+    @property
+    def runtime(self) -> MemoryContainerRuntime:
+        return self.adapters.runtime()
+
+    @property
+    def journal(self) -> MemoryRunJournal:
+        return self.adapters.journal()
+
+    @property
+    def proxy(self) -> MemoryProxyServer:
+        return self.adapters.proxy()
+
+    @property
+    def catalog(self) -> MemoryDatabaseCatalog:
+        return self.adapters.catalog()
+
+    # --- lifetime -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self.node.run_forever())
         connected = asyncio.create_task(self.node.connected.wait())
@@ -103,18 +113,15 @@ class MemoryNodeHarness:
     def restarted(self, config: NodeConfig | None = None, server: MemoryServerApi | None = None) -> MemoryNodeHarness:
         """A new node process on the same machine: same engine, disk, journal and clock, and the
         same server unless ``server`` is another one (a re-installed or reset server)."""
-        twin = MemoryNodeHarness(config or self.config, timings=self.node.ctx.timings, cryptor_factory=self.node.ctx.cryptor_factory)
-        twin.clock, twin.workspace, twin.runtime, twin.journal = self.clock, self.workspace, self.runtime, self.journal
-        if server is None:
-            twin.server = self.server
-            twin.server.accepted_api_key = self.server.accepted_api_key
-        else:
-            twin.server = server
-        twin.events = MemoryEventStream(token_provider=twin.server.access_token)
-        twin.node = Node(attrs.evolve(
-            self.node.ctx, events=twin.events, proxy=twin.proxy, config=twin.config, server=twin.server
-        ))
-        return twin
+        config = config or self.config
+        adapters = MemoryAdapters(config=config)
+        same = {"clock": self.clock, "workspace": self.workspace, "runtime": self.runtime, "journal": self.journal}
+        for name, instance in same.items():
+            getattr(adapters, name).override(providers.Object(instance))
+        adapters.server.override(providers.Object(server or self.server))
+        return MemoryNodeHarness(
+            config, timings=self.timings, cryptor_factory=self.adapters.cryptor_factory(), adapters=adapters
+        )
 
     async def crash(self) -> None:
         """End the node like SIGKILL does: no clean-up, containers keep running."""

@@ -201,12 +201,13 @@ class MemoryServerApi:
         self._expires = self._now().timestamp() + self.token_lifetime
         return self.identity
 
-    async def refresh_token(self) -> None:
-        self._call("refresh_token")
+    async def renew_token(self) -> bool:
+        self._call("renew_token")
         self._require_login()
         self._logins += 1
         self._token = f"access-{self._logins}"
         self._expires = self._now().timestamp() + self.token_lifetime
+        return False
 
     def access_token(self) -> str:
         return self._token

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from v6node.adapters.system.clock import SystemClock
+from v6node.adapters.system.system_clock import SystemClock
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor

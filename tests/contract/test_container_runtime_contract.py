@@ -209,14 +209,14 @@ async def test_a_second_container_with_the_same_name_fails_to_start(rig: Rig) ->
 
     with pytest.raises(ContainerStartFailed):
         await rig.runtime.run(rig.spec(4, SLEEP))
-    assert len(await rig.runtime.list(rig.labels)) == 1
+    assert len(await rig.runtime.list_containers(rig.labels)) == 1
 
 
 async def test_a_container_of_a_missing_image_fails_to_start(rig: Rig) -> None:
     missing = image(f"no-such-image-{uuid.uuid4().hex[:8]}")
     with pytest.raises(ContainerStartFailed):
         await rig.start(5, missing)
-    assert await rig.runtime.list(rig.labels) == []
+    assert await rig.runtime.list_containers(rig.labels) == []
 
 
 # --- finding and removing ------------------------------------------------------------------------
@@ -226,7 +226,7 @@ async def test_list_finds_containers_by_all_of_their_labels(rig: Rig) -> None:
     await rig.runtime.wait(echo_id)
     await rig.runtime.wait(crash_id)
 
-    found = {info.id: info for info in await rig.runtime.list(rig.labels)}
+    found = {info.id: info for info in await rig.runtime.list_containers(rig.labels)}
     assert set(found) == {echo_id, crash_id}
     echo = found[echo_id]
     assert echo.name == rig.spec(6, ECHO).name
@@ -234,16 +234,16 @@ async def test_list_finds_containers_by_all_of_their_labels(rig: Rig) -> None:
     assert (echo.running, echo.exit_code) == (False, 0)
     assert found[crash_id].exit_code == 3
 
-    only_crash = await rig.runtime.list({**rig.labels, "run_id": "7"})
+    only_crash = await rig.runtime.list_containers({**rig.labels, "run_id": "7"})
     assert [info.id for info in only_crash] == [crash_id]
-    assert await rig.runtime.list({**rig.labels, "run_id": "999"}) == []
-    assert await rig.runtime.list(rig.other_labels()) == []
+    assert await rig.runtime.list_containers({**rig.labels, "run_id": "999"}) == []
+    assert await rig.runtime.list_containers(rig.other_labels()) == []
 
 
 async def test_a_running_container_is_listed_as_running(rig: Rig) -> None:
     container_id = await rig.start(8, SLEEP)
 
-    [info] = await rig.runtime.list(rig.labels)
+    [info] = await rig.runtime.list_containers(rig.labels)
 
     assert (info.id, info.running, info.exit_code) == (container_id, True, None)
 
@@ -255,7 +255,7 @@ async def test_remove_makes_a_container_disappear_and_is_idempotent(rig: Rig) ->
     await rig.runtime.remove(container_id)
     await rig.runtime.remove(container_id)
 
-    assert await rig.runtime.list(rig.labels) == []
+    assert await rig.runtime.list_containers(rig.labels) == []
     with pytest.raises(ContainerNotFound):
         await rig.runtime.logs(container_id)
     with pytest.raises(ContainerNotFound):
@@ -267,7 +267,7 @@ async def test_remove_of_a_running_container_stops_it(rig: Rig) -> None:
 
     await rig.runtime.remove(container_id)
 
-    assert await rig.runtime.list(rig.labels) == []
+    assert await rig.runtime.list_containers(rig.labels) == []
 
 
 async def test_unknown_containers_raise_container_not_found(rig: Rig) -> None:
@@ -309,7 +309,7 @@ async def test_cancelling_wait_stops_waiting_but_not_the_container(rig: Rig) -> 
     await asyncio.wait({waiter}, timeout=PROMPTLY)
 
     assert waiter.cancelled()
-    [info] = await rig.runtime.list(rig.labels)
+    [info] = await rig.runtime.list_containers(rig.labels)
     assert info.running
     # A new wait still works after a cancelled one.
     again = asyncio.create_task(rig.runtime.wait(container_id))
@@ -365,7 +365,7 @@ async def test_remove_labelled_removes_containers_networks_and_volumes_with_the_
     removed = await rig.runtime.remove_labelled(rig.labels)
 
     assert removed == 5  # two containers, one network, two volumes
-    assert await rig.runtime.list(rig.labels) == []
+    assert await rig.runtime.list_containers(rig.labels) == []
     for container_id in (sleeping, exited):
         with pytest.raises(ContainerNotFound):
             await rig.runtime.logs(container_id)

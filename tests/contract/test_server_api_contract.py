@@ -22,7 +22,7 @@ from attrs import frozen
 
 from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi, parse_datetime
 from v6node.adapters.memory.server_api import MemoryServerApi
-from v6node.adapters.system.clock import SystemClock
+from v6node.adapters.system.system_clock import SystemClock
 from v6node.domain.errors import AuthenticationFailed, RunAlreadyFinished, ServerRejected, ServerUnavailable
 from v6node.domain.model import NodeIdentity, RunUpdate, StreamedResult
 from v6node.domain.status import RunStatus
@@ -358,7 +358,7 @@ async def test_wrong_api_key_fails_authentication(driver: MemoryDriver | RealSer
 
 async def test_refresh_gives_a_new_working_token(api: ServerApi, driver: MemoryDriver | RealServerDriver) -> None:
     before = api.access_token()
-    await api.refresh_token()
+    assert await api.renew_token() is False  # refreshed, no new login needed
     assert api.access_token() not in ("", before)
     assert (await api.get_organization(driver.identity.organization_id)).name == driver.identity.organization_name
 

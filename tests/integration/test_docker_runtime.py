@@ -172,7 +172,7 @@ async def test_remove_labelled_removes_a_network_that_foreign_containers_still_u
 
         with pytest.raises(docker.errors.NotFound):
             client.networks.get(network[0])
-        [info] = await runtime.list(stranger)
+        [info] = await runtime.list_containers(stranger)
         assert info.id == container_id and info.running
     finally:
         await runtime.remove_labelled(stranger)
@@ -277,7 +277,7 @@ async def test_a_gpu_request_on_a_machine_without_gpus_fails_to_start_and_leaves
     with pytest.raises(ContainerStartFailed):
         await runtime.run(shell(node, "gpu", "true", network[0], gpu=True))
 
-    assert await runtime.list(managed_labels(node)) == []
+    assert await runtime.list_containers(managed_labels(node)) == []
 
 
 async def test_the_algorithm_sees_the_decoded_environment_and_only_its_own_task_folder(

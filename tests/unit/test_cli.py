@@ -2,7 +2,7 @@
 from click.testing import CliRunner
 
 from v6node.app.cli import exit_code_for, main
-from v6node.app.node import EncryptionMismatch
+from v6node.app.set_up_encryption import EncryptionMismatch
 from v6node.domain.errors import (
     AuthenticationFailed,
     CleanupIncomplete,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi, parse_run
-from v6node.adapters.memory.clock import ManualClock
+from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.domain.errors import (
     AuthenticationFailed,
     RunAlreadyFinished,

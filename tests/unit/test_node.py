@@ -6,7 +6,7 @@ import json
 import attrs
 import pytest
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
-from v6node.app.node import EncryptionMismatch
+from v6node.app.set_up_encryption import EncryptionMismatch
 from v6node.domain.config import AlgorithmLimits, PolicyConfig
 from v6node.domain.errors import AuthenticationFailed, NodeError, RuntimeUnavailable, ServerRejected, ServerUnavailable
 from v6node.domain.events import KillRequested, NewTask, SyncRequested, TokenExpired, TokenInvalid
@@ -385,7 +385,7 @@ async def test_expired_token_refreshes_and_reconnects_with_the_new_token(harness
     first = h.events.tokens[-1]
     h.events.push(TokenExpired())
     await h.until(lambda: h.events.reconnects == 1)
-    assert h.server.calls["refresh_token"] == 1
+    assert h.server.calls["renew_token"] == 1
     await h.until(lambda: len(h.events.tokens) == 2)
     assert h.events.tokens[-1] != first
 
@@ -416,9 +416,9 @@ async def test_the_access_token_is_refreshed_before_it_expires():
     h = MemoryNodeHarness()
     h.server.token_lifetime = 3600
     async with h:
-        assert h.server.calls["refresh_token"] == 0
+        assert h.server.calls["renew_token"] == 0
         await h.clock.advance(3600 - 600 + 1)
-        await h.until(lambda: h.server.calls["refresh_token"] == 1)
+        await h.until(lambda: h.server.calls["renew_token"] == 1)
 
 
 async def test_periodic_sync_picks_up_runs_whose_event_was_lost(harness):

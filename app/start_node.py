@@ -1,0 +1,105 @@
+"""Use case: everything the node does before it can take runs."""
+from __future__ import annotations
+
+import logging
+
+from v6node.app.authenticate import Authenticate
+from v6node.app.bind_journal import BindJournal
+from v6node.app.check_proxy import CheckProxyReachable
+from v6node.app.remove_job_volumes import RemoveJobVolumes
+from v6node.app.session import NodeSession
+from v6node.app.set_up_encryption import SetUpEncryption
+from v6node.domain.config import NodeConfig
+from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, stable_proxy_port
+from v6node.domain.errors import NodeError
+from v6node.ports.container_runtime import ContainerRuntime
+from v6node.ports.cryptor import Cryptor
+from v6node.ports.proxy_server import ProxyServer
+from v6node.ports.task_workspace import TaskWorkspace
+
+log = logging.getLogger("v6node.node")
+
+
+class StartNode:
+    """Check the engine, log in, set up encryption, bind the journal, make the algorithm
+    network, start and check the proxy; returns the "ready" line's details.
+
+    Business rules:
+    - the Docker engine must answer first (exit 4 otherwise); ``docker_registries`` logins
+      that are refused are logged and the node goes on (a pull may fail later);
+    - the proxy listens on the algorithm network's gateway at ``proxy_port``, else at a
+      port stable per node name, so that algorithms that outlived a node process reach
+      the new one; when that port is taken, any free port (and a WARNING saying so);
+    - leftovers of earlier processes (volumes) are noted for removal.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        runtime: ContainerRuntime,
+        workspace: TaskWorkspace,
+        proxy: ProxyServer,
+        session: NodeSession,
+        authenticate: Authenticate,
+        set_up_encryption: SetUpEncryption,
+        bind_journal: BindJournal,
+        check_proxy: CheckProxyReachable,
+        job_volumes: RemoveJobVolumes,
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.workspace = workspace
+        self.proxy = proxy
+        self.session = session
+        self.authenticate = authenticate
+        self.set_up_encryption = set_up_encryption
+        self.bind_journal = bind_journal
+        self.check_proxy = check_proxy
+        self.job_volumes = job_volumes
+
+    async def __call__(self) -> str:
+        config = self.config
+        await self.runtime.ping()
+        await self._log_in_to_registries()
+        identity = await self.authenticate()
+        cryptor = await self.set_up_encryption()
+        journal_identity = await self.bind_journal()
+        if not config.keep_task_folders:
+            await self.job_volumes.find_leftovers()
+        network = network_name(config.name)
+        gateway = await self.runtime.ensure_network(network, managed_labels(config.name))
+        port = await self._start_proxy(gateway, cryptor)
+        checked = await self.check_proxy(network, gateway, port)
+        self.session.settings = AlgorithmSettings(
+            node_name=config.name,
+            tasks_dir=self.workspace.tasks_dir(),
+            network=network,
+            proxy_host=gateway,
+            proxy_port=port,
+            databases=config.databases,
+            algorithm_env=dict(config.algorithm_env),
+            gpu=config.gpu,
+            limits=config.limits,
+            run_context_file=config.run_context_file,
+            node_id=identity.node_id,
+            identity=journal_identity.fingerprint,
+        )
+        return f"algorithm proxy at {gateway}:{port} ({checked})"
+
+    async def _log_in_to_registries(self) -> None:
+        for login in self.config.docker_registries:
+            try:
+                await self.runtime.login(login.registry, login.username, login.password)
+                log.info("logged in to docker registry %s as %s", login.registry, login.username)
+            except NodeError as exc:
+                log.error("could not log in to docker registry %s: %s", login.registry, exc)
+
+    async def _start_proxy(self, host: str, cryptor: Cryptor) -> int:
+        if self.config.proxy_port:
+            return await self.proxy.start(host, cryptor, self.config.proxy_port)
+        stable = stable_proxy_port(self.config.name)
+        try:
+            return await self.proxy.start(host, cryptor, stable)
+        except NodeError as exc:
+            log.warning("%s; using another port (algorithms started before a restart cannot reach the proxy)", exc)
+            return await self.proxy.start(host, cryptor, 0)

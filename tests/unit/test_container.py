@@ -1,0 +1,24 @@
+"""The composition root: every dependency is provided, and the memory adapter set can stand in for the real one."""
+from __future__ import annotations
+
+from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
+from v6node.app.container import Adapters, MemoryAdapters, NodeContainer
+from v6node.app.node import Node
+
+
+def test_every_dependency_of_the_production_wiring_is_provided() -> None:
+    NodeContainer(config=default_config()).check_dependencies()
+
+
+def test_the_memory_adapters_have_exactly_the_production_adapters_names() -> None:
+    assert set(MemoryAdapters.providers) == set(Adapters.providers)
+
+
+def test_the_harness_builds_its_node_through_the_production_container() -> None:
+    h = MemoryNodeHarness()
+    assert isinstance(h.node, Node)
+    assert h.node is h.container.node()  # one node per container
+    # The node's use cases share the one run queue, session and adapters of the container.
+    assert h.node.use.sync_runs.queue is h.node.queue is h.node.use.queue_new_runs.queue
+    assert h.node.use.execute_run.runtime is h.runtime
+    assert h.node.use.report_result is h.node.use.execute_run.report
