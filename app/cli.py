@@ -21,6 +21,7 @@ from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_ke
 from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
+from v6node.app.node import Node
 from v6node.app.set_up_encryption import EncryptionMismatch
 from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
@@ -125,7 +126,7 @@ async def serve(config: NodeConfig) -> None:
     container = NodeContainer(config=config)
     await container.adapters.init_resources()
     try:
-        node = await container.node()
+        node: Node = await _provided(container.node)
         loop = asyncio.get_running_loop()
         main = asyncio.ensure_future(node.run_forever())
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,7 +18,9 @@ import yaml
 
 from v6node.domain.config import (
     DATABASE_TYPES,
+    DEFAULT_MAX_INPUT_SIZE,
     DEFAULT_PROXY_CHECK_IMAGE,
+    DEFAULT_SYNC_INTERVAL,
     FILE_DATABASE_TYPES,
     FOLDER_DATABASE_TYPES,
     AlgorithmLimits,
@@ -122,7 +124,7 @@ class _Section:
         value = self._typed(name, (int, float, type(None)), "a number", default, False)
         if value is not None and value <= minimum_exclusive:
             raise self.fail(name, f"expected a number > {minimum_exclusive:g}, got {value}")
-        return value
+        return None if value is None else float(value)
 
     def size(self, name: str, default: int | None = None) -> int | None:
         """Bytes, given as an integer or as text like "512m" or "4GiB"; ``default`` when absent,
@@ -368,14 +370,14 @@ def parse_config(
         run_context_file=root.boolean("run_context_file", False),
         max_concurrent_runs=root.integer("max_concurrent_runs", 8, minimum=1),
         max_output_size=root.integer("max_output_size", DEFAULT_MAX_OUTPUT_SIZE, minimum=1),
-        max_input_size=_bounded_size(root, "max_input_size", NodeConfig.__attrs_attrs__.max_input_size.default),
+        max_input_size=_bounded_size(root, "max_input_size", DEFAULT_MAX_INPUT_SIZE),
         limits=_limits(root),
         keep_task_folders=root.boolean("keep_task_folders", False),
         proxy_port=root.integer("proxy_port", 0, minimum=0),
         docker_registries=_registries(root),
         proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
         proxy_check_pull=root.boolean("proxy_check_pull", False),
-        sync_interval=root.number("sync_interval") or NodeConfig.__attrs_attrs__.sync_interval.default,
+        sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
     )
 
 

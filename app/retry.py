@@ -5,18 +5,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from v6node.domain.backoff import Backoff
 from v6node.domain.errors import NodeError
 from v6node.ports.clock import Clock
 
 T = TypeVar("T")
-
-
-def backoff_delays(base: float = 1.0, maximum: float = 30.0):
-    """1, 2, 4, ... seconds, capped at ``maximum``; endless."""
-    delay = base
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
 
 
 async def until_done(
@@ -32,7 +25,7 @@ async def until_done(
     WARNING per attempt, saying for how long it has been waiting (adapters retry quietly).
     """
     started = clock.monotonic()
-    for attempt, delay in enumerate(backoff_delays(maximum=maximum_delay), start=1):
+    for attempt, delay in enumerate(Backoff(maximum=maximum_delay).delays(), start=1):
         try:
             return await call()
         except NodeError as exc:

@@ -11,6 +11,8 @@ DATABASE_TYPES = frozenset({"csv", "parquet", "sql", "sparql", "excel", "other",
 MOUNT_MODES = frozenset({"ro", "copy"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_PROXY_CHECK_IMAGE = "busybox:stable"
+DEFAULT_MAX_INPUT_SIZE = 512 * 1024 * 1024
+DEFAULT_SYNC_INTERVAL = 300.0
 
 
 @frozen
@@ -118,12 +120,12 @@ class NodeConfig:
     # Largest algorithm output (bytes) the node reports; a bigger one fails the run.
     max_output_size: int = field(default=1024 * 1024 * 1024, validator=validators.ge(1))
     # Largest run input (inline or a blob) the node takes; a bigger one fails the run.
-    max_input_size: int = field(default=512 * 1024 * 1024, validator=validators.ge(1))
+    max_input_size: int = field(default=DEFAULT_MAX_INPUT_SIZE, validator=validators.ge(1))
     limits: AlgorithmLimits = AlgorithmLimits()
     # Keep task folders and temporary volumes after runs (for debugging algorithms).
     keep_task_folders: bool = False
     # Seconds between re-syncs that catch runs whose websocket event was lost.
-    sync_interval: float = field(default=300.0, validator=validators.gt(0))
+    sync_interval: float = field(default=DEFAULT_SYNC_INTERVAL, validator=validators.gt(0))
     # Port of the algorithm proxy on the algorithm network's gateway (0: any free port).
     proxy_port: int = 0
     # Image (with sh, timeout and wget) that checks at start that algorithms reach the

@@ -178,18 +178,18 @@ def reconcile(
             for other in found.pop(run_id, []):
                 remove.append(other.id)
                 notes.append(f"container {_short(other.id)} of run {run_id} belongs to the run the stale entry describes")
-        container, extras = _pick(found.get(run_id, []), entry)
-        cid = container.id if container is not None else None
+        chosen, extras = _pick(found.get(run_id, []), entry)
+        cid = chosen.id if chosen is not None else None
         for extra in extras:
             remove.append(extra.id)
             notes.append(
                 f"container {_short(extra.id)} is a second container of run {run_id}; keeping {_short(cid)}"
             )
-        action = _decide(run, entry, container, run_id in with_output and not stale)
-        if container is not None and action.container_id is None:
+        action = _decide(run, entry, chosen, run_id in with_output and not stale)
+        if chosen is not None and action.container_id is None:
             # Left by a start that never happened (created, not started); the run starts afresh.
-            remove.append(container.id)
-            notes.append(f"container {_short(container.id)} of run {run_id} was created but never started")
+            remove.append(chosen.id)
+            notes.append(f"container {_short(chosen.id)} of run {run_id} was created but never started")
         actions.append(action)
 
     for run_id, entry in sorted(journal.items()):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +45,22 @@ def make_federation(admin: AdminApi):
 @pytest.fixture
 def federation(make_federation) -> Federation:
     return make_federation()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The venv's editable install links each module; a module added since needs a re-install."""
+    import v6node.domain
+
+    tree = Path(next(iter(v6node.domain.__path__))).parent
+    repo = Path(__file__).resolve().parents[1]
+    missing = [
+        str(path.relative_to(repo))
+        for folder in ("domain", "ports", "app", "adapters")
+        for path in (repo / folder).rglob("*.py")
+        if tree != repo and not (tree / folder / path.relative_to(repo / folder)).exists()
+    ]
+    if missing:
+        raise pytest.UsageError(
+            f"the editable install in .venv predates {', '.join(missing[:5])}: run scripts/setup-rig "
+            "(scripts/test does) to link the new modules"
+        )

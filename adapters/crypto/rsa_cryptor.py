@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 try:
     import pybase64
 except ImportError:  # a platform without it: binascii, strict too, but ≈ 5× slower to decode
-    pybase64 = None
+    pybase64 = None  # type: ignore[assignment]
 
 from v6node.adapters.crypto.base64_cryptor import aligned, base64_length
 from v6node.domain.errors import CryptoError
@@ -182,10 +182,12 @@ class RsaCryptor:
                     continue
                 wrapped, iv, _ = _split_header(bytes(head[:end]), b"$")
                 decryptor, _ = self._open(wrapped, iv)
-                chunk = _byte_view(chunk)[end - before :]
+                rest = _byte_view(chunk)[end - before :]
                 head = bytearray()
-            opened = decryptor.update(chunk)
-            del chunk  # the consumer may keep us suspended for long: hold no input meanwhile
+            else:
+                rest = _byte_view(chunk)
+            opened = decryptor.update(rest)
+            del chunk, rest  # the consumer may keep us suspended for long: hold no input meanwhile
             if opened:
                 yield opened
         if decryptor is None:
@@ -284,8 +286,8 @@ def _split_header(value: str | bytes, sep: str | bytes) -> tuple[str | bytes, st
     """The wrapped key and IV parts of ``key$iv$...``, and where the ciphertext starts."""
     if not value:
         raise CryptoError("the value is empty: expected 'key$iv$ciphertext'")
-    first = value.find(sep, 0, MAX_HEADER)
-    second = value.find(sep, first + 1, MAX_HEADER) if first >= 0 else -1
+    first = value.find(sep, 0, MAX_HEADER)  # type: ignore[arg-type]  # sep is of value's type
+    second = value.find(sep, first + 1, MAX_HEADER) if first >= 0 else -1  # type: ignore[arg-type]
     if second < 0:
         found = "no" if first < 0 else "only one"
         raise CryptoError(

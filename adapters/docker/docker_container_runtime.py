@@ -221,7 +221,8 @@ class DockerContainerRuntime:
         with _docker_errors(f"network {name}"):
             network = self._network_named(name)
             if network is not None and not _isolated(network):
-                network = self._replace_unisolated(name, network)
+                self._replace_unisolated(name, network)
+                network = None
             if network is None:
                 try:
                     self._api.create_network(

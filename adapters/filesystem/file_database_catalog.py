@@ -275,7 +275,7 @@ class CompactReader:
 
         A wanted field of another type than expected is skipped too, not misread.
         """
-        values = {}
+        values: dict[int, Any] = {}
         last_id = 0
         while True:
             header = self._byte()

@@ -159,6 +159,8 @@ class HttpxServerApi:
     async def authenticate(self) -> NodeIdentity:
         async with self._renew_lock:
             await self._login()
+        if self._node_id is None:
+            raise ServerError("the login answer named no node")
         node = await self._request("GET", f"node/{self._node_id}")
         with _parsing("GET", f"node/{self._node_id}"):
             node_name = str(node["name"])

@@ -45,10 +45,15 @@ class AlgorithmCall:
 
     @property
     def input(self) -> bytes:
-        return self.workspace.folders[self.run_id].input
+        return self.workspace.folders[self._run_id()].input
 
     def write_output(self, data: bytes | None) -> None:
-        self.workspace.write_output(self.run_id, data)
+        self.workspace.write_output(self._run_id(), data)
+
+    def _run_id(self) -> int:
+        if self.run_id is None:
+            raise ContainerError(f"{self.spec.name} is not an algorithm run: it has no task folder")
+        return self.run_id
 
     def log(self, line: str) -> None:
         self.log_lines.append(line)

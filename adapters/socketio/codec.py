@@ -96,8 +96,8 @@ def parse_open(data: str) -> OpenInfo:
     max_payload = body.get("maxPayload")
     return OpenInfo(
         sid=sid,
-        ping_interval=interval / 1000,
-        ping_timeout=timeout / 1000,
+        ping_interval=float(interval) / 1000,  # type: ignore[arg-type]  # a number: checked above
+        ping_timeout=float(timeout) / 1000,  # type: ignore[arg-type]
         max_payload=max_payload if isinstance(max_payload, int) else None,
     )
 
