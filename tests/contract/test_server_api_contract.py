@@ -20,7 +20,8 @@ import pytest_asyncio
 import yaml
 from attrs import frozen
 
-from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi, parse_datetime
+from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi
+from v6node.adapters.http.payloads import parse_datetime
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.domain.errors import AuthenticationFailed, RunAlreadyFinished, ServerRejected, ServerUnavailable

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi, parse_run
+from v6node.adapters.http.httpx_server_api import BLOB_CHUNK_SIZE, HttpxServerApi
+from v6node.adapters.http.payloads import parse_run
 from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.domain.errors import (
     AuthenticationFailed,
@@ -405,19 +406,28 @@ async def test_refused_refresh_falls_back_to_logging_in_with_the_api_key(logged_
     assert logged_in.token_expires_at() > clock.now().timestamp()
 
 
-async def test_refresh_token_refused_is_authentication_failed(logged_in: HttpxServerApi, server: FakeServer) -> None:
+async def test_a_refused_refresh_token_is_renewed_by_logging_in_again(logged_in: HttpxServerApi, server: FakeServer) -> None:
     server.refresh_status = 422
-    with pytest.raises(AuthenticationFailed, match="refresh token"):
-        await logged_in.refresh_token()
+    assert await logged_in.renew_token() is True
+    assert server.paths == ["POST /api/token/refresh", "POST /api/token/node"]
 
 
-async def test_refresh_token_replaces_both_tokens(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
+async def test_a_refused_refresh_token_and_api_key_are_authentication_failed(server: FakeServer, clock: ManualClock) -> None:
+    async with make_api(server, clock) as api:
+        await api.authenticate()
+        server.refresh_status = 422
+        server.route("POST", "/api/token/node", lambda r: server.error(401, "Api key is not recognized!"))
+        with pytest.raises(AuthenticationFailed, match="API key was not recognised"):
+            await api.renew_token()
+
+
+async def test_renewing_replaces_both_tokens(logged_in: HttpxServerApi, server: FakeServer, clock: ManualClock) -> None:
     before = logged_in.access_token()
     await clock.advance(100)
-    await logged_in.refresh_token()
+    assert await logged_in.renew_token() is False
     assert logged_in.access_token() != before
     assert logged_in.token_expires_at() == pytest.approx(clock.now().timestamp() + 6 * 3600)
-    await logged_in.refresh_token()
+    await logged_in.renew_token()
     # The second refresh must present the refresh token that the first one returned.
     assert claims(bearer(server.requests[-1]))["tag"] == "refresh-2"
 
@@ -681,7 +691,7 @@ async def test_api_path_may_be_empty_and_refresh_url_is_joined_to_the_server_roo
         server.route(method, path.removeprefix("/api"), server.routes[(method, path)])
     async with HttpxServerApi(ROOT + "/", ROOT + "/", API_KEY, clock, transport=httpx.MockTransport(server.handle)) as api:
         await api.authenticate()
-        await api.refresh_token()
+        await api.renew_token()
     assert [str(r.url) for r in server.requests] == [
         f"{ROOT}/token/node", f"{ROOT}/node/{NODE_ID}", f"{ROOT}/organization/{ORG_ID}", f"{ROOT}/api/token/refresh"
     ]
