@@ -3,26 +3,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests
-import urllib3
-from docker.types import CancellableStream, DeviceRequest, LogConfig
+from docker.types import DeviceRequest, LogConfig
 from docker.types import Mount as DockerMount
 from docker.utils import parse_repository_tag
 
+from v6node.adapters.docker.errors import docker_errors, status_code, translate
+from v6node.adapters.docker.networks import ensure_network, remove_network
+from v6node.adapters.docker.waits import PendingWait, blocking_wait
 from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, log_tail
-from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT
 from v6node.domain.errors import (
     ContainerError,
     ContainerNotFound,
@@ -31,77 +30,13 @@ from v6node.domain.errors import (
     ResourcesLeft,
     RuntimeUnavailable,
 )
+from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT, ContainerRuntime
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
-# The node's networks: no route out (internal) and no traffic between containers.
-_NO_ICC = "com.docker.network.bridge.enable_icc"
-_NETWORK_OPTIONS = {_NO_ICC: "false"}
-# How long a network removal waits for the engine to release the endpoints of removed containers.
-_NETWORK_RELEASE_SECONDS = 20.0
-
-
-# The engine did not answer (socket missing, refused, timed out) or broke off an answer
-# half-way (it stopped while a wait was open).
-_UNREACHABLE = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    urllib3.exceptions.ProtocolError,
-    ConnectionError,
-)
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    """The engine did not answer, or stopped answering, anywhere in the cause chain."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, _UNREACHABLE):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _translate(
-    exc: Exception,
-    what: str,
-    not_found: type[ContainerError] = ContainerNotFound,
-    failed: type[ContainerError] = ContainerError,
-) -> ContainerError:
-    """The one place where docker SDK and requests exceptions become the node's errors."""
-    if _is_unreachable(exc):
-        return RuntimeUnavailable(f"{what}: the Docker engine cannot be reached ({exc})")
-    if isinstance(exc, docker.errors.NotFound):
-        return not_found(f"{what}: {getattr(exc, 'explanation', None) or exc}")
-    if isinstance(exc, docker.errors.APIError):
-        return failed(f"{what}: {exc.explanation or exc}")
-    return failed(f"{what}: {exc}")
-
-
-@contextmanager
-def _docker_errors(
-    what: str, not_found: type[ContainerError] = ContainerNotFound, failed: type[ContainerError] = ContainerError
-) -> Iterator[None]:
-    try:
-        yield
-    except (
-        docker.errors.DockerException,
-        requests.exceptions.RequestException,
-        urllib3.exceptions.HTTPError,  # a wait's body read raw, cut off half-way
-        ConnectionError,
-    ) as exc:
-        raise _translate(exc, what, not_found, failed) from exc
-
-
-def _status_code(exc: docker.errors.APIError) -> int | None:
-    return exc.response.status_code if exc.response is not None else None
-
-
-def _isolated(network: dict[str, Any]) -> bool:
-    return bool(network.get("Internal")) and (network.get("Options") or {}).get(_NO_ICC) == "false"
 
 
 def _log_config(size: int | None) -> LogConfig | None:
@@ -116,37 +51,7 @@ def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{key}={value}" for key, value in labels.items()]}
 
 
-class _PendingWait:
-    """One blocking wait request; ``abort`` closes its socket so the waiting thread returns at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._response: requests.Response | None = None
-        self.aborted = False
-
-    def attach(self, response: requests.Response) -> None:
-        with self._lock:
-            self._response = response
-            aborted = self.aborted
-        if aborted:
-            self._close(response)
-
-    def abort(self) -> None:
-        with self._lock:
-            self.aborted = True
-            response = self._response
-        if response is not None:
-            self._close(response)
-
-    @staticmethod
-    def _close(response: requests.Response) -> None:
-        try:
-            CancellableStream(None, response).close()
-        except Exception:  # noqa: BLE001 - e.g. SSH transports; closing the response is the fallback
-            response.close()
-
-
-class DockerContainerRuntime:
+class DockerContainerRuntime(ContainerRuntime):
     """The ``ContainerRuntime`` port on a Docker Engine.
 
     ``base_url`` (e.g. ``unix:///var/run/docker.sock``) or, when None, the usual
@@ -171,7 +76,7 @@ class DockerContainerRuntime:
         self._waits = ThreadPoolExecutor(max_workers=max_waits, thread_name_prefix="docker-wait")
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
-        self._pending: set[_PendingWait] = set()
+        self._pending: set[PendingWait] = set()
 
     def close(self) -> None:
         """Stop pending waits, the thread pools and the HTTP connections (idempotent)."""
@@ -189,7 +94,7 @@ class DockerContainerRuntime:
         """The client, created on first use (creating it asks the engine for its API version)."""
         with self._client_lock:
             if self._client is None:
-                with _docker_errors("connecting to the Docker engine"):
+                with docker_errors("connecting to the Docker engine"):
                     if self._base_url is None:
                         self._client = docker.from_env(timeout=self._timeout, max_pool_size=self._pool_size)
                     else:
@@ -211,66 +116,27 @@ class DockerContainerRuntime:
         await self._call(self._ping)
 
     def _ping(self) -> None:
-        with _docker_errors("ping"):
+        with docker_errors("ping"):
             self._api.ping()
 
     async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         return await self._call(self._ensure_network, name, labels)
 
     def _ensure_network(self, name: str, labels: dict[str, str]) -> str:
-        with _docker_errors(f"network {name}"):
-            network = self._network_named(name)
-            if network is not None and not _isolated(network):
-                self._replace_unisolated(name, network)
-                network = None
-            if network is None:
-                try:
-                    self._api.create_network(
-                        name, driver="bridge", internal=True, labels=labels, options=_NETWORK_OPTIONS,
-                        check_duplicate=True,
-                    )
-                except docker.errors.APIError as exc:
-                    if _status_code(exc) != 409:  # 409: created meanwhile by someone else; reuse it
-                        raise
-                network = self._network_named(name)
-            if network is None:
-                raise ContainerError(f"network {name} was created but cannot be found")
-        if not _isolated(network):
-            raise ContainerError(f"network {name} was created by someone else meanwhile and is not isolated")
-        for config in (network.get("IPAM") or {}).get("Config") or []:
-            if config.get("Gateway"):
-                return config["Gateway"]
-        raise ContainerError(f"network {name} has no gateway address in its IPAM configuration")
-
-    def _replace_unisolated(self, name: str, network: dict[str, Any]) -> None:
-        """A network of an older node (or made by hand) that lets containers reach each other."""
-        if network.get("Containers"):
-            raise ContainerError(
-                f"network {name} lets algorithm containers reach each other or the internet and "
-                "containers still use it; stop them and remove the network, the node re-creates it isolated"
-            )
-        log.warning("network %s was not isolated (internal, no traffic between containers); re-creating it", name)
-        self._api.remove_network(network["Id"])
-
-    def _network_named(self, name: str) -> dict[str, Any] | None:
-        # The engine's name filter matches substrings, so compare exactly.
-        for summary in self._api.networks(names=[name]):
-            if summary["Name"] == name:
-                return self._api.inspect_network(summary["Id"])
-        return None
+        return ensure_network(self._api, name, labels)
 
     async def login(self, registry: str, username: str, password: str) -> None:
         await self._call(self._login, registry, username, password)
 
     def _login(self, registry: str, username: str, password: str) -> None:
-        with _docker_errors(f"logging in to {registry}"):
+        with docker_errors(f"logging in to {registry}"):
             self._docker().login(username=username, password=password, registry=registry)
 
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         await self._call(self._ensure_volume, name, labels)
 
     def _ensure_volume(self, name: str, labels: dict[str, str]) -> None:
-        with _docker_errors(f"volume {name}"):
+        with docker_errors(f"volume {name}"):
             try:
                 self._api.inspect_volume(name)
             except docker.errors.NotFound:
@@ -280,7 +146,7 @@ class DockerContainerRuntime:
         return await self._call(self._local_image_id, image)
 
     def _local_image_id(self, image: str) -> str | None:
-        with _docker_errors(f"image {image}"):
+        with docker_errors(f"image {image}"):
             try:
                 return str(self._api.inspect_image(image)["Id"])
             except docker.errors.NotFound:
@@ -290,7 +156,7 @@ class DockerContainerRuntime:
         await self._call(self._remove_volume, name)
 
     def _remove_volume(self, name: str) -> None:
-        with _docker_errors(f"removing volume {name}"):
+        with docker_errors(f"removing volume {name}"):
             try:
                 self._api.remove_volume(name, force=True)
             except docker.errors.NotFound:
@@ -300,7 +166,7 @@ class DockerContainerRuntime:
         return await self._call(self._list_volumes, labels)
 
     def _list_volumes(self, labels: dict[str, str]) -> list[str]:
-        with _docker_errors("listing volumes"):
+        with docker_errors("listing volumes"):
             return sorted(v["Name"] for v in self._api.volumes(filters=_label_filter(labels)).get("Volumes") or [])
 
     async def ensure_image(self, image: str, require_pull: bool) -> str:
@@ -310,7 +176,7 @@ class DockerContainerRuntime:
         pull_error = self._pull(image)
         if pull_error is None:
             return "pulled"
-        with _docker_errors(f"image {image}", not_found=ImageNotFound):
+        with docker_errors(f"image {image}", not_found=ImageNotFound):
             try:
                 self._api.inspect_image(image)
             except docker.errors.NotFound:
@@ -335,7 +201,7 @@ class DockerContainerRuntime:
         except docker.errors.APIError as exc:
             return str(exc.explanation or exc)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _translate(exc, f"pulling {image}", not_found=ImageNotFound) from exc
+            raise translate(exc, f"pulling {image}", not_found=ImageNotFound) from exc
         return None
 
     async def run(self, spec: ContainerSpec) -> str:
@@ -343,7 +209,7 @@ class DockerContainerRuntime:
 
     def _run(self, spec: ContainerSpec) -> str:
         what = f"starting container {spec.name} ({spec.image})"
-        with _docker_errors(what, not_found=ContainerStartFailed, failed=ContainerStartFailed):
+        with docker_errors(what, not_found=ContainerStartFailed, failed=ContainerStartFailed):
             api = self._api
             host_config = api.create_host_config(
                 mounts=[
@@ -387,11 +253,11 @@ class DockerContainerRuntime:
         return container_id
 
     async def wait(self, container_id: str) -> ContainerExit:
-        pending = _PendingWait()
+        pending = PendingWait()
         self._pending.add(pending)
         loop = asyncio.get_running_loop()
         try:
-            status = await loop.run_in_executor(self._waits, self._blocking_wait, container_id, pending)
+            status = await loop.run_in_executor(self._waits, blocking_wait, self._api, container_id, pending)
         except asyncio.CancelledError:
             pending.abort()
             raise
@@ -399,39 +265,9 @@ class DockerContainerRuntime:
             self._pending.discard(pending)
         return ContainerExit(exit_code=status, oom_killed=await self._call(self._oom_killed, container_id))
 
-    def _blocking_wait(self, container_id: str, pending: _PendingWait) -> int:
-        """The engine's wait endpoint, read without a timeout; ``pending.abort()`` ends it early."""
-        what = f"waiting for container {container_id[:12]}"
-        with _docker_errors(what):
-            api = self._api
-            # The engine answers with headers as soon as the wait is registered and sends the
-            # body when the container stops; stream=True lets us hold the socket to abort it.
-            response = api._post(
-                api._url("/containers/{0}/wait", container_id),
-                params={"condition": "not-running"},
-                stream=True,
-                timeout=None,
-            )
-            try:
-                api._raise_for_status(response)
-                pending.attach(response)
-                try:
-                    body = response.content
-                except (requests.exceptions.RequestException, OSError):
-                    if not pending.aborted:
-                        raise
-            finally:
-                response.close()
-        if pending.aborted:
-            raise RuntimeUnavailable(f"{what}: stopped waiting (cancelled, or the runtime was closed)")
-        result = json.loads(body)
-        if result.get("Error") and result["Error"].get("Message"):
-            raise ContainerError(f"{what}: {result['Error']['Message']}")
-        return int(result["StatusCode"])
-
     def _oom_killed(self, container_id: str) -> bool:
         try:
-            with _docker_errors(f"inspecting container {container_id[:12]}"):
+            with docker_errors(f"inspecting container {container_id[:12]}"):
                 return bool(self._api.inspect_container(container_id)["State"].get("OOMKilled"))
         except ContainerNotFound:
             return False  # removed right after it stopped; the exit code is all there is
@@ -440,7 +276,7 @@ class DockerContainerRuntime:
         return await self._call(self._logs, container_id, limit)
 
     def _logs(self, container_id: str, limit: int) -> str:
-        with _docker_errors(f"logs of container {container_id[:12]}"):
+        with docker_errors(f"logs of container {container_id[:12]}"):
             stream = self._api.logs(container_id, stdout=True, stderr=True, stream=True, follow=False)
             try:
                 return log_tail(stream, limit)
@@ -453,11 +289,11 @@ class DockerContainerRuntime:
         await self._call(self._kill, container_id)
 
     def _kill(self, container_id: str) -> None:
-        with _docker_errors(f"killing container {container_id[:12]}"):
+        with docker_errors(f"killing container {container_id[:12]}"):
             try:
                 self._api.kill(container_id)
             except docker.errors.APIError as exc:
-                if _status_code(exc) != 409:  # 409: not running, nothing to kill
+                if status_code(exc) != 409:  # 409: not running, nothing to kill
                     raise
 
     async def remove(self, container_id: str) -> None:
@@ -465,13 +301,13 @@ class DockerContainerRuntime:
 
     def _remove(self, container_id: str) -> bool:
         """True when this call removed it."""
-        with _docker_errors(f"removing container {container_id[:12]}"):
+        with docker_errors(f"removing container {container_id[:12]}"):
             try:
                 self._api.remove_container(container_id, force=True)
             except docker.errors.NotFound:
                 return False
             except docker.errors.APIError as exc:
-                if _status_code(exc) != 409:  # 409: removal already in progress
+                if status_code(exc) != 409:  # 409: removal already in progress
                     raise
                 return False
         return True
@@ -480,7 +316,7 @@ class DockerContainerRuntime:
         return await self._call(self._list_containers, labels)
 
     def _list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
-        with _docker_errors("listing containers"):
+        with docker_errors("listing containers"):
             summaries = self._api.containers(all=True, filters=_label_filter(labels))
         return [self._info(summary) for summary in summaries]
 
@@ -519,20 +355,20 @@ class DockerContainerRuntime:
             except ContainerError as exc:
                 left.append(f"container {info.name} ({exc})")
         api = self._api
-        with _docker_errors("listing labelled networks"):
+        with docker_errors("listing labelled networks"):
             networks = api.networks(filters=_label_filter(labels))
         for summary in networks:
             try:
-                removed += self._remove_network(summary["Id"], summary.get("Name") or summary["Id"][:12])
+                removed += remove_network(self._api, summary["Id"], summary.get("Name") or summary["Id"][:12])
             except RuntimeUnavailable:
                 raise
             except ContainerError as exc:
                 left.append(f"network {summary.get('Name')} ({exc})")
-        with _docker_errors("listing labelled volumes"):
+        with docker_errors("listing labelled volumes"):
             volumes = api.volumes(filters=_label_filter(labels)).get("Volumes") or []
         for volume in volumes:
             try:
-                with _docker_errors(f"removing volume {volume['Name']}"):
+                with docker_errors(f"removing volume {volume['Name']}"):
                     api.remove_volume(volume["Name"])
                 removed += 1
             except ContainerNotFound:
@@ -546,28 +382,6 @@ class DockerContainerRuntime:
         return removed
 
     def _wait_removed(self, container_id: str) -> None:
-        with _docker_errors(f"waiting for the removal of container {container_id[:12]}"):
+        with docker_errors(f"waiting for the removal of container {container_id[:12]}"):
             with suppress(docker.errors.NotFound):
                 self._api.wait(container_id, timeout=self._timeout, condition="removed")
-
-    def _remove_network(self, network_id: str, name: str) -> int:
-        """Disconnect what is still attached, then remove; the engine may hold an endpoint for a
-        moment after its container is gone ("has active endpoints"), so that is tried again
-        for a bounded time."""
-        api = self._api
-        deadline = time.monotonic() + _NETWORK_RELEASE_SECONDS
-        with _docker_errors(f"removing network {name}"):
-            while True:
-                try:
-                    attached = api.inspect_network(network_id).get("Containers") or {}
-                    for container_id in attached:
-                        with suppress(docker.errors.NotFound):
-                            api.disconnect_container_from_network(container_id, network_id, force=True)
-                    api.remove_network(network_id)
-                    return 1
-                except docker.errors.NotFound:
-                    return 0
-                except docker.errors.APIError as exc:
-                    if _status_code(exc) not in (403, 409) or time.monotonic() > deadline:
-                        raise
-                time.sleep(0.2)

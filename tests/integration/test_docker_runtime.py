@@ -417,7 +417,7 @@ async def test_an_unreachable_engine_raises_runtime_unavailable(call: str, tmp_p
     gone = DockerContainerRuntime(base_url=f"unix://{tmp_path}/no-engine.sock")
     calls = {
         "ping": gone.ping,
-        "list": lambda: gone.list({"a": "b"}),
+        "list": lambda: gone.list_containers({"a": "b"}),
         "run": lambda: gone.run(shell("gone", "x", "true", "none")),
         "wait": lambda: gone.wait("abc"),
         "logs": lambda: gone.logs("abc"),
