@@ -355,6 +355,7 @@ def parse_config(
         server_url=server_url,
         port=port,
         api_path=api_path.rstrip("/"),
+        # Accepted for compatibility and unused, as in the reference (task folders: <data>/tasks).
         task_dir=root.string("task_dir", nullable=True),
         data_dir=data_dir,
         log_dir=_resolve(base, log_dir) if log_dir else str(Path(data_dir) / "log"),

@@ -105,6 +105,8 @@ class NodeConfig:
     data_dir: str
     log_dir: str
     source: str = ""
+    # Read and kept as the reference does, which also never uses it: task folders live in
+    # <data folder>/tasks (the reference's own task folder is inside its data volume).
     task_dir: str | None = None
     databases: tuple[DatabaseConfig, ...] = ()
     logging: LoggingConfig = LoggingConfig()

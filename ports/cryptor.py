@@ -1,10 +1,9 @@
 """Encryption of run inputs and results (spec §5)."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-ChunkSource = Iterable[bytes] | AsyncIterator[bytes]
 
 
 @runtime_checkable

@@ -1,13 +1,12 @@
 """The server's websocket (Socket.IO namespace /tasks) as a stream of domain events."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from v6node.domain.events import NodeEvent
 
 # Returns the current access token; adapters call it again before every (re)connect.
-TokenProvider = Callable[[], str]
 
 
 @runtime_checkable
