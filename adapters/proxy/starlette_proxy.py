@@ -6,11 +6,9 @@ import base64
 import binascii
 import json
 import logging
-import queue
 import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,10 +16,16 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
+from v6node.adapters.proxy.inbound import BadPath, blob_id, check_declared_length, forwardable_path, read_body
+from v6node.adapters.proxy.limits import ConnectionLimits, raise_open_file_limit
+from v6node.adapters.proxy.refusal_log import RefusalLog
+from v6node.adapters.proxy.responses import (
+    Answer, AnswerTooLarge, StreamedUpstream, msg, read_answer, relay,
+)
+from v6node.adapters.proxy.streams import OneShotBody, TooLarge, bounded, capped, prepend, through_thread
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
@@ -29,13 +33,7 @@ from v6node.ports.cryptor import Cryptor
 
 log = logging.getLogger("v6node.proxy")
 
-# Never relayed in either direction (RFC 9110 §7.6.1), plus what httpx has already undone
-# (it decodes Content-Encoding) or what no longer matches once the proxy re-encodes a body.
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-    "proxy-authorization", "proxy-authenticate",
-})
-_RECOMPUTED = frozenset({"content-length", "content-encoding", "date"})
+_MiB = 1024 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Server answers worth asking again; others (501 Not Implemented, ...) are final.
 _TRANSIENT = frozenset({500, 502, 503, 504})
@@ -65,12 +63,17 @@ class StarletteProxyServer:
       body goes on byte for byte. Then ``POST task``; the server's status and body come back.
     * ``GET /result?task_id=`` and ``GET /result/<id>``: each result not in the blob store
       is decrypted and handed back as base64 of the plaintext.
-    * ``GET /blobstream/<id>`` streams the blob back through ``cryptor.decrypt_stream``;
+    * ``GET /blobstream/<id>`` streams the blob back through ``cryptor.decrypt_stream``
+      (``<id>`` must be a UUID, as the server makes them; ``blobstream/status`` is forwarded);
       ``POST /blobstream`` streams the body through ``cryptor.encrypt_stream`` for the key in
       ``X-Public-Key`` (400 without it) to the server, as a chunked upload (the length of
       the ciphertext is not known in advance; the server reads chunked bodies under uWSGI,
       as it is deployed).
-    * Everything else (GET/POST/PATCH/PUT/DELETE) is forwarded with its query string and body.
+    * Everything else (GET/POST/PATCH/PUT/DELETE) is forwarded with its query string and body,
+      if its percent-decoded path holds only letters, digits, ``-``, ``_``, ``.`` and ``/``
+      and no ``.`` or ``..`` segment (every endpoint algorithms call does); the decoded path
+      is what is forwarded. Anything else (``\\``, ``;``, ``%``, NUL, control characters,
+      dot segments, also double-encoded) gets 400 and nothing is forwarded.
 
     Every route but ``/health`` needs ``Authorization: Bearer <token>`` with a token that
     was ``authorize``d; anything else gets 401 from the proxy and nothing is forwarded.
@@ -98,8 +101,36 @@ class StarletteProxyServer:
     * Cryptor streams are blocking iterators: each runs in a thread of its own, fed one
       chunk (at most ``chunk_size`` bytes) at a time, so memory stays bounded and the event
       loop never waits on AES.
-    * Access log lines (method, path, status, time) go to the logger ``v6node.proxy``;
-      tokens and query strings are never logged.
+    * Access log lines (method, path, status, time) go to the logger ``v6node.proxy`` at
+      INFO; tokens and query strings are never logged, paths are escaped and cut short.
+
+    Limits (an algorithm is untrusted code; so is anything else that can reach the port):
+
+    * ``max_connections`` (256) connections at once, at most ``max_connections_per_peer``
+      (32) from one address: each algorithm container has its own address on the network,
+      so one of them cannot take every slot. A connection over a cap is closed (reset) as
+      soon as it is accepted, before anything is read. 32 is far above what the algorithm
+      client needs (one request at a time, a new connection each); 256 leaves room for
+      every run of a busy node and stays well under the open-file limit, which ``start``
+      raises to its hard limit.
+    * ``header_timeout`` (10 s): a connection must send a complete request head within it,
+      after it opens and again after each response, or it is closed; ``keep_alive_timeout``
+      (5 s, uvicorn's) closes a connection silent after a response. ``max_header_size``
+      (16 KiB, h11's) caps the request head; more gets 400.
+    * ``max_body_size`` (64 MiB) for the bodies the proxy reads whole (``POST /task``, the
+      generic route): a declared or counted larger body gets 413 and nothing is forwarded.
+      ``max_upload_size`` (1 GiB, the node's own default ``max_output_size``) for the
+      streamed ``POST /blobstream``, counted while streaming: past it the upload to the
+      server is cut off before its end, so the server never takes a truncated blob for a
+      whole one, and the algorithm gets 413.
+    * ``max_answer_size`` (256 MiB) for the server answers the proxy reads whole (task
+      creation, results, key lookups), counted after decompression: a page of results
+      larger than that gets 502. The generic route and blob downloads stream, uncapped.
+      Memory for request bodies and answers is thus bounded per request; in all, by the
+      connection caps times these sizes.
+    * Refusals (401, 400 for a path or blob id, 413, answers over the cap, connections over
+      a cap or late with their head, malformed requests) are logged as a WARNING at most
+      once per peer per ``refusal_log_window`` (60 s); the next one says how many were not.
     """
 
     def __init__(
@@ -115,11 +146,27 @@ class StarletteProxyServer:
         transport: httpx.AsyncBaseTransport | None = None,
         chunk_size: int = 64 * 1024,
         shutdown_timeout: float = 5.0,
+        max_connections: int = 256,
+        max_connections_per_peer: int = 32,
+        header_timeout: float = 10.0,
+        keep_alive_timeout: float = 5.0,
+        max_header_size: int = 16 * 1024,
+        max_body_size: int = 64 * _MiB,
+        max_upload_size: int = 1024 * _MiB,
+        max_answer_size: int = 256 * _MiB,
+        refusal_log_window: float = 60.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        sizes = {"max_header_size": max_header_size, "max_body_size": max_body_size,
+                 "max_upload_size": max_upload_size, "max_answer_size": max_answer_size}
+        for name, size in sizes.items():
+            if size < 1:
+                raise ValueError(f"{name} must be positive, got {size}")
+        if keep_alive_timeout <= 0:
+            raise ValueError(f"keep_alive_timeout must be positive, got {keep_alive_timeout}")
         self._api_base = api_base.rstrip("/")
         self._wanted_port = port
         self._timeout = timeout
@@ -130,6 +177,16 @@ class StarletteProxyServer:
         self._transport = transport
         self._chunk_size = chunk_size
         self._shutdown_timeout = shutdown_timeout
+        self._keep_alive_timeout = keep_alive_timeout
+        self._max_header_size = max_header_size
+        self._max_body_size = max_body_size
+        self._max_upload_size = max_upload_size
+        self._max_answer_size = max_answer_size
+        self._refusals = RefusalLog(log, refusal_log_window, self._clock.monotonic)
+        self._limits = ConnectionLimits(
+            max_connections=max_connections, max_per_peer=max_connections_per_peer,
+            header_timeout=header_timeout, refusals=self._refusals,
+        )
         self._tokens: set[str] = set()
         self._cryptor: Cryptor | None = None
         self._client: httpx.AsyncClient | None = None
@@ -143,6 +200,7 @@ class StarletteProxyServer:
                 Route("/result", self._guarded(self._results), methods=["GET"]),
                 Route("/result/{id:int}", self._guarded(self._result), methods=["GET"]),
                 Route("/blobstream", self._guarded(self._upload_blob), methods=["POST"]),
+                Route("/blobstream/status", self._guarded(self._forward), methods=["GET"]),
                 Route("/blobstream/{id}", self._guarded(self._download_blob), methods=["GET"]),
                 Route("/{path:path}", self._guarded(self._forward), methods=_FORWARDED_METHODS),
             ],
@@ -160,6 +218,7 @@ class StarletteProxyServer:
         if self._serving is not None:
             raise NodeError("the algorithm proxy is already running")
         wanted = self._wanted_port if port is None else port
+        self._check_open_file_limit(raise_open_file_limit())
         try:
             sock = _listen(host, wanted)
         except OSError as exc:
@@ -173,9 +232,11 @@ class StarletteProxyServer:
             access_log=False,  # our own access log never shows query strings
             proxy_headers=False,
             server_header=False,
-            http="h11",
+            http=self._limits.protocol_class(),
             ws="none",
             timeout_graceful_shutdown=self._shutdown_timeout,
+            timeout_keep_alive=self._keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+            h11_max_incomplete_event_size=self._max_header_size,
         )
         server = _EmbeddedServer(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="v6node-proxy")
@@ -191,6 +252,15 @@ class StarletteProxyServer:
         self._port = sock.getsockname()[1]
         log.info("algorithm proxy listening on %s:%d, forwarding to %s", host, self._port, self._api_base)
         return self._port
+
+    def _check_open_file_limit(self, soft_limit: int) -> None:
+        # A proxied request may hold a connection to the server as well as the algorithm's.
+        needed = 2 * self._limits.max_connections + 64
+        if soft_limit < needed:
+            log.warning(
+                "the open-file limit (%d) is below what %d proxy connections may need (%d); "
+                "lower the proxy's connection cap or raise the limit", soft_limit, self._limits.max_connections, needed,
+            )
 
     def authorize(self, container_token: str) -> None:
         self._tokens.add(container_token)
@@ -229,24 +299,35 @@ class StarletteProxyServer:
 
         async def endpoint(request: Request) -> Response:
             started = time.monotonic()
+            peer = request.client.host if request.client else None
+            what = f"{request.method} {_shown(request.url.path)}"
             token, refusal = self._caller_token(request)
             if token is None:
-                log.warning("refused %s %s: %s", request.method, request.url.path, refusal)
-                response: Response = _msg(401, refusal)
+                self._refusals.warn(peer, "refused %s from %s: %s", what, peer, refusal)
+                response: Response = msg(401, refusal)
             else:
                 try:
                     response = await handler(request, token)
+                except BadPath as exc:
+                    self._refusals.warn(peer, "refused %s from %s: %s", what, peer, exc)
+                    response = msg(400, str(exc))
+                except AnswerTooLarge as exc:
+                    self._refusals.warn(peer, "%s from %s: %s", what, peer, exc)
+                    response = msg(502, str(exc))
+                except TooLarge as exc:
+                    self._refusals.warn(peer, "refused %s from %s: %s", what, peer, exc)
+                    response = msg(413, str(exc))
                 except _Unavailable as exc:
-                    log.warning("%s %s: %s", request.method, request.url.path, exc)
-                    response = _msg(502, str(exc))
+                    log.warning("%s: %s", what, exc)
+                    response = msg(502, str(exc))
                 except httpx.TransportError as exc:
-                    log.warning("%s %s: the server connection failed (%s)", request.method, request.url.path, exc)
-                    response = _msg(502, f"The connection to the server failed: {type(exc).__name__}")
+                    log.warning("%s: the server connection failed (%s)", what, exc)
+                    response = msg(502, f"The connection to the server failed: {type(exc).__name__}")
                 except Exception:
-                    log.exception("%s %s failed in the proxy", request.method, request.url.path)
-                    response = _msg(500, "The node's proxy failed to handle the request; see the node log")
+                    log.exception("%s failed in the proxy", what)
+                    response = msg(500, "The node's proxy failed to handle the request; see the node log")
             elapsed_ms = (time.monotonic() - started) * 1000
-            log.info("%s %s -> %d (%.0f ms)", request.method, request.url.path, response.status_code, elapsed_ms)
+            log.info("%s -> %d (%.0f ms)", what, response.status_code, elapsed_ms)
             return response
 
         return endpoint
@@ -277,7 +358,7 @@ class StarletteProxyServer:
         token: str,
         *,
         query: bytes = b"",
-        content: bytes | _OneShotBody | None = None,
+        content: bytes | OneShotBody | None = None,
         content_type: str | None = None,
     ) -> httpx.Response:
         """The server's response with its body unread (the caller closes it), after retries.
@@ -297,7 +378,7 @@ class StarletteProxyServer:
             try:
                 response = await self._http().send(request, stream=True)
             except httpx.TransportError as exc:
-                replayable = not (isinstance(content, _OneShotBody) and content.started)
+                replayable = not (isinstance(content, OneShotBody) and content.started)
                 if not (replayable and (idempotent or isinstance(exc, _NOT_SENT))):
                     raise _Unavailable(f"{what} failed: {type(exc).__name__} ({exc})") from exc
                 failure = f"{type(exc).__name__} ({exc})"
@@ -313,25 +394,18 @@ class StarletteProxyServer:
             await self._clock.sleep(delay)
         raise _Unavailable(f"The server did not answer {what}: {failure} after {self._max_attempts} attempts")
 
-    async def _call(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
-        """``_send`` with the body read and the response closed."""
+    async def _call(self, method: str, path: str, token: str, **kwargs: Any) -> Answer:
+        """``_send`` with the body read (``AnswerTooLarge`` past ``max_answer_size``) and the response closed."""
         response = await self._send(method, path, token, **kwargs)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
+        return await read_answer(response, self._max_answer_size, f"The server's answer to {method} {path}")
 
     # --- routes ---------------------------------------------------------------------------------------
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def _forward(self, request: Request, token: str) -> Response:
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        path = raw_path.decode("latin-1").lstrip("/")
-        if any(segment in (".", "..") for segment in request.url.path.split("/")):
-            return _msg(400, "Dot segments are not allowed in the path")
-        body = await request.body()
+        path = forwardable_path(request.scope["path"])
+        body = await read_body(request, self._max_body_size)
         upstream = await self._send(
             request.method,
             path,
@@ -340,17 +414,17 @@ class StarletteProxyServer:
             content=body or None,
             content_type=request.headers.get("content-type") if body else None,
         )
-        return _StreamedUpstream(upstream.aiter_bytes(), upstream)
+        return StreamedUpstream(upstream.aiter_bytes(), upstream)
 
     async def _create_task(self, request: Request, token: str) -> Response:
-        body = await request.body()
+        body = await read_body(request, self._max_body_size)
         try:
             task = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return _msg(400, "The task must be a JSON object")
+            return msg(400, "The task must be a JSON object")
         organizations = task.get("organizations") if isinstance(task, dict) else None
         if not organizations or not isinstance(organizations, list):
-            return _msg(400, "Organizations missing from input")
+            return msg(400, "Organizations missing from input")
         cryptor = self._crypto()
         if cryptor.encrypted and not await self._blob_store_enabled(token):
             encrypted = await self._encrypt_inputs(organizations, token, cryptor)
@@ -359,18 +433,16 @@ class StarletteProxyServer:
             body = json.dumps({**task, "organizations": encrypted}).encode()
         # Otherwise the algorithm's own bytes go on: nothing to re-encode, whatever their size.
         upstream = await self._call("POST", "task", token, content=body, content_type="application/json")
-        return _relay(upstream)
+        return relay(upstream)
 
     async def _blob_store_enabled(self, token: str) -> bool:
-        response = await self._call("GET", "blobstream/status", token)
-        if not response.is_success:
+        answer = await self._call("GET", "blobstream/status", token)
+        if not answer.is_success:
             # Servers before blob storage have no such endpoint: inputs are inline then.
-            log.warning("GET blobstream/status -> %d; assuming the server has no blob store", response.status_code)
+            log.warning("GET blobstream/status -> %d; assuming the server has no blob store", answer.status_code)
             return False
-        try:
-            return response.json().get("blob_store_enabled") is True
-        except (ValueError, AttributeError):
-            return False
+        status = answer.json()
+        return isinstance(status, dict) and status.get("blob_store_enabled") is True
 
     async def _encrypt_inputs(
         self, organizations: list[Any], token: str, cryptor: Cryptor
@@ -387,11 +459,11 @@ class StarletteProxyServer:
             if isinstance(org_id, str) and org_id.isdigit():
                 org_id = int(org_id)
             if not isinstance(org_id, int) or isinstance(org_id, bool) or not isinstance(entry.get("input"), str):
-                return _msg(400, "Each organization needs an integer 'id' and a base64 'input'")
+                return msg(400, "Each organization needs an integer 'id' and a base64 'input'")
             try:
                 plaintext = base64.b64decode(entry["input"], validate=True)
             except binascii.Error:
-                return _msg(400, f"The input for organization {org_id} is not base64")
+                return msg(400, f"The input for organization {org_id} is not base64")
             entries.append((entry, org_id, plaintext))
         org_ids = list(dict.fromkeys(org_id for _, org_id, _ in entries))
         lookups = [asyncio.ensure_future(self._public_key(org_id, token)) for org_id in org_ids]
@@ -413,7 +485,7 @@ class StarletteProxyServer:
                 try:
                     ciphertext = cryptor.encrypt_to_str(plaintext, keys[org_id])
                 except CryptoError as exc:
-                    return _msg(400, f"The input for organization {org_id} cannot be encrypted: {exc}")
+                    return msg(400, f"The input for organization {org_id} cannot be encrypted: {exc}")
                 encrypted.append({**entry, "id": org_id, "input": ciphertext})
             return encrypted
 
@@ -423,31 +495,29 @@ class StarletteProxyServer:
         """The organization's public key, or the answer refusing the task without it."""
         answer = await self._call("GET", f"organization/{org_id}", token)
         if not answer.is_success:
-            return _relay(answer)
-        try:
-            public_key = answer.json().get("public_key")
-        except (ValueError, AttributeError):
-            public_key = None
+            return relay(answer)
+        organization = answer.json()
+        public_key = organization.get("public_key") if isinstance(organization, dict) else None
         if not public_key:
-            return _msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
+            return msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
         return public_key
 
     async def _results(self, request: Request, token: str) -> Response:
         if not request.query_params.get("task_id"):
-            return _msg(400, "task_id missing from the query")
+            return msg(400, "task_id missing from the query")
         upstream = await self._call("GET", "result", token, query=request.scope.get("query_string", b""))
-        page = _json_or_none(upstream)
+        page = upstream.json()
         if not upstream.is_success or not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            return _relay(upstream)
+            return relay(upstream)
         items = await self._decrypted(page["data"])
         return JSONResponse({**page, "data": items}, status_code=upstream.status_code)
 
     async def _result(self, request: Request, token: str) -> Response:
         result_id = request.path_params["id"]
         upstream = await self._call("GET", f"result/{result_id}", token, query=request.scope.get("query_string", b""))
-        item = _json_or_none(upstream)
+        item = upstream.json()
         if not upstream.is_success or not isinstance(item, dict):
-            return _relay(upstream)
+            return relay(upstream)
         [decrypted] = await self._decrypted([item])
         return JSONResponse(decrypted, status_code=upstream.status_code)
 
@@ -458,49 +528,50 @@ class StarletteProxyServer:
         return _decrypt_items(cryptor, items)
 
     async def _download_blob(self, request: Request, token: str) -> Response:
-        blob_id = request.path_params["id"]
-        upstream = await self._send(
-            "GET", f"blobstream/{blob_id}", token, query=request.scope.get("query_string", b"")
-        )
+        blob = blob_id(request.path_params["id"])
+        upstream = await self._send("GET", f"blobstream/{blob}", token, query=request.scope.get("query_string", b""))
         content_type = upstream.headers.get("content-type", "")
         if not upstream.is_success or "application/octet-stream" not in content_type:
-            return _StreamedUpstream(upstream.aiter_bytes(), upstream)  # errors, blobstream/status
-        plaintext = _through_thread(self._crypto().decrypt_stream, _bounded(upstream.aiter_bytes(), self._chunk_size))
+            return StreamedUpstream(upstream.aiter_bytes(), upstream)  # the server's error
+        plaintext = through_thread(self._crypto().decrypt_stream, bounded(upstream.aiter_bytes(), self._chunk_size))
         try:
             first = await anext(plaintext, b"")
         except CryptoError as exc:
             await plaintext.aclose()
             await upstream.aclose()
-            log.warning("blob %s could not be decrypted: %s", blob_id, exc)
-            return _msg(500, f"Blob {blob_id} could not be decrypted by this node")
+            log.warning("blob %s could not be decrypted: %s", blob, exc)
+            return msg(500, f"Blob {blob} could not be decrypted by this node")
         except BaseException:
             await plaintext.aclose()
             await upstream.aclose()
             raise
-        return _StreamedUpstream(_prepend(first, plaintext), upstream, blob_id=blob_id)
+        return StreamedUpstream(prepend(first, plaintext), upstream, blob_id=blob)
 
     async def _upload_blob(self, request: Request, token: str) -> Response:
         public_key = request.headers.get("x-public-key", "").strip()
         if not public_key:
-            return _msg(400, "Missing X-Public-Key header")
+            return msg(400, "Missing X-Public-Key header")
+        check_declared_length(request, self._max_upload_size, "The upload")
         cryptor = self._crypto()
-        source = _bounded(request.stream(), self._chunk_size)
-        ciphertext = _through_thread(lambda chunks: cryptor.encrypt_stream(chunks, public_key), source)
+        # Past the cap, TooLarge ends the stream before its last chunk: the server sees an
+        # unfinished chunked body, never a shorter blob that looks whole.
+        source = bounded(capped(request.stream(), self._max_upload_size, "The upload"), self._chunk_size)
+        ciphertext = through_thread(lambda chunks: cryptor.encrypt_stream(chunks, public_key), source)
         try:
             try:
                 first = await anext(ciphertext, b"")
             except CryptoError as exc:
-                return _msg(400, f"The body cannot be encrypted for X-Public-Key: {exc}")
+                return msg(400, f"The body cannot be encrypted for X-Public-Key: {exc}")
             upstream = await self._call(
                 "POST",
                 "blobstream",
                 token,
-                content=_OneShotBody(_prepend(first, ciphertext)),
+                content=OneShotBody(prepend(first, ciphertext)),
                 content_type=request.headers.get("content-type") or "application/octet-stream",
             )
         finally:
             await ciphertext.aclose()
-        return _relay(upstream)
+        return relay(upstream)
 
 
 # --- serving --------------------------------------------------------------------------------------------
@@ -527,52 +598,10 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=128)
 
 
-# --- responses ------------------------------------------------------------------------------------------
-def _msg(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"msg": message}, status_code=status)
-
-
-def _passable(headers: httpx.Headers) -> dict[str, str]:
-    named_by_connection = {
-        name.strip().lower() for value in headers.get_list("connection") for name in value.split(",")
-    }
-    dropped = _HOP_BY_HOP | _RECOMPUTED | named_by_connection
-    return {name: value for name, value in headers.items() if name.lower() not in dropped}
-
-
-def _relay(upstream: httpx.Response) -> Response:
-    """A server answer whose body was read: same status, body and (end-to-end) headers."""
-    return Response(upstream.content, status_code=upstream.status_code, headers=_passable(upstream.headers))
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-class _StreamedUpstream(StreamingResponse):
-    """Streams ``chunks`` back with the server's status and headers; always closes the server's response."""
-
-    def __init__(self, chunks: AsyncIterator[bytes], upstream: httpx.Response, blob_id: str | None = None) -> None:
-        super().__init__(chunks, status_code=upstream.status_code, headers=_passable(upstream.headers))
-        self._chunks = chunks
-        self._upstream = upstream
-        self._blob_id = blob_id
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except CryptoError as exc:
-            # Headers are out; cutting the connection is the only honest signal left.
-            log.warning("blob %s could not be decrypted after the first bytes: %s", self._blob_id, exc)
-            raise
-        finally:
-            aclose = getattr(self._chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            await self._upstream.aclose()
+def _shown(path: str) -> str:
+    """``path`` as a log line may show it: escaped (no forged lines) and cut short."""
+    shown = path.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= 200 else shown[:200] + "..."
 
 
 def _decrypt_items(cryptor: Cryptor, items: list[Any]) -> list[Any]:
@@ -594,99 +623,3 @@ def _decrypt_items(cryptor: Cryptor, items: list[Any]) -> list[Any]:
                 item = {**item, "result": base64.b64encode(plaintext).decode("ascii")}
         decrypted.append(item)
     return decrypted
-
-
-# --- streams --------------------------------------------------------------------------------------------
-class _OneShotBody:
-    """A streamed request body that remembers whether sending it began (then it cannot be re-sent)."""
-
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self._chunks = chunks
-        self.started = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.started = True
-        async for chunk in self._chunks:
-            yield chunk
-
-
-async def _bounded(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """``chunks`` without empty pieces and cut to at most ``size`` bytes each."""
-    async for chunk in chunks:
-        for start in range(0, len(chunk), size):
-            yield chunk[start:start + size]
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    async for chunk in rest:
-        yield chunk
-
-
-_END = object()
-_STOP = object()
-
-
-class _Stopped(Exception):
-    """Ends a transform whose consumer went away."""
-
-
-async def _through_thread(
-    transform: Callable[[Iterable[bytes]], Iterator[bytes]], source: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    """``transform`` (a blocking cryptor stream) over the async ``source``, run in a thread of its own.
-
-    The thread asks the event loop for one input chunk at a time and hands each output
-    chunk back before it asks again, so no more than a chunk is ever buffered. The thread
-    starts on the first iteration and ends when this generator is closed.
-    """
-    loop = asyncio.get_running_loop()
-    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-    outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    def post(kind: str, value: Any = None) -> None:
-        try:
-            loop.call_soon_threadsafe(outbox.put_nowait, (kind, value))
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits for this any more
-
-    def inputs() -> Iterator[bytes]:
-        while True:
-            post("need")
-            item = inbox.get()
-            if item is _END:
-                return
-            if item is _STOP:
-                raise _Stopped
-            yield item  # type: ignore[misc]
-
-    def work() -> None:
-        try:
-            for piece in transform(inputs()):
-                if piece:
-                    post("data", bytes(piece))
-        except _Stopped:
-            return
-        except BaseException as exc:
-            post("error", exc)
-            return
-        post("end")
-
-    threading.Thread(target=work, name="v6node-proxy-crypto", daemon=True).start()
-    try:
-        while True:
-            kind, value = await outbox.get()
-            if kind == "need":
-                inbox.put(await anext(source, _END))
-            elif kind == "data":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        inbox.put(_STOP)
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()

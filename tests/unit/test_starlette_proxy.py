@@ -248,6 +248,11 @@ def client_of(proxy: StarletteProxyServer, headers: dict[str, str] | None = None
     )
 
 
+def uid(n: int) -> str:
+    """A blob id as the server makes them (a UUID)."""
+    return f"7c9e6679-7425-40de-944b-{n:012d}"
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -302,7 +307,8 @@ async def test_a_second_start_is_refused(start_proxy) -> None:
 
 # --- who may call --------------------------------------------------------------------------------------
 _EVERY_KIND_OF_ROUTE = [("GET", "/task/1"), ("POST", "/task"), ("GET", "/result?task_id=1"), ("GET", "/result/1"),
-                        ("POST", "/blobstream"), ("GET", "/blobstream/u1"), ("PATCH", "/run/1"), ("DELETE", "/x")]
+                        ("POST", "/blobstream"), ("GET", f"/blobstream/{uid(1)}"), ("PATCH", "/run/1"),
+                        ("DELETE", "/x")]
 
 
 @pytest.mark.parametrize(
@@ -546,7 +552,7 @@ async def test_a_blob_is_decrypted_in_bounded_chunks_without_the_ciphertext_leng
     plaintext = bytes(range(256)) * 40  # 10 KiB
     ciphertext = ours.encrypt_to_bytes(plaintext, "key-self")
     pieces = [ciphertext[:5], ciphertext[5:7000], ciphertext[7000:]]
-    server.on("GET", "blobstream/u1", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(1)}", lambda _r: httpx.Response(
         200,
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(ciphertext)),
                  "Content-Disposition": "attachment; filename=result_u1.bin"},
@@ -555,7 +561,7 @@ async def test_a_blob_is_decrypted_in_bounded_chunks_without_the_ciphertext_leng
     proxy = await start_proxy(ours, chunk_size=1000)
 
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/blobstream/u1")
+        answer = await algorithm.get(f"/blobstream/{uid(1)}")
 
     assert answer.status_code == 200
     assert answer.content == plaintext
@@ -567,22 +573,24 @@ async def test_a_blob_is_decrypted_in_bounded_chunks_without_the_ciphertext_leng
 
 async def test_a_blob_that_cannot_be_decrypted_gets_500_before_any_byte(start_proxy, server: FakeServer) -> None:
     blob = XorCryptor().encrypt_to_bytes(b"not for us", "key-other")
-    server.on("GET", "blobstream/u2", reply(200, headers={"Content-Type": "application/octet-stream"}, content=blob))
+    server.on(
+        "GET", f"blobstream/{uid(2)}", reply(200, headers={"Content-Type": "application/octet-stream"}, content=blob)
+    )
     proxy = await start_proxy(XorCryptor("key-self"))
 
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/blobstream/u2")
+        answer = await algorithm.get(f"/blobstream/{uid(2)}")
 
     assert answer.status_code == 500
     assert "could not be decrypted" in answer.json()["msg"]
 
 
 async def test_a_blob_error_is_relayed(start_proxy, server: FakeServer) -> None:
-    server.on("GET", "blobstream/u3", reply(501, {"msg": "The large result store is not set to blob storage"}))
+    server.on("GET", f"blobstream/{uid(3)}", reply(501, {"msg": "The large result store is not set to blob storage"}))
     proxy = await start_proxy(XorCryptor())
 
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/blobstream/u3")
+        answer = await algorithm.get(f"/blobstream/{uid(3)}")
 
     assert (answer.status_code, answer.json()) == (501, {"msg": "The large result store is not set to blob storage"})
 
@@ -649,14 +657,14 @@ async def test_an_upload_for_an_unusable_key_is_refused_before_anything_is_sent(
 async def test_a_blob_streams_chunked_over_the_wire(start_proxy, server: FakeServer) -> None:
     plaintext = b"abc" * 100_000
     ciphertext = Base64Cryptor().encrypt_to_bytes(plaintext)
-    server.on("GET", "blobstream/u4", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(4)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(ciphertext))},
         stream=Pieces([ciphertext[i:i + 4096] for i in range(0, len(ciphertext), 4096)]),
     ))
     proxy = await start_proxy(Base64Cryptor())
 
     async with httpx.AsyncClient(headers=AUTH) as algorithm:
-        answer = await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/u4")
+        answer = await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/{uid(4)}")
 
     assert answer.status_code == 200
     assert answer.content == plaintext
@@ -672,13 +680,13 @@ async def test_a_reader_that_goes_away_closes_the_server_stream_and_the_crypto_t
     start_proxy, server: FakeServer
 ) -> None:
     endless = Pieces([Base64Cryptor().encrypt_to_bytes(b"start")], forever=True)
-    server.on("GET", "blobstream/u5", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(5)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream"}, stream=endless
     ))
     proxy = await start_proxy(Base64Cryptor())
 
     async with httpx.AsyncClient(headers=AUTH) as algorithm:
-        async with algorithm.stream("GET", f"http://127.0.0.1:{proxy.port}/blobstream/u5") as answer:
+        async with algorithm.stream("GET", f"http://127.0.0.1:{proxy.port}/blobstream/{uid(5)}") as answer:
             async for _ in answer.aiter_raw():
                 break
 
@@ -699,7 +707,7 @@ async def test_a_blob_that_fails_to_decrypt_midway_is_cut_off_not_truncated_sile
     start_proxy, server: FakeServer
 ) -> None:
     sealed = Base64Cryptor().encrypt_to_bytes(b"x" * 50_000)
-    server.on("GET", "blobstream/u6", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(6)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream"},
         stream=Pieces([sealed[i:i + 4096] for i in range(0, len(sealed), 4096)]),
     ))
@@ -707,7 +715,7 @@ async def test_a_blob_that_fails_to_decrypt_midway_is_cut_off_not_truncated_sile
 
     async with httpx.AsyncClient(headers=AUTH) as algorithm:
         with pytest.raises(httpx.RemoteProtocolError):
-            await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/u6")
+            await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/{uid(6)}")
 
 
 # --- forwarding, errors and retries ---------------------------------------------------------------------
@@ -853,7 +861,7 @@ async def test_with_the_rsa_cryptor_inputs_results_and_blobs_round_trip(start_pr
     server.on("GET", "result", reply(200, {"data": [
         {"id": 1, "result": theirs.encrypt_to_str(b'{"sum": 7}', ours.own_public_key()), "blob_storage_used": False},
     ]}))
-    server.on("GET", "blobstream/u9", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(9)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream"},
         stream=Pieces([sealed_blob[i:i + 3000] for i in range(0, len(sealed_blob), 3000)]),
     ))
@@ -863,7 +871,7 @@ async def test_with_the_rsa_cryptor_inputs_results_and_blobs_round_trip(start_pr
     async with client_of(proxy) as algorithm:
         created = await algorithm.post("/task", json=subtask(2, input_=b'{"method": "partial_mean"}'))
         results = await algorithm.get("/result?task_id=10")
-        downloaded = await algorithm.get("/blobstream/u9")
+        downloaded = await algorithm.get(f"/blobstream/{uid(9)}")
         uploaded = await algorithm.post(
             "/blobstream", content=blob, headers={**AUTH, "X-Public-Key": theirs.own_public_key()}
         )
