@@ -17,7 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
 from v6node.adapters.proxy.inbound import BadPath, blob_id, check_declared_length, forwardable_path, read_body
 from v6node.adapters.proxy.limits import ConnectionLimits, raise_open_file_limit
@@ -206,6 +206,9 @@ class StarletteProxyServer:
             ],
         )
         self.app.router.redirect_slashes = False
+        # What no route matches (a path with a newline: Starlette's patterns stop at one) is
+        # checked like the generic route, so it is refused with 400 rather than 404.
+        self.app.router.default = request_response(self._guarded(self._forward))
 
     # --- the port ------------------------------------------------------------------------------
     @property
