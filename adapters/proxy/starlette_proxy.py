@@ -2,48 +2,35 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, request_response
 
-from v6node.adapters.proxy.inbound import BadPath, blob_id, check_declared_length, forwardable_path, read_body
+from v6node.adapters.proxy.forwarding import ServerForwarder, Unavailable
+from v6node.adapters.proxy.inbound import BadPath
 from v6node.adapters.proxy.limits import ConnectionLimits, raise_open_file_limit
 from v6node.adapters.proxy.refusal_log import RefusalLog
-from v6node.adapters.proxy.responses import (
-    Answer, AnswerTooLarge, StreamedUpstream, msg, read_answer, relay,
-)
-from v6node.adapters.proxy.streams import OneShotBody, TooLarge, bounded, capped, prepend, through_thread
+from v6node.adapters.proxy.responses import AnswerTooLarge, msg
+from v6node.adapters.proxy.routes import ProxyRoutes
+from v6node.adapters.proxy.streams import TooLarge
 from v6node.adapters.system.system_clock import SystemClock
-from v6node.domain.errors import CryptoError, NodeError
+from v6node.domain.errors import NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
 
 log = logging.getLogger("v6node.proxy")
 
 _MiB = 1024 * 1024
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Server answers worth asking again; others (501 Not Implemented, ...) are final.
-_TRANSIENT = frozenset({500, 502, 503, 504})
-# The request certainly never reached the server: safe to repeat whatever the method.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _FORWARDED_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
-
-
-class _Unavailable(Exception):
-    """The server could not be reached, or kept failing, within the attempts allowed."""
 
 
 class StarletteProxyServer:
@@ -156,59 +143,49 @@ class StarletteProxyServer:
         max_answer_size: int = 256 * _MiB,
         refusal_log_window: float = 60.0,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        sizes = {"max_header_size": max_header_size, "max_body_size": max_body_size,
-                 "max_upload_size": max_upload_size, "max_answer_size": max_answer_size}
-        for name, size in sizes.items():
-            if size < 1:
-                raise ValueError(f"{name} must be positive, got {size}")
+        if max_header_size < 1:
+            raise ValueError(f"max_header_size must be positive, got {max_header_size}")
         if keep_alive_timeout <= 0:
             raise ValueError(f"keep_alive_timeout must be positive, got {keep_alive_timeout}")
-        self._api_base = api_base.rstrip("/")
+        clock = clock or SystemClock()
         self._wanted_port = port
-        self._timeout = timeout
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._clock: Clock = clock or SystemClock()
-        self._transport = transport
-        self._chunk_size = chunk_size
         self._shutdown_timeout = shutdown_timeout
         self._keep_alive_timeout = keep_alive_timeout
         self._max_header_size = max_header_size
-        self._max_body_size = max_body_size
-        self._max_upload_size = max_upload_size
-        self._max_answer_size = max_answer_size
-        self._refusals = RefusalLog(log, refusal_log_window, self._clock.monotonic)
+        self._refusals = RefusalLog(log, refusal_log_window, clock.monotonic)
         self._limits = ConnectionLimits(
             max_connections=max_connections, max_per_peer=max_connections_per_peer,
             header_timeout=header_timeout, refusals=self._refusals,
         )
+        self._upstream = ServerForwarder(
+            api_base, timeout=timeout, max_attempts=max_attempts, backoff_base=backoff_base,
+            backoff_max=backoff_max, clock=clock, transport=transport, max_answer_size=max_answer_size,
+        )
+        routes = ProxyRoutes(
+            self._upstream, self._crypto,
+            chunk_size=chunk_size, max_body_size=max_body_size, max_upload_size=max_upload_size,
+        )
         self._tokens: set[str] = set()
         self._cryptor: Cryptor | None = None
-        self._client: httpx.AsyncClient | None = None
         self._server: _EmbeddedServer | None = None
         self._serving: asyncio.Task[None] | None = None
         self._port: int | None = None
         self.app = Starlette(
             routes=[
-                Route("/health", self._health, methods=["GET"]),
-                Route("/task", self._guarded(self._create_task), methods=["POST"]),
-                Route("/result", self._guarded(self._results), methods=["GET"]),
-                Route("/result/{id:int}", self._guarded(self._result), methods=["GET"]),
-                Route("/blobstream", self._guarded(self._upload_blob), methods=["POST"]),
-                Route("/blobstream/status", self._guarded(self._forward), methods=["GET"]),
-                Route("/blobstream/{id}", self._guarded(self._download_blob), methods=["GET"]),
-                Route("/{path:path}", self._guarded(self._forward), methods=_FORWARDED_METHODS),
+                Route("/health", routes.health, methods=["GET"]),
+                Route("/task", self._guarded(routes.create_task), methods=["POST"]),
+                Route("/result", self._guarded(routes.results), methods=["GET"]),
+                Route("/result/{id:int}", self._guarded(routes.result), methods=["GET"]),
+                Route("/blobstream", self._guarded(routes.upload_blob), methods=["POST"]),
+                Route("/blobstream/status", self._guarded(routes.forward), methods=["GET"]),
+                Route("/blobstream/{id}", self._guarded(routes.download_blob), methods=["GET"]),
+                Route("/{path:path}", self._guarded(routes.forward), methods=_FORWARDED_METHODS),
             ],
         )
         self.app.router.redirect_slashes = False
         # What no route matches (a path with a newline: Starlette's patterns stop at one) is
         # checked like the generic route, so it is refused with 400 rather than 404.
-        self.app.router.default = request_response(self._guarded(self._forward))
+        self.app.router.default = request_response(self._guarded(routes.forward))
 
     # --- the port ------------------------------------------------------------------------------
     @property
@@ -227,7 +204,7 @@ class StarletteProxyServer:
         except OSError as exc:
             raise NodeError(f"the algorithm proxy cannot listen on {host}:{wanted}: {exc.strerror or exc}") from exc
         self._cryptor = cryptor
-        self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
+        self._upstream.open()
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -248,12 +225,12 @@ class StarletteProxyServer:
         if not ready.done():
             ready.cancel()
             sock.close()
-            await self._close_client()
+            await self._upstream.aclose()
             problem = serving.exception() if not serving.cancelled() else None
             raise NodeError(f"the algorithm proxy did not start on {host}: {problem!r}")
         self._server, self._serving = server, serving
         self._port = sock.getsockname()[1]
-        log.info("algorithm proxy listening on %s:%d, forwarding to %s", host, self._port, self._api_base)
+        log.info("algorithm proxy listening on %s:%d, forwarding to %s", host, self._port, self._upstream.api_base)
         return self._port
 
     def _check_open_file_limit(self, soft_limit: int) -> None:
@@ -287,12 +264,7 @@ class StarletteProxyServer:
             except Exception:
                 log.exception("the algorithm proxy failed")
             log.info("algorithm proxy stopped")
-        await self._close_client()
-
-    async def _close_client(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self._upstream.aclose()
 
     # --- request plumbing -------------------------------------------------------------------------
     def _guarded(
@@ -320,7 +292,7 @@ class StarletteProxyServer:
                 except TooLarge as exc:
                     self._refusals.warn(peer, "refused %s from %s: %s", what, peer, exc)
                     response = msg(413, str(exc))
-                except _Unavailable as exc:
+                except Unavailable as exc:
                     log.warning("%s: %s", what, exc)
                     response = msg(502, str(exc))
                 except httpx.TransportError as exc:
@@ -344,237 +316,10 @@ class StarletteProxyServer:
             return None, "Unknown container token: no run of this node uses it"
         return token, ""
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise NodeError("the algorithm proxy is not running")
-        return self._client
-
     def _crypto(self) -> Cryptor:
         if self._cryptor is None:
             raise NodeError("the algorithm proxy is not running")
         return self._cryptor
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        token: str,
-        *,
-        query: bytes = b"",
-        content: bytes | OneShotBody | None = None,
-        content_type: str | None = None,
-    ) -> httpx.Response:
-        """The server's response with its body unread (the caller closes it), after retries.
-
-        Raises ``_Unavailable`` when the attempts run out or retrying is not safe.
-        """
-        url = httpx.URL(f"{self._api_base}/{path}")
-        if query:
-            url = url.copy_with(query=query)
-        headers = {"Authorization": f"Bearer {token}"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        idempotent = method in _IDEMPOTENT
-        what = f"{method} {path}"
-        for attempt in range(1, self._max_attempts + 1):
-            request = self._http().build_request(method, url, headers=headers, content=content)
-            try:
-                response = await self._http().send(request, stream=True)
-            except httpx.TransportError as exc:
-                replayable = not (isinstance(content, OneShotBody) and content.started)
-                if not (replayable and (idempotent or isinstance(exc, _NOT_SENT))):
-                    raise _Unavailable(f"{what} failed: {type(exc).__name__} ({exc})") from exc
-                failure = f"{type(exc).__name__} ({exc})"
-            else:
-                if response.status_code not in _TRANSIENT or not idempotent:
-                    return response
-                await response.aclose()
-                failure = f"HTTP {response.status_code}"
-            if attempt == self._max_attempts:
-                break
-            delay = min(self._backoff_base * 2 ** (attempt - 1), self._backoff_max)
-            log.warning("%s: %s; attempt %d of %d in %.1f s", what, failure, attempt + 1, self._max_attempts, delay)
-            await self._clock.sleep(delay)
-        raise _Unavailable(f"The server did not answer {what}: {failure} after {self._max_attempts} attempts")
-
-    async def _call(self, method: str, path: str, token: str, **kwargs: Any) -> Answer:
-        """``_send`` with the body read (``AnswerTooLarge`` past ``max_answer_size``) and the response closed."""
-        response = await self._send(method, path, token, **kwargs)
-        return await read_answer(response, self._max_answer_size, f"The server's answer to {method} {path}")
-
-    # --- routes ---------------------------------------------------------------------------------------
-    async def _health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def _forward(self, request: Request, token: str) -> Response:
-        path = forwardable_path(request.scope["path"])
-        body = await read_body(request, self._max_body_size)
-        upstream = await self._send(
-            request.method,
-            path,
-            token,
-            query=request.scope.get("query_string", b""),
-            content=body or None,
-            content_type=request.headers.get("content-type") if body else None,
-        )
-        return StreamedUpstream(upstream.aiter_bytes(), upstream)
-
-    async def _create_task(self, request: Request, token: str) -> Response:
-        body = await read_body(request, self._max_body_size)
-        try:
-            task = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return msg(400, "The task must be a JSON object")
-        organizations = task.get("organizations") if isinstance(task, dict) else None
-        if not organizations or not isinstance(organizations, list):
-            return msg(400, "Organizations missing from input")
-        cryptor = self._crypto()
-        if cryptor.encrypted and not await self._blob_store_enabled(token):
-            encrypted = await self._encrypt_inputs(organizations, token, cryptor)
-            if isinstance(encrypted, Response):
-                return encrypted
-            body = json.dumps({**task, "organizations": encrypted}).encode()
-        # Otherwise the algorithm's own bytes go on: nothing to re-encode, whatever their size.
-        upstream = await self._call("POST", "task", token, content=body, content_type="application/json")
-        return relay(upstream)
-
-    async def _blob_store_enabled(self, token: str) -> bool:
-        answer = await self._call("GET", "blobstream/status", token)
-        if not answer.is_success:
-            # Servers before blob storage have no such endpoint: inputs are inline then.
-            log.warning("GET blobstream/status -> %d; assuming the server has no blob store", answer.status_code)
-            return False
-        status = answer.json()
-        return isinstance(status, dict) and status.get("blob_store_enabled") is True
-
-    async def _encrypt_inputs(
-        self, organizations: list[Any], token: str, cryptor: Cryptor
-    ) -> list[dict[str, Any]] | Response:
-        """Each organization's input encrypted with its own key, or the answer refusing the task.
-
-        Every entry is checked before any key is asked for; then every organization's key is
-        asked for at once (a server that answers in parallel takes one round trip for all)
-        and the inputs are encrypted in one trip off the event loop.
-        """
-        entries: list[tuple[dict[str, Any], int, bytes]] = []
-        for entry in organizations:
-            org_id = entry.get("id") if isinstance(entry, dict) else None
-            if isinstance(org_id, str) and org_id.isdigit():
-                org_id = int(org_id)
-            if not isinstance(org_id, int) or isinstance(org_id, bool) or not isinstance(entry.get("input"), str):
-                return msg(400, "Each organization needs an integer 'id' and a base64 'input'")
-            try:
-                plaintext = base64.b64decode(entry["input"], validate=True)
-            except binascii.Error:
-                return msg(400, f"The input for organization {org_id} is not base64")
-            entries.append((entry, org_id, plaintext))
-        org_ids = list(dict.fromkeys(org_id for _, org_id, _ in entries))
-        lookups = [asyncio.ensure_future(self._public_key(org_id, token)) for org_id in org_ids]
-        try:
-            found = await asyncio.gather(*lookups)
-        except BaseException:
-            for lookup in lookups:  # one failed (the server is away): the others are of no use
-                lookup.cancel()
-            raise
-        keys: dict[int, str] = {}
-        for org_id, key in zip(org_ids, found, strict=True):
-            if isinstance(key, Response):
-                return key
-            keys[org_id] = key
-
-        def encrypt_all() -> list[dict[str, Any]] | Response:
-            encrypted = []
-            for entry, org_id, plaintext in entries:
-                try:
-                    ciphertext = cryptor.encrypt_to_str(plaintext, keys[org_id])
-                except CryptoError as exc:
-                    return msg(400, f"The input for organization {org_id} cannot be encrypted: {exc}")
-                encrypted.append({**entry, "id": org_id, "input": ciphertext})
-            return encrypted
-
-        return await asyncio.to_thread(encrypt_all)
-
-    async def _public_key(self, org_id: int, token: str) -> str | Response:
-        """The organization's public key, or the answer refusing the task without it."""
-        answer = await self._call("GET", f"organization/{org_id}", token)
-        if not answer.is_success:
-            return relay(answer)
-        organization = answer.json()
-        public_key = organization.get("public_key") if isinstance(organization, dict) else None
-        if not public_key:
-            return msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
-        return public_key
-
-    async def _results(self, request: Request, token: str) -> Response:
-        if not request.query_params.get("task_id"):
-            return msg(400, "task_id missing from the query")
-        upstream = await self._call("GET", "result", token, query=request.scope.get("query_string", b""))
-        page = upstream.json()
-        if not upstream.is_success or not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            return relay(upstream)
-        items = await self._decrypted(page["data"])
-        return JSONResponse({**page, "data": items}, status_code=upstream.status_code)
-
-    async def _result(self, request: Request, token: str) -> Response:
-        result_id = request.path_params["id"]
-        upstream = await self._call("GET", f"result/{result_id}", token, query=request.scope.get("query_string", b""))
-        item = upstream.json()
-        if not upstream.is_success or not isinstance(item, dict):
-            return relay(upstream)
-        [decrypted] = await self._decrypted([item])
-        return JSONResponse(decrypted, status_code=upstream.status_code)
-
-    async def _decrypted(self, items: list[Any]) -> list[Any]:
-        cryptor = self._crypto()
-        if cryptor.encrypted:  # RSA and AES: off the event loop
-            return await asyncio.to_thread(_decrypt_items, cryptor, items)
-        return _decrypt_items(cryptor, items)
-
-    async def _download_blob(self, request: Request, token: str) -> Response:
-        blob = blob_id(request.path_params["id"])
-        upstream = await self._send("GET", f"blobstream/{blob}", token, query=request.scope.get("query_string", b""))
-        content_type = upstream.headers.get("content-type", "")
-        if not upstream.is_success or "application/octet-stream" not in content_type:
-            return StreamedUpstream(upstream.aiter_bytes(), upstream)  # the server's error
-        plaintext = through_thread(self._crypto().decrypt_stream, bounded(upstream.aiter_bytes(), self._chunk_size))
-        try:
-            first = await anext(plaintext, b"")
-        except CryptoError as exc:
-            await plaintext.aclose()
-            await upstream.aclose()
-            log.warning("blob %s could not be decrypted: %s", blob, exc)
-            return msg(500, f"Blob {blob} could not be decrypted by this node")
-        except BaseException:
-            await plaintext.aclose()
-            await upstream.aclose()
-            raise
-        return StreamedUpstream(prepend(first, plaintext), upstream, blob_id=blob)
-
-    async def _upload_blob(self, request: Request, token: str) -> Response:
-        public_key = request.headers.get("x-public-key", "").strip()
-        if not public_key:
-            return msg(400, "Missing X-Public-Key header")
-        check_declared_length(request, self._max_upload_size, "The upload")
-        cryptor = self._crypto()
-        # Past the cap, TooLarge ends the stream before its last chunk: the server sees an
-        # unfinished chunked body, never a shorter blob that looks whole.
-        source = bounded(capped(request.stream(), self._max_upload_size, "The upload"), self._chunk_size)
-        ciphertext = through_thread(lambda chunks: cryptor.encrypt_stream(chunks, public_key), source)
-        try:
-            try:
-                first = await anext(ciphertext, b"")
-            except CryptoError as exc:
-                return msg(400, f"The body cannot be encrypted for X-Public-Key: {exc}")
-            upstream = await self._call(
-                "POST",
-                "blobstream",
-                token,
-                content=OneShotBody(prepend(first, ciphertext)),
-                content_type=request.headers.get("content-type") or "application/octet-stream",
-            )
-        finally:
-            await ciphertext.aclose()
-        return relay(upstream)
 
 
 # --- serving --------------------------------------------------------------------------------------------
@@ -605,24 +350,3 @@ def _shown(path: str) -> str:
     """``path`` as a log line may show it: escaped (no forged lines) and cut short."""
     shown = path.encode("unicode_escape").decode("ascii")
     return shown if len(shown) <= 200 else shown[:200] + "..."
-
-
-def _decrypt_items(cryptor: Cryptor, items: list[Any]) -> list[Any]:
-    """Results as the algorithm expects them: base64 of the plaintext (blob references untouched)."""
-    decrypted = []
-    for item in items:
-        if isinstance(item, dict) and not item.get("blob_storage_used") and item.get("result"):
-            value = item["result"]
-            try:
-                if not isinstance(value, str):
-                    raise CryptoError(f"a {type(value).__name__}, not a string")
-                plaintext = cryptor.decrypt_str(value)
-            except (CryptoError, ValueError) as exc:
-                log.warning(
-                    "result %s could not be decrypted (%s); it is passed on as the server stored it",
-                    item.get("id"), exc,
-                )
-            else:
-                item = {**item, "result": base64.b64encode(plaintext).decode("ascii")}
-        decrypted.append(item)
-    return decrypted
