@@ -30,8 +30,11 @@ class ConnectionLimits:
     def __init__(
         self, *, max_connections: int, max_per_peer: int, header_timeout: float, refusals: RefusalLog
     ) -> None:
-        if max_connections < 1 or max_per_peer < 1:
-            raise ValueError(f"connection caps must be at least 1, got {max_connections} and {max_per_peer}")
+        if not 1 <= max_per_peer < max_connections:
+            raise ValueError(
+                f"the cap per peer ({max_per_peer}) must be at least 1 and below the total cap ({max_connections}),"
+                " so that one peer cannot take every slot"
+            )
         if header_timeout <= 0:
             raise ValueError(f"header_timeout must be positive, got {header_timeout}")
         self.max_connections = max_connections

@@ -163,7 +163,8 @@ class ProxyRoutes:
 
     async def result(self, request: Request, token: str) -> Response:
         result_id = request.path_params["id"]
-        upstream = await self._server.call("GET", f"result/{result_id}", token, query=request.scope.get("query_string", b""))
+        query = request.scope.get("query_string", b"")
+        upstream = await self._server.call("GET", f"result/{result_id}", token, query=query)
         item = upstream.json()
         if not upstream.is_success or not isinstance(item, dict):
             return relay(upstream)
@@ -178,7 +179,8 @@ class ProxyRoutes:
 
     async def download_blob(self, request: Request, token: str) -> Response:
         blob = blob_id(request.path_params["id"])
-        upstream = await self._server.send("GET", f"blobstream/{blob}", token, query=request.scope.get("query_string", b""))
+        query = request.scope.get("query_string", b"")
+        upstream = await self._server.send("GET", f"blobstream/{blob}", token, query=query)
         content_type = upstream.headers.get("content-type", "")
         if not upstream.is_success or "application/octet-stream" not in content_type:
             return StreamedUpstream(upstream.aiter_bytes(), upstream)  # the server's error

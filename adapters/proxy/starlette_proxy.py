@@ -94,27 +94,29 @@ class StarletteProxyServer:
     Limits (an algorithm is untrusted code; so is anything else that can reach the port):
 
     * ``max_connections`` (256) connections at once, at most ``max_connections_per_peer``
-      (32) from one address: each algorithm container has its own address on the network,
-      so one of them cannot take every slot. A connection over a cap is closed (reset) as
-      soon as it is accepted, before anything is read. 32 is far above what the algorithm
-      client needs (one request at a time, a new connection each); 256 leaves room for
-      every run of a busy node and stays well under the open-file limit, which ``start``
-      raises to its hard limit.
+      (32, below the total) from one address. Each algorithm container has its own address
+      on the network, so one of them cannot take every slot; host processes share the
+      gateway's address, so they share one peer's slots (only a host process that picks
+      many source addresses can spread further). A connection over a cap is reset as soon
+      as it is accepted, before anything is read. 32 is far above what the algorithm client
+      needs (one request at a time, a new connection each); 256 leaves room for every run of
+      a busy node and stays well under the open-file limit, which ``start`` raises to its
+      hard limit.
     * ``header_timeout`` (10 s): a connection must send a complete request head within it,
-      after it opens and again after each response, or it is closed; ``keep_alive_timeout``
-      (5 s, uvicorn's) closes a connection silent after a response. ``max_header_size``
-      (16 KiB, h11's) caps the request head; more gets 400.
+      after it opens and again after each response, or it is closed. ``keep_alive_timeout``
+      (5 s, uvicorn's; at most ``header_timeout``) closes a connection silent after a
+      response. A request whose head arrived has no time limit (blob transfers take what
+      they take). ``max_header_size`` (16 KiB, h11's) caps the request head; more gets 400.
     * ``max_body_size`` (64 MiB) for the bodies the proxy reads whole (``POST /task``, the
       generic route): a declared or counted larger body gets 413 and nothing is forwarded.
-      ``max_upload_size`` (1 GiB, the node's own default ``max_output_size``) for the
-      streamed ``POST /blobstream``, counted while streaming: past it the upload to the
+      ``max_upload_size`` (512 MiB, the largest run input a v6node accepts by default) for
+      the streamed ``POST /blobstream``, counted while streaming: past it the upload to the
       server is cut off before its end, so the server never takes a truncated blob for a
       whole one, and the algorithm gets 413.
     * ``max_answer_size`` (256 MiB) for the server answers the proxy reads whole (task
-      creation, results, key lookups), counted after decompression: a page of results
-      larger than that gets 502. The generic route and blob downloads stream, uncapped.
-      Memory for request bodies and answers is thus bounded per request; in all, by the
-      connection caps times these sizes.
+      creation, results, key lookups), counted after decompression: a larger one gets 502.
+      The generic route and blob downloads stream, uncapped. Memory for bodies and answers
+      is thus bounded per request; in all, by the connection caps times these sizes.
     * Refusals (401, 400 for a path or blob id, 413, answers over the cap, connections over
       a cap or late with their head, malformed requests) are logged as a WARNING at most
       once per peer per ``refusal_log_window`` (60 s); the next one says how many were not.
@@ -139,14 +141,17 @@ class StarletteProxyServer:
         keep_alive_timeout: float = 5.0,
         max_header_size: int = 16 * 1024,
         max_body_size: int = 64 * _MiB,
-        max_upload_size: int = 1024 * _MiB,
+        max_upload_size: int = 512 * _MiB,
         max_answer_size: int = 256 * _MiB,
         refusal_log_window: float = 60.0,
     ) -> None:
         if max_header_size < 1:
             raise ValueError(f"max_header_size must be positive, got {max_header_size}")
-        if keep_alive_timeout <= 0:
-            raise ValueError(f"keep_alive_timeout must be positive, got {keep_alive_timeout}")
+        if not 0 < keep_alive_timeout <= header_timeout:
+            # Longer, and a quiet keep-alive connection would be closed as a late request head.
+            raise ValueError(
+                f"keep_alive_timeout must be positive and at most header_timeout, got {keep_alive_timeout}"
+            )
         clock = clock or SystemClock()
         self._wanted_port = port
         self._shutdown_timeout = shutdown_timeout

@@ -150,3 +150,63 @@ async def test_past_the_total_cap_a_new_connection_is_closed_at_once(
         await authorized_get(proxy.port)  # from a third address, with a token: no slot is left
     closed_meanwhile, _, _ = select.select([*greedy, *other[:8]], [], [], 0)
     assert closed_meanwhile == []  # the 40 admitted connections are still there
+
+
+class ChunkedUploadServer:
+    """A server on loopback that reads chunked uploads and stores one only if its last chunk came."""
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.cut_off: list[bytes] = []
+        self.ended = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b""
+        try:
+            while size := int((await reader.readline()).strip() or b"-1", 16):
+                if size < 0:
+                    raise asyncio.IncompleteReadError(body, None)
+                body += (await reader.readexactly(size + 2))[:-2]
+            await reader.readline()
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            self.cut_off.append(body)
+            self.ended.set()
+            writer.close()
+            return
+        self.stored.append(body)
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n")
+        writer.write(b'{"uuid": ""}')
+        await writer.drain()
+        writer.close()
+
+
+async def test_an_upload_past_its_cap_never_reaches_the_server_as_a_whole_blob() -> None:
+    upstream = ChunkedUploadServer()
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    api = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api"
+    proxy = StarletteProxyServer(api, max_upload_size=200_000, chunk_size=16_384)
+    port = await proxy.start("127.0.0.1", Base64Cryptor())
+    proxy.authorize(TOKEN)
+
+    async def upload(size: int) -> AsyncIterator[bytes]:
+        for _ in range(size // 10_000):
+            yield b"a" * 10_000
+
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Public-Key": "unused by the base64 cryptor"}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=PATIENCE) as algorithm:
+            over = await algorithm.post("/blobstream", content=upload(1_000_000), headers=headers)
+            await asyncio.wait_for(upstream.ended.wait(), PATIENCE)
+            within = await algorithm.post("/blobstream", content=upload(200_000), headers=headers)
+    finally:
+        await proxy.stop()
+        server.close()
+        await server.wait_closed()
+
+    assert over.status_code == 413 and "200000 bytes" in over.json()["msg"]
+    [partial] = upstream.cut_off
+    assert partial  # streaming had begun when the cap was reached
+    assert within.status_code == 201
+    [whole] = upstream.stored
+    assert Base64Cryptor().decrypt_bytes(whole) == b"a" * 200_000

@@ -1134,7 +1134,7 @@ async def test_refusals_are_logged_once_per_peer_per_window_and_then_counted(
     *_, next_window = _warnings(caplog)
     assert len(_warnings(caplog)) == 3
     assert "172.18.0.5" in next_window and "7 more refusals" in next_window
-    access = [r for r in caplog.records if r.name == "v6node.proxy" and r.levelno == logging.INFO and "->" in r.getMessage()]
+    access = [r for r in caplog.records if r.name == "v6node.proxy" and r.levelno == logging.INFO and "->" in r.msg]
     assert len(access) == 10  # every request still has its access line
     assert server.seen == []
 
@@ -1161,3 +1161,33 @@ async def test_the_access_log_cannot_be_given_forged_lines(start_proxy, caplog: 
 
     lines = [r.getMessage() for r in caplog.records if r.name == "v6node.proxy"]
     assert lines and all("\n" not in line and len(line) < 500 for line in lines), lines
+
+
+async def test_starting_raises_the_soft_open_file_limit_to_the_hard_one(
+    start_proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 1024:
+        pytest.skip(f"the hard open-file limit is {hard}")
+    caplog.set_level(logging.DEBUG, logger="v6node.proxy")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        await start_proxy(max_connections=64, max_connections_per_peer=8)
+        raised_to = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert raised_to == hard
+    assert any("from 512 to the hard limit" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+
+
+@pytest.mark.parametrize("limits", [
+    {"max_connections": 32, "max_connections_per_peer": 32},
+    {"max_connections_per_peer": 0},
+    {"header_timeout": 2, "keep_alive_timeout": 5},
+    {"max_body_size": 0}, {"max_upload_size": 0}, {"max_answer_size": 0}, {"max_header_size": 0},
+])
+def test_limits_that_would_not_protect_anything_are_refused(limits: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        StarletteProxyServer(API, **limits)
