@@ -87,7 +87,7 @@ class _LimitedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         peer = _peer_host(transport)
         refusal = self.limits.admit(peer) if peer is not None else "its address is unknown (already gone)"
-        if refusal is not None:
+        if peer is None or refusal is not None:
             self.limits.refusals.warn(peer, "refused a connection from %s: %s", peer, refusal)
             transport.abort()  # nothing read, nothing written, no lingering close
             return

@@ -219,8 +219,9 @@ class StarletteProxyServer:
             server_header=False,
             http=self._limits.protocol_class(),
             ws="none",
-            timeout_graceful_shutdown=self._shutdown_timeout,
-            timeout_keep_alive=self._keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+            # uvicorn annotates these two as int; it only hands them to asyncio, where a float works.
+            timeout_graceful_shutdown=self._shutdown_timeout,  # type: ignore[arg-type]
+            timeout_keep_alive=self._keep_alive_timeout,  # type: ignore[arg-type]
             h11_max_incomplete_event_size=self._max_header_size,
         )
         server = _EmbeddedServer(config)

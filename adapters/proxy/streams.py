@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -17,7 +17,7 @@ class TooLarge(Exception):
         self.limit = limit
 
 
-async def capped(chunks: AsyncIterator[bytes], limit: int, what: str) -> AsyncIterator[bytes]:
+async def capped(chunks: AsyncIterator[bytes], limit: int, what: str) -> AsyncGenerator[bytes, None]:
     """``chunks`` unchanged, raising ``TooLarge`` as soon as more than ``limit`` bytes came through."""
     seen = 0
     async for chunk in chunks:
@@ -42,20 +42,20 @@ class OneShotBody:
         self._chunks = chunks
         self.started = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def __aiter__(self) -> AsyncGenerator[bytes, None]:
         self.started = True
         async for chunk in self._chunks:
             yield chunk
 
 
-async def bounded(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+async def bounded(chunks: AsyncIterator[bytes], size: int) -> AsyncGenerator[bytes, None]:
     """``chunks`` without empty pieces and cut to at most ``size`` bytes each."""
     async for chunk in chunks:
         for start in range(0, len(chunk), size):
             yield chunk[start:start + size]
 
 
-async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     if first:
         yield first
     async for chunk in rest:
@@ -72,7 +72,7 @@ class _Stopped(Exception):
 
 async def through_thread(
     transform: Callable[[Iterable[bytes]], Iterator[bytes]], source: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """``transform`` (a blocking cryptor stream) over the async ``source``, run in a thread of its own.
 
     The thread asks the event loop for one input chunk at a time and hands each output

@@ -16,7 +16,7 @@ import pytest
 from attrs import define, field
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
-from v6node.adapters.memory.clock import ManualClock
+from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.cryptor import Cryptor
