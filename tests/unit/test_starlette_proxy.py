@@ -16,6 +16,7 @@ import pytest
 from attrs import define, field
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
+from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.cryptor import Cryptor
@@ -228,7 +229,7 @@ async def start_proxy(server: FakeServer, clock: InstantClock):
     started: list[StarletteProxyServer] = []
 
     async def start(cryptor: Cryptor | None = None, **kwargs: Any) -> StarletteProxyServer:
-        proxy = StarletteProxyServer(API, transport=ChunkRecordingTransport(server), clock=clock, **kwargs)
+        proxy = StarletteProxyServer(API, transport=ChunkRecordingTransport(server), **{"clock": clock, **kwargs})
         await proxy.start("127.0.0.1", cryptor or Base64Cryptor())
         started.append(proxy)
         proxy.authorize(TOKEN)
@@ -239,13 +240,20 @@ async def start_proxy(server: FakeServer, clock: InstantClock):
         await proxy.stop()
 
 
-def client_of(proxy: StarletteProxyServer, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    """An algorithm talking to the proxy's ASGI app."""
+def client_of(
+    proxy: StarletteProxyServer, headers: dict[str, str] | None = None, peer: str = "127.0.0.1"
+) -> httpx.AsyncClient:
+    """An algorithm (at address ``peer``) talking to the proxy's ASGI app."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=proxy.app),
+        transport=httpx.ASGITransport(app=proxy.app, client=(peer, 40000)),
         base_url="http://proxy",
         headers=AUTH if headers is None else headers,
     )
+
+
+def uid(n: int) -> str:
+    """A blob id as the server makes them (a UUID)."""
+    return f"7c9e6679-7425-40de-944b-{n:012d}"
 
 
 def b64(data: bytes) -> str:
@@ -302,7 +310,8 @@ async def test_a_second_start_is_refused(start_proxy) -> None:
 
 # --- who may call --------------------------------------------------------------------------------------
 _EVERY_KIND_OF_ROUTE = [("GET", "/task/1"), ("POST", "/task"), ("GET", "/result?task_id=1"), ("GET", "/result/1"),
-                        ("POST", "/blobstream"), ("GET", "/blobstream/u1"), ("PATCH", "/run/1"), ("DELETE", "/x")]
+                        ("POST", "/blobstream"), ("GET", f"/blobstream/{uid(1)}"), ("PATCH", "/run/1"),
+                        ("DELETE", "/x")]
 
 
 @pytest.mark.parametrize(
@@ -546,7 +555,7 @@ async def test_a_blob_is_decrypted_in_bounded_chunks_without_the_ciphertext_leng
     plaintext = bytes(range(256)) * 40  # 10 KiB
     ciphertext = ours.encrypt_to_bytes(plaintext, "key-self")
     pieces = [ciphertext[:5], ciphertext[5:7000], ciphertext[7000:]]
-    server.on("GET", "blobstream/u1", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(1)}", lambda _r: httpx.Response(
         200,
         headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(ciphertext)),
                  "Content-Disposition": "attachment; filename=result_u1.bin"},
@@ -555,7 +564,7 @@ async def test_a_blob_is_decrypted_in_bounded_chunks_without_the_ciphertext_leng
     proxy = await start_proxy(ours, chunk_size=1000)
 
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/blobstream/u1")
+        answer = await algorithm.get(f"/blobstream/{uid(1)}")
 
     assert answer.status_code == 200
     assert answer.content == plaintext
@@ -567,22 +576,24 @@ async def test_a_blob_is_decrypted_in_bounded_chunks_without_the_ciphertext_leng
 
 async def test_a_blob_that_cannot_be_decrypted_gets_500_before_any_byte(start_proxy, server: FakeServer) -> None:
     blob = XorCryptor().encrypt_to_bytes(b"not for us", "key-other")
-    server.on("GET", "blobstream/u2", reply(200, headers={"Content-Type": "application/octet-stream"}, content=blob))
+    server.on(
+        "GET", f"blobstream/{uid(2)}", reply(200, headers={"Content-Type": "application/octet-stream"}, content=blob)
+    )
     proxy = await start_proxy(XorCryptor("key-self"))
 
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/blobstream/u2")
+        answer = await algorithm.get(f"/blobstream/{uid(2)}")
 
     assert answer.status_code == 500
     assert "could not be decrypted" in answer.json()["msg"]
 
 
 async def test_a_blob_error_is_relayed(start_proxy, server: FakeServer) -> None:
-    server.on("GET", "blobstream/u3", reply(501, {"msg": "The large result store is not set to blob storage"}))
+    server.on("GET", f"blobstream/{uid(3)}", reply(501, {"msg": "The large result store is not set to blob storage"}))
     proxy = await start_proxy(XorCryptor())
 
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/blobstream/u3")
+        answer = await algorithm.get(f"/blobstream/{uid(3)}")
 
     assert (answer.status_code, answer.json()) == (501, {"msg": "The large result store is not set to blob storage"})
 
@@ -649,14 +660,14 @@ async def test_an_upload_for_an_unusable_key_is_refused_before_anything_is_sent(
 async def test_a_blob_streams_chunked_over_the_wire(start_proxy, server: FakeServer) -> None:
     plaintext = b"abc" * 100_000
     ciphertext = Base64Cryptor().encrypt_to_bytes(plaintext)
-    server.on("GET", "blobstream/u4", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(4)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(ciphertext))},
         stream=Pieces([ciphertext[i:i + 4096] for i in range(0, len(ciphertext), 4096)]),
     ))
     proxy = await start_proxy(Base64Cryptor())
 
     async with httpx.AsyncClient(headers=AUTH) as algorithm:
-        answer = await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/u4")
+        answer = await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/{uid(4)}")
 
     assert answer.status_code == 200
     assert answer.content == plaintext
@@ -672,13 +683,13 @@ async def test_a_reader_that_goes_away_closes_the_server_stream_and_the_crypto_t
     start_proxy, server: FakeServer
 ) -> None:
     endless = Pieces([Base64Cryptor().encrypt_to_bytes(b"start")], forever=True)
-    server.on("GET", "blobstream/u5", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(5)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream"}, stream=endless
     ))
     proxy = await start_proxy(Base64Cryptor())
 
     async with httpx.AsyncClient(headers=AUTH) as algorithm:
-        async with algorithm.stream("GET", f"http://127.0.0.1:{proxy.port}/blobstream/u5") as answer:
+        async with algorithm.stream("GET", f"http://127.0.0.1:{proxy.port}/blobstream/{uid(5)}") as answer:
             async for _ in answer.aiter_raw():
                 break
 
@@ -699,7 +710,7 @@ async def test_a_blob_that_fails_to_decrypt_midway_is_cut_off_not_truncated_sile
     start_proxy, server: FakeServer
 ) -> None:
     sealed = Base64Cryptor().encrypt_to_bytes(b"x" * 50_000)
-    server.on("GET", "blobstream/u6", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(6)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream"},
         stream=Pieces([sealed[i:i + 4096] for i in range(0, len(sealed), 4096)]),
     ))
@@ -707,7 +718,7 @@ async def test_a_blob_that_fails_to_decrypt_midway_is_cut_off_not_truncated_sile
 
     async with httpx.AsyncClient(headers=AUTH) as algorithm:
         with pytest.raises(httpx.RemoteProtocolError):
-            await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/u6")
+            await algorithm.get(f"http://127.0.0.1:{proxy.port}/blobstream/{uid(6)}")
 
 
 # --- forwarding, errors and retries ---------------------------------------------------------------------
@@ -831,12 +842,63 @@ async def test_hop_by_hop_and_stale_encoding_headers_do_not_pass(start_proxy, se
         assert name not in seen.headers, name
 
 
-async def test_dot_segments_cannot_climb_out_of_the_api(start_proxy, server: FakeServer) -> None:
+# --- what is forwarded at all -------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [
+    "/organization/%2E%2E/%2E%2E/admin", "/organization/1/%2e%2e", "/%2e/task/1", "/task/%252e%252e/admin",
+    "/task/1\\..\\admin", "/task/1%5C..%5Cadmin", "/task/1;x=..", "/task/1%3Bx", "/task/%00", "/task/1%0Aforged",
+    "/task/%C3%A9", "/task/1%20", "/task/1%25", "/task/1@x", "/task/1:x",
+], ids=lambda p: p.replace("%", "pct"))
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+async def test_paths_outside_the_safe_set_are_refused_and_never_forwarded(
+    start_proxy, server: FakeServer, path: str, method: str
+) -> None:
     proxy = await start_proxy()
     async with client_of(proxy) as algorithm:
-        answer = await algorithm.get("/organization/%2E%2E/%2E%2E/admin")
+        answer = await algorithm.request(method, path, json={"status": "active"} if method == "PATCH" else None)
+
+    assert answer.status_code == 400, answer.text
+    assert "path" in answer.json()["msg"].lower()
+    assert server.seen == []
+
+
+@pytest.mark.parametrize("blob", ["%2e%2e", "u1", "status;x", f"{uid(1)}x", f"{uid(1)}%00", f"{uid(1)}%3B",
+                                  "7c9e6679742540de944be07fc1f90ae7", "{7c9e6679-7425-40de-944b-e07fc1f90ae7}"])
+async def test_a_blob_id_that_is_not_a_uuid_is_refused_and_never_forwarded(
+    start_proxy, server: FakeServer, blob: str
+) -> None:
+    proxy = await start_proxy(XorCryptor())
+    async with client_of(proxy) as algorithm:
+        answer = await algorithm.get(f"/blobstream/{blob}")
 
     assert answer.status_code == 400
+    assert "UUID" in answer.json()["msg"]
+    assert server.seen == []
+
+
+async def test_the_algorithm_can_still_ask_whether_there_is_a_blob_store(start_proxy, server: FakeServer) -> None:
+    server.on("GET", "blobstream/status", reply(200, {"blob_store_enabled": True}))
+    proxy = await start_proxy(XorCryptor())
+    async with client_of(proxy) as algorithm:
+        answer = await algorithm.get("/blobstream/status")
+
+    assert (answer.status_code, answer.json()) == (200, {"blob_store_enabled": True})
+    assert [s.path for s in server.seen] == ["blobstream/status"]
+
+
+@pytest.mark.parametrize("target", [b"/task/1\\..\\admin", b"/task/../admin", b"/blobstream/..", b"/task/1;.."])
+async def test_raw_request_targets_are_checked_as_they_arrive(
+    start_proxy, server: FakeServer, target: bytes
+) -> None:
+    proxy = await start_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer " + TOKEN.encode()
+                     + b"\r\nConnection: close\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), PROMPTLY)
+    finally:
+        writer.close()
+
+    assert status_line.split()[1] == b"400"
     assert server.seen == []
 
 
@@ -853,7 +915,7 @@ async def test_with_the_rsa_cryptor_inputs_results_and_blobs_round_trip(start_pr
     server.on("GET", "result", reply(200, {"data": [
         {"id": 1, "result": theirs.encrypt_to_str(b'{"sum": 7}', ours.own_public_key()), "blob_storage_used": False},
     ]}))
-    server.on("GET", "blobstream/u9", lambda _r: httpx.Response(
+    server.on("GET", f"blobstream/{uid(9)}", lambda _r: httpx.Response(
         200, headers={"Content-Type": "application/octet-stream"},
         stream=Pieces([sealed_blob[i:i + 3000] for i in range(0, len(sealed_blob), 3000)]),
     ))
@@ -863,7 +925,7 @@ async def test_with_the_rsa_cryptor_inputs_results_and_blobs_round_trip(start_pr
     async with client_of(proxy) as algorithm:
         created = await algorithm.post("/task", json=subtask(2, input_=b'{"method": "partial_mean"}'))
         results = await algorithm.get("/result?task_id=10")
-        downloaded = await algorithm.get("/blobstream/u9")
+        downloaded = await algorithm.get(f"/blobstream/{uid(9)}")
         uploaded = await algorithm.post(
             "/blobstream", content=blob, headers={**AUTH, "X-Public-Key": theirs.own_public_key()}
         )
@@ -928,3 +990,204 @@ async def test_an_unencrypted_task_goes_on_byte_for_byte(start_proxy, server: Fa
     [posted] = server.to("POST", "task")
     assert posted.body == body
     assert posted.headers["content-type"] == "application/json"
+
+
+# --- size caps -------------------------------------------------------------------------------------------
+async def _dribble(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    """A body sent chunked, with no Content-Length: only counting it finds its size."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("method, path", [("POST", "/task"), ("PATCH", "/run/1"), ("POST", "/vpn/algorithm/x")])
+async def test_a_body_over_the_cap_gets_413_and_nothing_is_forwarded(
+    start_proxy, server: FakeServer, declared: bool, method: str, path: str
+) -> None:
+    server.on(method, path.lstrip("/"), reply(201, {"id": 1}))
+    proxy = await start_proxy(max_body_size=10_000)
+    body = json.dumps({**subtask(1), "description": "x" * 10_000}).encode()
+
+    async with client_of(proxy, {**AUTH, "Content-Type": "application/json"}) as algorithm:
+        answer = await algorithm.request(method, path, content=body if declared else _dribble(body))
+        within = await algorithm.request(method, path, content=json.dumps(subtask(1)).encode())
+
+    assert answer.status_code == 413
+    assert "10000 bytes" in answer.json()["msg"]
+    assert within.status_code == 201
+    assert len(server.seen) == 1
+
+
+class BlobStore(httpx.AsyncBaseTransport):
+    """The server's side of an upload: a blob is stored only once its body has arrived whole."""
+
+    def __init__(self) -> None:
+        self.arrived = bytearray()
+        self.stored: list[bytes] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.arrived = bytearray()
+        async for chunk in request.stream:  # type: ignore[union-attr]
+            self.arrived += chunk
+        self.stored.append(bytes(self.arrived))
+        return httpx.Response(201, json={"uuid": uid(len(self.stored))})
+
+
+async def test_a_streamed_upload_over_its_cap_is_cut_off_and_the_algorithm_gets_413(server: FakeServer) -> None:
+    store = BlobStore()
+    proxy = StarletteProxyServer(API, transport=store, clock=InstantClock(), chunk_size=4096, max_upload_size=20_000)
+    await proxy.start("127.0.0.1", XorCryptor())
+    proxy.authorize(TOKEN)
+    headers = {**AUTH, "X-Public-Key": "key-two", "Content-Type": "application/octet-stream"}
+    try:
+        async with client_of(proxy, headers) as algorithm:
+            over = await algorithm.post("/blobstream", content=_dribble(b"y" * 50_000))
+            declared_over = await algorithm.post("/blobstream", content=b"z" * 20_001)
+            within = await algorithm.post("/blobstream", content=_dribble(b"w" * 20_000))
+    finally:
+        await proxy.stop()
+
+    assert over.status_code == 413 and "20000 bytes" in over.json()["msg"]
+    assert declared_over.status_code == 413
+    assert within.status_code == 201
+    [stored] = store.stored  # only the upload within the cap
+    assert XorCryptor("key-two").decrypt_bytes(stored) == b"w" * 20_000
+    for thread in _crypto_threads():
+        await asyncio.to_thread(thread.join, PROMPTLY)
+    assert _crypto_threads() == []
+
+
+async def test_an_upload_over_its_cap_was_streaming_when_it_was_cut_off(server: FakeServer) -> None:
+    store = BlobStore()
+    proxy = StarletteProxyServer(API, transport=store, clock=InstantClock(), chunk_size=4096, max_upload_size=20_000)
+    await proxy.start("127.0.0.1", XorCryptor())
+    proxy.authorize(TOKEN)
+    try:
+        async with client_of(proxy, {**AUTH, "X-Public-Key": "key-two"}) as algorithm:
+            answer = await algorithm.post("/blobstream", content=_dribble(b"y" * 50_000))
+    finally:
+        await proxy.stop()
+
+    assert answer.status_code == 413
+    assert store.stored == []
+    assert 0 < len(store.arrived) <= 20_000 + len("key-two$")  # part went out, never past the cap, never finished
+
+
+async def test_a_server_answer_over_the_cap_is_not_read_into_memory(start_proxy, server: FakeServer) -> None:
+    big_page = {"data": [{"id": 1, "result": "x" * 50_000, "blob_storage_used": True}]}
+    server.on("GET", "result", reply(200, big_page))
+    bomb = gzip.compress(json.dumps({"id": 2, "result": "0" * 5_000_000}).encode())
+    server.on("GET", "result/2", lambda _r: httpx.Response(
+        200, content=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    ))
+    server.on("GET", "result/3", reply(200, {"id": 3, "result": None}))
+    proxy = await start_proxy(max_answer_size=20_000)
+
+    async with client_of(proxy) as algorithm:
+        page = await algorithm.get("/result?task_id=1")
+        unpacked = await algorithm.get("/result/2")
+        small = await algorithm.get("/result/3")
+
+    assert page.status_code == 502 and "GET result" in page.json()["msg"] and "20000 bytes" in page.json()["msg"]
+    assert unpacked.status_code == 502
+    assert small.status_code == 200
+
+
+# --- refusals in the log -----------------------------------------------------------------------------------
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "v6node.proxy" and r.levelno == logging.WARNING]
+
+
+async def test_refusals_are_logged_once_per_peer_per_window_and_then_counted(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock()
+    proxy = StarletteProxyServer(
+        API, transport=ChunkRecordingTransport(server), clock=clock, refusal_log_window=60, max_body_size=100
+    )
+    await proxy.start("127.0.0.1", Base64Cryptor())
+    proxy.authorize(TOKEN)
+    caplog.set_level(logging.INFO, logger="v6node.proxy")
+    try:
+        async with client_of(proxy, {"Authorization": "Bearer forged"}, peer="172.18.0.5") as intruder:
+            for _ in range(5):
+                await intruder.get("/task/1")
+        async with client_of(proxy, peer="172.18.0.5") as same_peer_with_token:
+            await same_peer_with_token.get("/task/1;x")
+            await same_peer_with_token.post("/task", content=b"x" * 101)
+        async with client_of(proxy, {"Authorization": "Bearer forged"}, peer="172.18.0.6") as another:
+            await another.get("/task/1")
+        first_window = _warnings(caplog)
+        await clock.advance(59)
+        async with client_of(proxy, {"Authorization": "Bearer forged"}, peer="172.18.0.5") as intruder:
+            await intruder.get("/task/1")
+        assert len(_warnings(caplog)) == 2
+        await clock.advance(1)
+        async with client_of(proxy, {"Authorization": "Bearer forged"}, peer="172.18.0.5") as intruder:
+            await intruder.get("/task/1")
+    finally:
+        await proxy.stop()
+
+    assert len(first_window) == 2
+    assert "172.18.0.5" in first_window[0] and "172.18.0.6" in first_window[1]
+    *_, next_window = _warnings(caplog)
+    assert len(_warnings(caplog)) == 3
+    assert "172.18.0.5" in next_window and "7 more refusals" in next_window
+    access = [r for r in caplog.records if r.name == "v6node.proxy" and r.levelno == logging.INFO and "->" in r.msg]
+    assert len(access) == 10  # every request still has its access line
+    assert server.seen == []
+
+
+async def test_malformed_requests_do_not_flood_the_log(start_proxy, caplog: pytest.LogCaptureFixture) -> None:
+    proxy = await start_proxy()
+    caplog.set_level(logging.INFO)
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        status_line = await asyncio.wait_for(reader.readline(), PROMPTLY)
+        writer.close()
+        assert status_line.split()[1] == b"400"
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "Invalid HTTP request" in warnings[0], warnings
+
+
+async def test_the_access_log_cannot_be_given_forged_lines(start_proxy, caplog: pytest.LogCaptureFixture) -> None:
+    proxy = await start_proxy()
+    caplog.set_level(logging.INFO, logger="v6node.proxy")
+    async with client_of(proxy, {"Authorization": "Bearer forged"}) as intruder:
+        await intruder.get("/task/1%0AGET /task/2 -> 200 (1 ms)" + "a" * 1000)
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "v6node.proxy"]
+    assert lines and all("\n" not in line and len(line) < 500 for line in lines), lines
+
+
+async def test_starting_raises_the_soft_open_file_limit_to_the_hard_one(
+    start_proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 1024:
+        pytest.skip(f"the hard open-file limit is {hard}")
+    caplog.set_level(logging.DEBUG, logger="v6node.proxy")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+    try:
+        await start_proxy(max_connections=64, max_connections_per_peer=8)
+        raised_to = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert raised_to == hard
+    assert any("from 512 to the hard limit" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+
+
+@pytest.mark.parametrize("limits", [
+    {"max_connections": 32, "max_connections_per_peer": 32},
+    {"max_connections_per_peer": 0},
+    {"header_timeout": 2, "keep_alive_timeout": 5},
+    {"max_body_size": 0}, {"max_upload_size": 0}, {"max_answer_size": 0}, {"max_header_size": 0},
+])
+def test_limits_that_would_not_protect_anything_are_refused(limits: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        StarletteProxyServer(API, **limits)
