@@ -27,7 +27,7 @@ from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.memory.proxy import MemoryProxyServer
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
-from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
+from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.app.active_runs import ActiveRuns
@@ -108,7 +108,11 @@ class Adapters(containers.DeclarativeContainer):
     runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
-    proxy = providers.Singleton(StarletteProxyServer, api_base=config.provided.api_base, clock=clock)
+    proxy = providers.Singleton(
+        StarletteProxyServer, api_base=config.provided.api_base, clock=clock,
+        # No run takes an input larger than this, so no algorithm needs to upload more.
+        max_upload_size=config.provided.max_input_size,
+    )
     cryptor_factory = providers.Object(make_cryptor)
     catalog = providers.Singleton(FileDatabaseCatalog)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 _END = object()
@@ -17,13 +17,13 @@ class _Stopped(Exception):
 
 async def through_thread(
     transform: Callable[[Iterable[bytes]], Iterator[bytes]], source: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """``transform`` (a blocking iterator over chunks) applied to the async ``source`` in a thread of its own.
 
     The thread asks the event loop for one input chunk at a time and hands each output
     chunk back before it asks again, so no more than a chunk is ever buffered and the
     event loop never runs the transform. The thread starts on the first iteration and
-    ends when this generator is closed.
+    ends when this generator is closed; an error of ``source`` ends it too and is raised here.
     """
     loop = asyncio.get_running_loop()
     inbox: queue.SimpleQueue[object] = queue.SimpleQueue()

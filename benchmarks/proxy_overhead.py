@@ -49,7 +49,7 @@ import httpx
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pem
-from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
+from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.ports.cryptor import Cryptor
 
 from benchmarks.dispatch_latency import User, percentile

@@ -8,6 +8,7 @@ import httpx
 
 from v6node.adapters.proxy.responses import Answer, read_answer
 from v6node.adapters.proxy.streams import OneShotBody
+from v6node.domain.backoff import Backoff
 from v6node.domain.errors import NodeError
 from v6node.ports.clock import Clock
 
@@ -50,8 +51,7 @@ class ServerForwarder:
         self.api_base = api_base.rstrip("/")
         self._timeout = timeout
         self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
+        self._backoff = Backoff(first=backoff_base, maximum=backoff_max)
         self._clock = clock
         self._transport = transport
         self._max_answer_size = max_answer_size
@@ -108,7 +108,7 @@ class ServerForwarder:
                 failure = f"HTTP {response.status_code}"
             if attempt == self._max_attempts:
                 break
-            delay = min(self._backoff_base * 2 ** (attempt - 1), self._backoff_max)
+            delay = self._backoff.delay(attempt - 1)
             log.warning("%s: %s; attempt %d of %d in %.1f s", what, failure, attempt + 1, self._max_attempts, delay)
             await self._clock.sleep(delay)
         raise Unavailable(f"The server did not answer {what}: {failure} after {self._max_attempts} attempts")

@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from v6node.adapters.proxy.forwarding import ServerForwarder
 from v6node.adapters.proxy.inbound import blob_id, check_declared_length, forwardable_path, read_body
 from v6node.adapters.proxy.responses import StreamedUpstream, msg, relay
-from v6node.adapters.proxy.streams import OneShotBody, bounded, capped, prepend, through_thread
+from v6node.adapters.proxy.streams import OneShotBody, bounded, capped, prepend
+from v6node.app.streams import through_thread
 from v6node.domain.errors import CryptoError
 from v6node.ports.cryptor import Cryptor
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from v6node.adapters.socketio import codec
 from v6node.adapters.socketio.codec import CodecError, EioType, OpenInfo, SioType
+from v6node.domain.backoff import Backoff
 from v6node.domain.errors import EventStreamError, NotConnected
 from v6node.domain.events import Connected, Disconnected, NodeEvent
 
@@ -56,14 +56,13 @@ class WebsocketsEventStream:
             raise ValueError(f"a Socket.IO namespace starts with '/', got {namespace!r}")
         if not 0 <= backoff_jitter <= 1:
             raise ValueError(f"backoff_jitter must be within [0, 1], got {backoff_jitter}")
+        self._reconnects = Backoff(
+            first=backoff_initial, maximum=backoff_max, factor=backoff_factor, jitter=backoff_jitter
+        )
         self.url = codec.handshake_url(server_root, socketio_path)
         self.namespace = namespace
         self._token_provider = token_provider
         self._connect_timeout = connect_timeout
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._backoff_factor = backoff_factor
-        self._backoff_jitter = backoff_jitter
         self._close_timeout = close_timeout
         self._max_message_size = max_message_size
 
@@ -191,9 +190,8 @@ class WebsocketsEventStream:
                 await self._pause(self._backoff(0))
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self._backoff_max, self._backoff_initial * self._backoff_factor**failures)
         # Jitter spreads the reconnects of many nodes after a server restart.
-        return delay * (1 - self._backoff_jitter * random.random())
+        return self._reconnects.delay(failures)
 
     async def _pause(self, seconds: float) -> None:
         try:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
-from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
+from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 
 API = "http://server.test/api"
 TOKEN = "container-token-of-run-3"

@@ -13,7 +13,7 @@ import pytest
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
-from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
+from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.domain.containers import ContainerSpec, Mount, managed_labels
 from tests.rig.images import ensure_images
 from tests.rig.paths import image

@@ -17,7 +17,7 @@ from attrs import define, field
 
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.memory.manual_clock import ManualClock
-from v6node.adapters.proxy.starlette_proxy import StarletteProxyServer
+from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.cryptor import Cryptor
 from v6node.ports.proxy_server import ProxyServer
