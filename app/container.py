@@ -38,7 +38,8 @@ from v6node.app.check_proxy import CheckProxyReachable
 from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
 from v6node.app.execute_run import ExecuteRun
-from v6node.app.node import Node, NodeTimings, UseCases
+from v6node.app.node import Node
+from v6node.app.node_parts import NodeTimings, UseCases
 from v6node.app.policy import CheckPolicy
 from v6node.app.prepare_run import PrepareRun
 from v6node.app.queue_new_runs import QueueNewRuns

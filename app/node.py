@@ -7,24 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from attrs import frozen
-
 from v6node.app.active_runs import ActiveRuns
-from v6node.app.apply_kill_order import ApplyKillOrder
-from v6node.app.authenticate import Authenticate
-from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
-from v6node.app.execute_run import ExecuteRun
-from v6node.app.queue_new_runs import QueueNewRuns
-from v6node.app.remove_job_volumes import RemoveJobVolumes
-from v6node.app.report_result import ReportResult, RunOutcome
+from v6node.app.node_parts import NodeTimings, UseCases
+from v6node.app.report_result import RunOutcome
 from v6node.app.retry import until_done
 from v6node.app.run_queue import RunQueue
 from v6node.app.session import NodeSession
-from v6node.app.set_up_encryption import SetUpEncryption, private_key_filename
-from v6node.app.share_node_details import ShareNodeDetails
-from v6node.app.start_node import StartNode
-from v6node.app.sync_runs import SyncRuns
+from v6node.app.set_up_encryption import private_key_filename
 from v6node.domain.backoff import Backoff
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import NodeError, NotConnected
@@ -49,33 +39,6 @@ from v6node.ports.event_stream import EventStream
 from v6node.ports.server_api import ServerApi
 
 log = logging.getLogger("v6node.node")
-
-
-@frozen
-class NodeTimings:
-    """Intervals of the node's background loops, in seconds."""
-
-    heartbeat: float = 30.0  # the server marks a node offline after 65 s without a ping
-    refresh_margin: float = 600.0  # renew the access token this long before it expires
-    socket_connect_timeout: float = 60.0
-    shutdown_report_timeout: float = 20.0
-
-
-@frozen(kw_only=True)
-class UseCases:
-    """What the node does, one use case each (built by the container)."""
-
-    start: StartNode
-    authenticate: Authenticate
-    set_up_encryption: SetUpEncryption
-    sync_runs: SyncRuns
-    queue_new_runs: QueueNewRuns
-    execute_run: ExecuteRun
-    report_result: ReportResult
-    apply_kill_order: ApplyKillOrder
-    share_node_details: ShareNodeDetails
-    remove_job_volumes: RemoveJobVolumes
-    clean_up: CleanUp
 
 
 class Node:

@@ -18,7 +18,8 @@ from v6node.adapters.memory.proxy import MemoryProxyServer
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.app.container import MemoryAdapters, NodeContainer
-from v6node.app.node import Node, NodeTimings
+from v6node.app.node import Node
+from v6node.app.node_parts import NodeTimings
 from v6node.domain.config import NodeConfig, PolicyConfig
 from v6node.domain.status import RunStatus
 from v6node.ports.cryptor import Cryptor
