@@ -14,7 +14,6 @@ from attrs import define, evolve, field
 
 from v6node.domain.errors import (
     AuthenticationFailed,
-    NodeError,
     RunAlreadyFinished,
     ServerRejected,
     ServerUnavailable,
@@ -384,14 +383,6 @@ class MemoryServerApi:
         if not self.blob_store:
             raise ServerRejected(501, _NO_BLOB_STORE)
         return self.add_blob(b"".join([chunk async for chunk in chunks]))
-
-
-def server_down(message: str = "connection refused") -> NodeError:
-    """The error a real adapter raises when the server cannot be reached."""
-    return ServerUnavailable(message)
-
-
-__all__ = ["MemoryServerApi", "StoredRun", "server_down"]
 
 
 async def _text(result: str | StreamedResult | None) -> str | None:
