@@ -6,6 +6,7 @@ import binascii
 from collections.abc import Iterable, Iterator
 
 from v6node.domain.errors import CryptoError
+from v6node.ports.cryptor import Cryptor
 
 
 def _decode(value: bytes) -> bytes:
@@ -33,7 +34,7 @@ def aligned(chunks: Iterable[bytes], unit: int) -> Iterator[bytes]:
         yield rest
 
 
-class Base64Cryptor:
+class Base64Cryptor(Cryptor):
     """Unencrypted collaborations: results are base64 text, inputs are base64 of the JSON."""
 
     encrypted = False

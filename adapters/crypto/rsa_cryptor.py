@@ -22,6 +22,7 @@ except ImportError:  # a platform without it: binascii, strict too, but ≈ 5× 
 
 from v6node.adapters.crypto.base64_cryptor import aligned, base64_length
 from v6node.domain.errors import CryptoError
+from v6node.ports.cryptor import Cryptor
 
 log = logging.getLogger("v6node.crypto")
 
@@ -60,7 +61,7 @@ def public_key_of(private_key_pem: bytes) -> str:
     return _server_form(_load_private_key(private_key_pem))
 
 
-class RsaCryptor:
+class RsaCryptor(Cryptor):
     """Encrypts for an organization's public key and decrypts what was encrypted for ours.
 
     Every value carries a fresh random AES-256 key and IV; the key is wrapped with the

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from v6node.domain.config import DatabaseConfig
-from v6node.ports.database_catalog import COLUMN_DATABASE_TYPES
+from v6node.ports.database_catalog import COLUMN_DATABASE_TYPES, DatabaseCatalog
 
 log = logging.getLogger("v6node.databases")
 
@@ -25,7 +25,7 @@ PARQUET_ENCRYPTED_MAGIC = b"PARE"
 PARQUET_MAX_FOOTER = 64 * 1024 * 1024
 
 
-class FileDatabaseCatalog:
+class FileDatabaseCatalog(DatabaseCatalog):
     """Reads only what it needs: the first rows of a csv file, the footer of a parquet file.
 
     The names are those pandas gives the algorithm's DataFrame: csv headers with empty

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from v6node.domain.containers import task_folder_name
 from v6node.domain.errors import OutputRejected
-from v6node.ports.task_workspace import OUTPUT_CHUNK
+from v6node.ports.task_workspace import OUTPUT_CHUNK, TaskWorkspace
 
 _FOLDER = re.compile(r"^task-(\d{9,})$")
 _OUTPUT = "output"
@@ -36,7 +36,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-class LocalTaskWorkspace:
+class LocalTaskWorkspace(TaskWorkspace):
     """Each run's folder is the only part of the disk its algorithm container gets to see.
 
     The folder is writable for any user (the algorithm may run as any user), so anything in

@@ -17,6 +17,7 @@ import attrs
 from v6node.domain.errors import JournalError
 from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep
 from v6node.domain.status import RunStatus
+from v6node.ports.run_journal import RunJournal
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ def _datetime(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-class SqliteRunJournal:
+class SqliteRunJournal(RunJournal):
     """``RunJournal`` on a stdlib ``sqlite3`` file; survives SIGKILL of the node.
 
     - Durability: WAL mode with ``synchronous=FULL``, autocommit; a call returns only after

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from attrs import define, field
 
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
-from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT
+from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT, ContainerRuntime
 from v6node.domain.containers import (
     LABEL_RUN,
     ContainerExit,
@@ -83,7 +83,7 @@ class FakeContainer:
         return self.exit is None
 
 
-class MemoryContainerRuntime:
+class MemoryContainerRuntime(ContainerRuntime):
     """Test-side: ``add_image``; ``started`` lists every spec run; ``containers`` by id."""
 
     def __init__(self, workspace: MemoryTaskWorkspace) -> None:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from v6node.domain.config import DatabaseConfig
-from v6node.ports.database_catalog import COLUMN_DATABASE_TYPES
+from v6node.ports.database_catalog import COLUMN_DATABASE_TYPES, DatabaseCatalog
 
 
-class MemoryDatabaseCatalog:
+class MemoryDatabaseCatalog(DatabaseCatalog):
     """Columns per database label; like the file adapter, only csv and parquet ones have any."""
 
     def __init__(self, columns: dict[str, list[str]] | None = None) -> None:

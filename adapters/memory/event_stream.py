@@ -7,11 +7,12 @@ from typing import Any
 
 from v6node.domain.errors import NotConnected
 from v6node.domain.events import Connected, Disconnected, NodeEvent
+from v6node.ports.event_stream import EventStream
 
 _CLOSED = object()
 
 
-class MemoryEventStream:
+class MemoryEventStream(EventStream):
     """Connects when ``events()`` is first iterated, like the real stream; no server behind it.
 
     The test plays the server: ``push`` a ``SyncRequested`` after the ``Connected`` it

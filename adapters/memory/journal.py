@@ -7,13 +7,14 @@ from datetime import datetime, timezone
 from v6node.domain.errors import JournalError
 from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep
 from v6node.domain.status import RunStatus
+from v6node.ports.run_journal import RunJournal
 
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class MemoryRunJournal:
+class MemoryRunJournal(RunJournal):
     """Test-side: ``set_aside`` holds (identity, entries) of each journal moved aside."""
 
     def __init__(self, *, now: Callable[[], datetime] = _utc_now) -> None:

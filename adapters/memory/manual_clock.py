@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+from v6node.ports.clock import Clock
 
-class ManualClock:
+
+class ManualClock(Clock):
     """``sleep`` waits until ``advance`` has moved time past its deadline."""
 
     def __init__(self, start: datetime | None = None) -> None:

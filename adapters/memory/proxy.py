@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from v6node.domain.errors import NodeError
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.proxy_server import ProxyServer
 
 
-class MemoryProxyServer:
+class MemoryProxyServer(ProxyServer):
     def __init__(self, port: int = 8080) -> None:
         self.port = port
         self.host: str | None = None

@@ -31,6 +31,7 @@ from v6node.domain.model import (
 )
 from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
+from v6node.ports.server_api import ServerApi
 
 
 @define
@@ -54,7 +55,7 @@ class StoredRun:
 _NO_BLOB_STORE = "The large result store is not set to blob storage, result streaming is not available."
 
 
-class MemoryServerApi:
+class MemoryServerApi(ServerApi):
     """Holds organizations, collaborations, tasks, runs, algorithm stores and blobs; records every call.
 
     Test-side helpers: ``create_task``, ``kill_task``, ``runs``, ``calls``, ``fail_next``,

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from attrs import define, field
 
 from v6node.domain.errors import OutputRejected
-from v6node.ports.task_workspace import OUTPUT_CHUNK
+from v6node.ports.task_workspace import OUTPUT_CHUNK, TaskWorkspace
 
 
 @define
@@ -20,7 +20,7 @@ class TaskFiles:
     copies: dict[str, str] = field(factory=dict)  # name in the folder -> host source
 
 
-class MemoryTaskWorkspace:
+class MemoryTaskWorkspace(TaskWorkspace):
     def __init__(self) -> None:
         self.folders: dict[int, TaskFiles] = {}
         self.removed: list[int] = []

@@ -26,6 +26,7 @@ from v6node.adapters.system.system_clock import SystemClock
 from v6node.domain.errors import NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.proxy_server import ProxyServer
 
 log = logging.getLogger("v6node.proxy")
 
@@ -33,7 +34,7 @@ _MiB = 1024 * 1024
 _FORWARDED_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
 
-class StarletteProxyServer:
+class StarletteProxyServer(ProxyServer):
     """``ProxyServer``: the HTTP endpoint algorithm containers use instead of the server.
 
     Serves a Starlette app with uvicorn as a task of the running event loop and forwards to

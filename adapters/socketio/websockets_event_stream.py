@@ -15,6 +15,7 @@ from v6node.adapters.socketio.codec import CodecError, EioType, OpenInfo, SioTyp
 from v6node.domain.backoff import Backoff
 from v6node.domain.errors import EventStreamError, NotConnected
 from v6node.domain.events import Connected, Disconnected, NodeEvent
+from v6node.ports.event_stream import EventStream
 
 log = logging.getLogger("v6node.socketio")
 
@@ -28,7 +29,7 @@ class _NamespaceRefused(Exception):
     """The server answered the namespace CONNECT with CONNECT_ERROR."""
 
 
-class WebsocketsEventStream:
+class WebsocketsEventStream(EventStream):
     """Engine.IO v4 / Socket.IO v5, websocket transport only, on one namespace (``/tasks``).
 
     ``events()`` is an async generator and owns the connection: iterating it connects

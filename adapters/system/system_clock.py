@@ -5,8 +5,10 @@ import asyncio
 import time
 from datetime import datetime, timezone
 
+from v6node.ports.clock import Clock
 
-class SystemClock:
+
+class SystemClock(Clock):
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
 
