@@ -461,6 +461,8 @@ def private_engine(docker_client, test_images) -> Iterator[PrivateEngine]:
 
 def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, admin, make_federation, start_node, user_api, private_engine):
     machine_pid = machine_engine_pid()
+    # The machine engine's bridge: a private engine's restart once deleted it (see tests/rig/dockerd.py).
+    machine_bridge = Path("/sys/class/net/docker0").exists()
     scenario = Scenario("dockerd restarted idle, then with a run active")
     federation = make_federation(n_orgs=1)
     org, collab = federation.organization_ids[0], federation.collaboration_id
@@ -509,3 +511,4 @@ def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, adm
     assert results[after_idle_run] == results[later_run] == {"status": "ok"}
     # The machine's engine ran throughout: the same process before and after.
     assert machine_pid is not None and machine_engine_pid() == machine_pid
+    assert Path("/sys/class/net/docker0").exists() == machine_bridge

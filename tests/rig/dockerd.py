@@ -24,12 +24,18 @@ What it needs and why (measured on this kind of machine: Debian 12, Docker Engin
   sets the address of that same bridge (not tried, for that reason); ``--bridge=none``
   deletes the host's docker0. dockerd leaves a bridge it
   was given alone when it stops; the rig deletes it at the end.
-- ``--default-address-pool base=10.<n>.128.0/17,size=24`` for the networks the node
-  creates. The machine engine's default pools are 172.17-31.0.0/16 and 192.168.0.0/16
-  (its networks were 172.17.0.0/16 and 192.168.x.0/20 here), so a 10.x block cannot
-  overlap them; ``<n>`` is the first block in which no route or address of the machine
-  lies, claimed by creating the bridge ``v6pe-<n>`` (``ip link add`` fails if another rig
-  got there first), so two test runs side by side get two blocks.
+- No ``--default-address-pool`` (nor ``default-address-pools`` in a config file): with
+  one set, an engine that restarts on its data root (the fault the tests inject) deletes
+  the interface named ``docker0`` - the machine engine's bridge, cutting off every
+  container on it. Found in the full suite and reproduced alone (start, stop, start:
+  docker0 gone); moby's start-up, on finding the stale default ``bridge`` network it then
+  re-creates, removes "the default bridge interface" by its fixed name whenever address
+  pools are configured and live-restore is off. Without a pool, the node's networks get
+  the engine's built-in pools, from which dockerd skips every subnet that overlaps a route
+  of the host, so they cannot collide with the machine engine's networks either. ``<n>``
+  (for the default bridge's 10.<n>.0.1/24) is the first 10.x block in which no route or
+  address of the machine lies, claimed by creating the bridge ``v6pe-<n>`` (``ip link
+  add`` fails if another rig got there first), so two test runs side by side get two blocks.
 - ``--iptables=false`` (and ``--ip6tables=false`` for newer engines where it defaults to
   true). With iptables on, a starting engine empties the ``DOCKER`` chains of the filter
   and nat tables it finds: measured in a scratch network namespace, where a marker rule
@@ -155,6 +161,8 @@ class PrivateEngine:
         self.block = block
         self.bridge = f"{BRIDGE_PREFIX}{block}"
         self._process: subprocess.Popen[bytes] | None = None
+        # Bridges of the networks made in this engine (``br-<id>``): they outlive a stopped engine.
+        self._network_bridges: set[str] = set()
 
     @classmethod
     def create(cls, timeout: float = 120.0) -> PrivateEngine:
@@ -208,7 +216,6 @@ class PrivateEngine:
             f"--pidfile={self.root / 'docker.pid'}",
             f"--host={self.url}",
             f"--bridge={self.bridge}",
-            f"--default-address-pool=base=10.{self.block}.128.0/17,size=24",
             "--iptables=false",
             "--ip6tables=false",
             "--ip-forward=false",
@@ -247,6 +254,8 @@ class PrivateEngine:
         if not self.running:
             return
         assert self._process is not None
+        with contextlib.suppress(Exception):  # an engine that does not answer has made none since
+            self._remember_network_bridges()
         pid = self.pid
         if os.geteuid() == 0:
             # Its own child: its pid file and our process handle name the same process.
@@ -289,6 +298,7 @@ class PrivateEngine:
         _as_root(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
 
     def _remove_contents(self) -> None:
+        self._remember_network_bridges()
         client = self.client()
         try:
             api = client.api
@@ -327,15 +337,18 @@ class PrivateEngine:
         finally:
             client.close()
 
+    def _remember_network_bridges(self) -> None:
+        client = self.client(timeout=10)
+        try:
+            for network in client.api.networks():
+                if network["Name"] not in PREDEFINED_NETWORKS and network.get("Driver") == "bridge":
+                    self._network_bridges.add(f"br-{network['Id'][:12]}")
+        finally:
+            client.close()
+
     def _links(self) -> list[str]:
-        """Our bridge and every link with an address in our 10.<n>.0.0/16 block (the networks'
-        bridges, which outlive a stopped engine)."""
-        block = ipaddress.ip_network(f"10.{self.block}.0.0/16")
-        found = {self.bridge} if Path(f"/sys/class/net/{self.bridge}").exists() else set()
-        for link in _ip_json("addr"):
-            if any(ipaddress.ip_address(info["local"]) in block for info in link.get("addr_info", [])):
-                found.add(link["ifname"])
-        return sorted(found)
+        """Our bridge and the bridges of the networks made in this engine that still exist."""
+        return sorted(name for name in {self.bridge, *self._network_bridges} if Path(f"/sys/class/net/{name}").exists())
 
     def _log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(FileNotFoundError):
