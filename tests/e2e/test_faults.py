@@ -512,3 +512,32 @@ def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, adm
     # The machine's engine ran throughout: the same process before and after.
     assert machine_pid is not None and machine_engine_pid() == machine_pid
     assert Path("/sys/class/net/docker0").exists() == machine_bridge
+
+
+def test_a_run_started_while_dockerd_is_down_completes_once_it_is_back(real_server, admin, make_federation, start_node, user_api, private_engine):
+    scenario = Scenario("dockerd down while a run is started")
+    federation = make_federation(n_orgs=1)
+    org, collab = federation.organization_ids[0], federation.collaboration_id
+    node = NodeUnderTest([start_node(federation.nodes[0], env={"DOCKER_HOST": private_engine.url})])
+    process = node.processes[0]
+    user = user_api(federation)
+
+    mark = process.mark()
+    private_engine.stop()
+    try:
+        task = user.create_task(collab, [org], ECHO, {"method": "echo"})
+        (run_id,) = run_ids(admin, task)
+        # Its image and its temporary volume wait for the engine; the run does not end.
+        process.wait_until(
+            lambda out: re.search(rf"of run {run_id} failed \(.*Docker engine cannot be reached.*trying again", out) is not None,
+            f"wait for the engine while starting run {run_id}", since=mark,
+        )
+        assert admin.runs_of_task(task["id"])[0]["finished_at"] is None
+    finally:
+        private_engine.start()
+    process.wait_for(f"run {run_id} reported: completed", since=mark, timeout=90)
+
+    with contextlib.closing(private_engine.client()) as engine_docker:
+        runs = end_scenario(scenario, admin, collab, [node], engine_docker)
+    assert [run["status"] for run in runs] == ["completed"]
+    assert node.log_starts()[run_id] == 1

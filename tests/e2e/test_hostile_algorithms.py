@@ -5,6 +5,7 @@ algorithm is the busybox shell image running a script from the node's ``algorith
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -90,3 +91,34 @@ def test_a_large_output_is_streamed_with_the_node_memory_bounded(make_federation
     assert run["status"] == "completed", run["log"]
     assert as_json(result["result"]) == {"y": "y" * size}
     assert after["VmHWM"] - before["VmRSS"] < 24 * 1024  # far below the output (32 MiB) and its base64 (43 MiB)
+
+
+def test_400_idle_connections_to_the_proxy_do_not_stop_a_runs_subtasks(make_federation, start_node, researcher_for, tmp_path):
+    import re
+    import socket
+
+    from tests.e2e.test_federated_mean import expected_mean, run_federated_mean
+
+    federation = make_federation(n_orgs=2)
+    idle: list[socket.socket] = []
+
+    def flood(start, node, **extra):
+        process = start(node, **extra)
+        if not idle:  # the first node runs the central part: its proxy takes the subtask requests
+            host, port = re.search(r"algorithm proxy at ([\d.]+):(\d+)", process.output).groups()
+            for _ in range(400):
+                with contextlib.suppress(OSError):  # refused at once past the caps: that is the point
+                    idle.append(socket.create_connection((host, int(port)), timeout=5))
+        return process
+
+    try:
+        combined, nodes, _, _ = run_federated_mean(
+            federation, lambda node, **extra: flood(start_node, node, **extra), researcher_for, tmp_path
+        )
+    finally:
+        for sock in idle:
+            sock.close()
+
+    assert len(idle) == 400  # all were accepted by the kernel; the proxy then closed all but its per-peer share
+    assert combined["mean"] == pytest.approx(expected_mean())
+    assert "Too many open files" not in nodes[0].output
