@@ -7,6 +7,7 @@ import logging
 
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.report_result import ReportResult, RunOutcome
+from v6node.app.run_events import RunEvents
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import LABEL_MANAGED_BY, managed_labels
 from v6node.domain.errors import CleanupIncomplete, NodeError, ResourcesLeft
@@ -41,6 +42,7 @@ class CleanUp:
         active: ActiveRuns,
         report: ReportResult,
         report_timeout: float,
+        run_events: RunEvents,
     ) -> None:
         self.config = config
         self.events = events
@@ -50,6 +52,7 @@ class CleanUp:
         self.active = active
         self.report = report
         self.report_timeout = report_timeout
+        self.run_events = run_events
 
     async def __call__(self) -> None:
         try:
@@ -76,6 +79,7 @@ class CleanUp:
                 left.append(f"the task folder of run {run_id} ({exc.strerror or exc})")
         left.extend(f"the task folder of run {run_id}" for run_id in await self.workspace.run_ids())
         await self.proxy.stop()
+        self.run_events.close()
         if left:
             raise CleanupIncomplete(
                 "the node stopped, but could not remove: " + "; ".join(dict.fromkeys(left))

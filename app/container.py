@@ -45,6 +45,7 @@ from v6node.app.prepare_run import PrepareRun
 from v6node.app.queue_new_runs import QueueNewRuns
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.report_result import ReportResult
+from v6node.app.run_events import RunEvents
 from v6node.app.run_queue import RunQueue
 from v6node.app.session import NodeSession
 from v6node.app.set_up_encryption import SetUpEncryption
@@ -142,7 +143,8 @@ class NodeContainer(containers.DeclarativeContainer):
 
     # Shared by several use cases: one each per node.
     session = providers.Singleton(NodeSession)
-    queue = providers.Singleton(RunQueue)
+    run_events = providers.Singleton(RunEvents, clock=adapters.clock)
+    queue = providers.Singleton(RunQueue, events=run_events)
     active = providers.Singleton(ActiveRuns)
     emitter = providers.Singleton(Emitter, events=adapters.events, session=session)
 
@@ -167,7 +169,7 @@ class NodeContainer(containers.DeclarativeContainer):
     )
     report_result = providers.Singleton(
         ReportResult, config=config, server=adapters.server, workspace=adapters.workspace, journal=adapters.journal,
-        clock=adapters.clock, session=session, active=active, emitter=emitter,
+        clock=adapters.clock, session=session, active=active, emitter=emitter, events=run_events,
     )
     start = providers.Factory(
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
@@ -189,7 +191,7 @@ class NodeContainer(containers.DeclarativeContainer):
     execute_run = providers.Factory(
         ExecuteRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
         journal=adapters.journal, clock=adapters.clock, proxy=adapters.proxy, session=session, active=active,
-        emitter=emitter, prepare=prepare_run, report=report_result,
+        emitter=emitter, prepare=prepare_run, report=report_result, events=run_events,
     )
     apply_kill_order = providers.Factory(ApplyKillOrder, runtime=adapters.runtime, session=session, active=active)
     share_node_details = providers.Factory(
@@ -198,7 +200,7 @@ class NodeContainer(containers.DeclarativeContainer):
     clean_up = providers.Factory(
         CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
         proxy=adapters.proxy, active=active, report=report_result,
-        report_timeout=timings.provided.shutdown_report_timeout,
+        report_timeout=timings.provided.shutdown_report_timeout, run_events=run_events,
     )
     use_cases = providers.Factory(
         UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
@@ -210,3 +212,13 @@ class NodeContainer(containers.DeclarativeContainer):
         Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,
         session=session, queue=queue, active=active, emitter=emitter, use=use_cases,
     )
+
+
+def replace_adapters(container: NodeContainer, **instances: object) -> None:
+    """Wire ``instances`` in place of the production adapters of the same names."""
+    names = set(Adapters.providers) - {"config"}
+    unknown = sorted(set(instances) - names)
+    if unknown:
+        raise TypeError(f"no adapter named {', '.join(unknown)}; the adapters are {', '.join(sorted(names))}")
+    for name, instance in instances.items():
+        getattr(container.adapters, name).override(providers.Object(instance))

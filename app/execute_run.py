@@ -11,6 +11,7 @@ from v6node.app.emitter import Emitter
 from v6node.app.prepare_run import PrepareRun, RunEnded
 from v6node.app.report_result import ReportResult, RunOutcome
 from v6node.app.retry import until_done
+from v6node.app.run_events import RunEvents
 from v6node.app.session import NodeSession
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
@@ -33,6 +34,7 @@ from v6node.domain.errors import (
 from v6node.domain.journal import RunStep
 from v6node.domain.model import Run, RunUpdate
 from v6node.domain.reconcile import ActionKind, RunAction
+from v6node.domain.run_events import Stage
 from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
 from v6node.ports.container_runtime import ContainerRuntime
@@ -97,6 +99,7 @@ class ExecuteRun:
         emitter: Emitter,
         prepare: PrepareRun,
         report: ReportResult,
+        events: RunEvents,
     ) -> None:
         self.config = config
         self.server = server
@@ -110,6 +113,7 @@ class ExecuteRun:
         self.emitter = emitter
         self.prepare = prepare
         self.report = report
+        self.events = events
 
     async def __call__(self, run: Run, action: RunAction | None = None) -> RunStatus | None:
         """Returns the status reported, or None when the server had finished the run before it began."""
@@ -181,6 +185,7 @@ class ExecuteRun:
         if token:
             self._authorize(run, token)
         log.info("run %s: waiting again for its container %s", run.id, action.container_id[:12])
+        self.events.publish(Stage.STARTED, run, detail=f"{action.container_id} (re-attached)")
         return await self._collect(run, action.container_id)
 
     async def _conclude(self, run: Run, action: RunAction) -> RunOutcome:
@@ -215,6 +220,7 @@ class ExecuteRun:
             raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
         self.active.started(run.id, container_id)
         await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id, token=prepared.token)
+        self.events.publish(Stage.STARTED, run, detail=container_id)
         log.info("run %s (task %s) started: %s in container %s", run.id, run.task.id, run.task.image, container_id[:12])
         return container_id
 

@@ -10,12 +10,14 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.cache import TimedCache
 from v6node.app.emitter import Emitter
 from v6node.app.retry import until_done
+from v6node.app.run_events import RunEvents
 from v6node.app.session import NodeSession
 from v6node.app.streams import through_thread
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import NodeError, RunAlreadyFinished
 from v6node.domain.journal import RunStep
 from v6node.domain.model import Run, RunUpdate, StreamedResult
+from v6node.domain.run_events import Stage
 from v6node.domain.status import RunStatus
 from v6node.ports.clock import Clock
 from v6node.ports.run_journal import RunJournal
@@ -66,6 +68,7 @@ class ReportResult:
         session: NodeSession,
         active: ActiveRuns,
         emitter: Emitter,
+        events: RunEvents,
     ) -> None:
         self.config = config
         self.server = server
@@ -75,6 +78,7 @@ class ReportResult:
         self.session = session
         self.active = active
         self.emitter = emitter
+        self.events = events
         self._public_keys: TimedCache[int, str] = TimedCache(clock, FACT_TTL, "the public key")
         self._blob_store: TimedCache[str, bool] = TimedCache(clock, FACT_TTL, "blob store availability")
 
@@ -88,6 +92,7 @@ class ReportResult:
         await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
         self.active.reported(run.id)
         log.info("run %s reported: %s", run.id, outcome.status)
+        self.events.publish(Stage.FINISHED, run, outcome.status)
         await self.emitter.status_changed(run, outcome.status)
 
     async def _result_for(self, run: Run, size: int | None) -> str | StreamedResult:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import asyncio
 
+from v6node.app.run_events import RunEvents
 from v6node.domain.model import Run
 from v6node.domain.reconcile import RunAction
+from v6node.domain.run_events import Stage
 
 
 class RunQueue:
@@ -14,7 +16,8 @@ class RunQueue:
     decides the other sees. A run is held from ``put`` until ``done``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, events: RunEvents) -> None:
+        self._events = events
         self._queue: asyncio.Queue[tuple[Run, RunAction | None]] = asyncio.Queue()
         self._held: dict[int, int | None] = {}  # run id -> job id
         self._sync_wanted = asyncio.Event()
@@ -23,6 +26,7 @@ class RunQueue:
     def put(self, run: Run, action: RunAction | None = None) -> None:
         self._held[run.id] = run.task.job_id
         self._queue.put_nowait((run, action))
+        self._events.publish(Stage.RECEIVED, run, detail=str(action.kind) if action is not None else "new")
 
     async def get(self) -> tuple[Run, RunAction | None]:
         return await self._queue.get()

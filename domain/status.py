@@ -5,6 +5,8 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
+    """A run's status, spelled exactly as the server stores it."""
+
     PENDING = "pending"
     INITIALIZING = "initializing"
     ACTIVE = "active"
