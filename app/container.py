@@ -51,6 +51,7 @@ from v6node.app.session import NodeSession
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.share_node_details import ShareNodeDetails
 from v6node.app.start_node import StartNode
+from v6node.app.stream_algorithm_logs import StreamAlgorithmLogs
 from v6node.app.sync_runs import SyncRuns
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CryptoError, NodeError
@@ -188,10 +189,15 @@ class NodeContainer(containers.DeclarativeContainer):
         PrepareRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
         clock=adapters.clock, session=session, check_policy=check_policy,
     )
+    stream_algorithm_logs = providers.Factory(
+        StreamAlgorithmLogs, config=config, runtime=adapters.runtime, emitter=emitter, session=session,
+        clock=adapters.clock,
+    )
     execute_run = providers.Factory(
         ExecuteRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
         journal=adapters.journal, clock=adapters.clock, proxy=adapters.proxy, session=session, active=active,
         emitter=emitter, prepare=prepare_run, report=report_result, events=run_events,
+        stream_logs=stream_algorithm_logs,
     )
     apply_kill_order = providers.Factory(ApplyKillOrder, runtime=adapters.runtime, session=session, active=active)
     share_node_details = providers.Factory(

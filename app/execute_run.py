@@ -13,6 +13,7 @@ from v6node.app.report_result import ReportResult, RunOutcome
 from v6node.app.retry import until_done
 from v6node.app.run_events import RunEvents
 from v6node.app.session import NodeSession
+from v6node.app.stream_algorithm_logs import StreamAlgorithmLogs
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
     LABEL_IDENTITY,
@@ -33,6 +34,7 @@ from v6node.domain.errors import (
 )
 from v6node.domain.journal import RunStep
 from v6node.domain.model import Run, RunUpdate
+from v6node.domain.outcome import LOGS_NOT_SHARED, joined, why_it_stopped
 from v6node.domain.reconcile import ActionKind, RunAction
 from v6node.domain.run_events import Stage
 from v6node.domain.status import RunStatus
@@ -45,14 +47,8 @@ from v6node.ports.task_workspace import TaskWorkspace
 
 log = logging.getLogger("v6node.run")
 
-LOGS_NOT_SHARED = "Node does not allow sharing algorithm logs"
-# Exit codes of a container whose main process a signal ended (128 + the signal's number).
-_SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
-
-
-def _joined(*parts: str) -> str:
-    return "\n".join(part.rstrip("\n") for part in parts if part)
-
+# How long the report waits, once the container stopped, for the last streamed log batch.
+STREAM_DRAIN_SECONDS = 10.0
 
 def _own_labels(labels: dict[str, str]) -> dict[str, str]:
     """The labels that single out a run's own container (not one of a run of the same id elsewhere)."""
@@ -100,6 +96,7 @@ class ExecuteRun:
         prepare: PrepareRun,
         report: ReportResult,
         events: RunEvents,
+        stream_logs: StreamAlgorithmLogs,
     ) -> None:
         self.config = config
         self.server = server
@@ -114,6 +111,7 @@ class ExecuteRun:
         self.prepare = prepare
         self.report = report
         self.events = events
+        self.stream_logs = stream_logs
 
     async def __call__(self, run: Run, action: RunAction | None = None) -> RunStatus | None:
         """Returns the status reported, or None when the server had finished the run before it began."""
@@ -174,6 +172,10 @@ class ExecuteRun:
             announce.cancel()
             raise
         finally:
+            # It streams the log until the container stops, which it has now: the stream ends
+            # by itself, and the report must not go out before its last batch.
+            await asyncio.wait({announce}, timeout=STREAM_DRAIN_SECONDS)
+            announce.cancel()
             if not announce.cancelled():
                 await announce
 
@@ -196,7 +198,7 @@ class ExecuteRun:
         if action.status is None and action.exit_code is not None:
             logs = await self._logs_if_any(action.container_id)
             await self.journal.advance(run.id, RunStep.EXITED, exit_code=action.exit_code)
-            return await self._outcome(run, ContainerExit(action.exit_code), _joined(logs, action.log), False)
+            return await self._outcome(run, ContainerExit(action.exit_code), joined(logs, action.log), False)
         size, log_text = None, action.log
         if action.send_output:
             try:
@@ -204,7 +206,7 @@ class ExecuteRun:
             except FileNotFoundError:
                 pass
             except OutputRejected as exc:
-                log_text = _joined(log_text, f"[v6node] {exc}")
+                log_text = joined(log_text, f"[v6node] {exc}")
         return RunOutcome(action.status or RunStatus.UNKNOWN_ERROR, log_text, size)
 
     # --- starting ------------------------------------------------------------------------------
@@ -270,6 +272,7 @@ class ExecuteRun:
         except NodeError as exc:
             log.warning("could not mark run %s active: %s", run.id, exc)
         await self.emitter.status_changed(run, RunStatus.ACTIVE)
+        await self.stream_logs(run, container_id)
 
     # --- ending ----------------------------------------------------------------------------------
     async def _collect(self, run: Run, container_id: str) -> RunOutcome:
@@ -332,7 +335,8 @@ class ExecuteRun:
             limit = f" of {limits.memory} bytes (algorithm_memory)" if limits.memory else ""
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] the algorithm was killed: it ran out of memory{limit}")
         if exit_.exit_code != 0:
-            return RunOutcome(RunStatus.CRASHED, _joined(logs, self._why_it_stopped(run, exit_.exit_code, engine_lost)))
+            stopped = why_it_stopped(exit_.exit_code, self.active.killed(run.id), engine_lost)
+            return RunOutcome(RunStatus.CRASHED, joined(logs, stopped))
         try:
             size = await self.workspace.output_size(run.id, self.config.max_output_size)
         except FileNotFoundError:
@@ -341,26 +345,6 @@ class ExecuteRun:
             log.warning("run %s: %s", run.id, exc)
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] {exc}")
         return RunOutcome(RunStatus.COMPLETED, logs, size)
-
-    def _why_it_stopped(self, run: Run, exit_code: int, engine_lost: bool) -> str:
-        """A log line for an algorithm stopped from outside the node (the node kills with SIGKILL
-        only when asked to, and says so elsewhere); empty when it ended on its own."""
-        if self.active.killed(run.id):
-            return ""
-        signal = _SIGNALS.get(exit_code)
-        if engine_lost:
-            how = f" ({signal})" if signal else ""
-            return (
-                "[v6node] the Docker engine could not be reached while the algorithm ran (it was stopped or "
-                f"restarted); when it answered again the container had ended with exit code {exit_code}{how}. "
-                "An engine that shuts down stops the containers it runs."
-            )
-        if signal:
-            return (
-                f"[v6node] the algorithm was ended by {signal} (exit code {exit_code}) from outside the node: "
-                "`docker stop` or `docker kill`, or the Docker engine shutting down or restarting"
-            )
-        return ""
 
     async def _logs_if_any(self, container_id: str | None) -> str:
         if container_id is None:

@@ -1,12 +1,15 @@
 """The container engine."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
 
 # Bytes of a container's output read back when the caller names no limit.
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+# Characters of one followed log line; a longer one is handed on in pieces.
+FOLLOW_LINE_LIMIT = 16 * 1024
 
 
 @runtime_checkable
@@ -59,6 +62,11 @@ class ContainerRuntime(Protocol):
         """The last ``limit`` bytes of stdout and stderr so far, decoded as UTF-8
         (undecodable bytes replaced), after a line saying how much was left out, if any.
         Memory stays bounded by ``limit`` whatever the container printed."""
+
+    def follow_logs(self, container_id: str) -> AsyncIterator[str]:
+        """stdout and stderr as they are written, one line at a time (a very long line comes in
+        pieces of at most ``FOLLOW_LINE_LIMIT`` characters), from the container's start until it
+        stops; closing the iterator stops following. Held in memory: one line."""
 
     async def kill(self, container_id: str) -> None: ...
 

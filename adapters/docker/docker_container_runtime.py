@@ -6,7 +6,7 @@ import functools
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -14,14 +14,15 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests
-from docker.types import DeviceRequest, LogConfig
+from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 from docker.utils import parse_repository_tag
 
 from v6node.adapters.docker.errors import docker_errors, status_code, translate
+from v6node.adapters.docker.logs import follow, log_config, read_tail
 from v6node.adapters.docker.networks import ensure_network, remove_network
 from v6node.adapters.docker.waits import PendingWait, blocking_wait
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, log_tail
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
 from v6node.domain.errors import (
     ContainerError,
     ContainerNotFound,
@@ -37,14 +38,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
-
-
-def _log_config(size: int | None) -> LogConfig | None:
-    """Two json-files of half ``size`` each: the engine keeps between half of ``size`` and
-    ``size`` of the newest output (one file would keep next to nothing right after it rotates)."""
-    if size is None:
-        return None
-    return LogConfig(type=LogConfig.types.JSON, config={"max-size": str(max(size // 2, 1024)), "max-file": "2"})
 
 
 def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
@@ -227,7 +220,7 @@ class DockerContainerRuntime(ContainerRuntime):
                 network_mode=spec.network,
                 read_only=spec.read_only_root or None,
                 tmpfs=dict(spec.tmpfs) or None,
-                log_config=_log_config(spec.log_size),
+                log_config=log_config(spec.log_size),
             )
             networking = None
             if not spec.network.startswith("container:"):
@@ -276,14 +269,11 @@ class DockerContainerRuntime(ContainerRuntime):
         return await self._call(self._logs, container_id, limit)
 
     def _logs(self, container_id: str, limit: int) -> str:
-        with docker_errors(f"logs of container {container_id[:12]}"):
-            stream = self._api.logs(container_id, stdout=True, stderr=True, stream=True, follow=False)
-            try:
-                return log_tail(stream, limit)
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+        return read_tail(self._api, container_id, limit)
+
+    def follow_logs(self, container_id: str) -> AsyncIterator[str]:
+        # Each read holds a thread of the wait pool: a quiet algorithm sends nothing for long.
+        return follow(self._waits, lambda: self._api, container_id)
 
     async def kill(self, container_id: str) -> None:
         await self._call(self._kill, container_id)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from attrs import define, field
 
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
-from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT, ContainerRuntime
+from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT, FOLLOW_LINE_LIMIT, ContainerRuntime
 from v6node.domain.containers import (
     LABEL_RUN,
     ContainerExit,
@@ -57,6 +57,10 @@ class AlgorithmCall:
 
     def log(self, line: str) -> None:
         self.log_lines.append(line)
+        self.logged.set()
+
+    # Set on every line: followers wake up (and clear it).
+    logged: asyncio.Event = field(factory=asyncio.Event)
 
 
 Program = Callable[[AlgorithmCall], Awaitable[int]]
@@ -172,6 +176,7 @@ class MemoryContainerRuntime(ContainerRuntime):
         except asyncio.CancelledError:
             code = KILLED_EXIT_CODE
         container.exit = ContainerExit(exit_code=code, oom_killed=container.call.oom_killed)
+        container.call.logged.set()
         return code
 
     def _get(self, container_id: str) -> FakeContainer:
@@ -192,6 +197,21 @@ class MemoryContainerRuntime(ContainerRuntime):
     async def logs(self, container_id: str, limit: int = DEFAULT_LOG_LIMIT) -> str:
         container = self._get(container_id)
         return log_tail(((line + "\n").encode() for line in container.call.log_lines), limit)
+
+    async def follow_logs(self, container_id: str) -> AsyncIterator[str]:
+        container = self._get(container_id)
+        sent = 0
+        while True:
+            lines = container.call.log_lines
+            while sent < len(lines):
+                line = lines[sent]
+                sent += 1
+                for start in range(0, max(len(line), 1), FOLLOW_LINE_LIMIT):
+                    yield line[start : start + FOLLOW_LINE_LIMIT]
+            if container.exit is not None:
+                return
+            container.call.logged.clear()
+            await container.call.logged.wait()
 
     async def kill(self, container_id: str) -> None:
         container = self._get(container_id)

@@ -1348,3 +1348,66 @@ async def test_volumes_an_earlier_process_left_go_once_their_job_is_finished():
     async with h:
         h.events.push(SyncRequested())  # as the server does on every connect
         await h.until(lambda: sorted(h.runtime.volumes) == [f"vantage6-memnode-user-{going_on.job_id}-tmpvol"])
+
+
+# --- live algorithm logs -----------------------------------------------------------------------------
+def streamed(h, run_id):
+    return [data["log"] for name, data in h.events.emitted if name == "algorithm_log" and data["run_id"] == run_id]
+
+
+async def test_an_algorithms_output_is_streamed_while_it_runs_and_reported_once_at_the_end():
+    h = MemoryNodeHarness()
+    go_on = asyncio.Event()
+
+    async def talkative(call):
+        call.log("first line")
+        await go_on.wait()
+        call.log("second line")
+        call.write_output(b"{}")
+        return 0
+
+    h.runtime.add_image("talk:1", talkative)
+    async with h:
+        asleep = h.clock.sleepers  # the node's own loops
+        task = h.server.create_task("talk:1")
+        h.events.push(NewTask(task.id))
+        run_id = h.server.our_run(task.id).id
+        # Running: its time limit and the log stream's pause are asleep; the pause's end
+        # sends what was read so far, before the run ends.
+        await h.until(lambda: h.clock.sleepers == asleep + 2)
+        await h.clock.advance(1)
+        await h.until(lambda: streamed(h, run_id) == ["first line"])
+        assert h.server.our_run(task.id).finished_at is None
+        go_on.set()
+        assert await h.until_run_finished(task.id) == RunStatus.COMPLETED
+    assert "\n".join(streamed(h, run_id)) == "first line\nsecond line"
+    assert h.server.our_run(task.id).log == "first line\nsecond line\n"  # the report's whole log, once
+    payload = next(data for name, data in h.events.emitted if name == "algorithm_log")
+    assert set(payload) == {"collaboration_id", "run_id", "task_id", "log"}
+
+
+async def test_a_chatty_algorithm_is_streamed_within_the_rate_limit():
+    h = MemoryNodeHarness()
+
+    async def chatty(call):
+        for i in range(5000):
+            call.log(f"line {i:05d} " + "x" * 100)
+        call.write_output(b"{}")
+        return 0
+
+    h.runtime.add_image("chatty:1", chatty)
+    async with h:
+        status, run = await run_one(h, "chatty:1")
+    assert status == RunStatus.COMPLETED
+    sent = streamed(h, run.id)
+    assert sum(len(batch.encode()) for batch in sent) <= 64 * 1024 + 200
+    assert "bytes of output were not streamed (rate limit); the result carries them" in sent[-1]
+    assert run.log.count("\n") == 5000  # the report carries the whole log
+
+
+async def test_nothing_is_streamed_when_logs_may_not_be_shared():
+    h = MemoryNodeHarness(default_config(share_algorithm_logs=False))
+    h.runtime.add_image(IMAGE)
+    async with h:
+        status, run = await run_one(h, IMAGE)
+    assert status == RunStatus.COMPLETED and streamed(h, run.id) == []
