@@ -28,6 +28,7 @@ from v6node.domain.config import (
     MOUNT_MODES,
     DatabaseConfig,
     LoggingConfig,
+    Monitoring,
     NodeConfig,
     PolicyConfig,
     RegistryLogin,
@@ -53,7 +54,7 @@ _V6NODE_KEYS = frozenset(
         "max_concurrent_runs", "max_output_size", "max_input_size", "max_log_size", "algorithm_cpus",
         "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
         "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
-        "proxy_port", "proxy_check_image", "proxy_check_pull",
+        "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring",
     }
 )
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -275,6 +276,22 @@ def _policies(root: _Section) -> PolicyConfig:
     )
 
 
+def _monitoring(root: _Section) -> Monitoring:
+    defaults = Monitoring()
+    prometheus = root.mapping("prometheus")
+    prometheus.warn_unknown(frozenset({"enabled", "report_interval_seconds"}))
+    endpoint = root.mapping("monitoring")
+    endpoint.warn_unknown(frozenset({"enabled", "host", "port"}))
+    return Monitoring(
+        server_metrics=prometheus.boolean("enabled", defaults.server_metrics),
+        server_metrics_interval=prometheus.number("report_interval_seconds", default=defaults.server_metrics_interval)
+        or defaults.server_metrics_interval,
+        endpoint=endpoint.boolean("enabled", defaults.endpoint),
+        endpoint_host=endpoint.string("host", default=defaults.endpoint_host),
+        endpoint_port=endpoint.integer("port", defaults.endpoint_port, minimum=1),
+    )
+
+
 def _is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     if host == "localhost":
@@ -378,6 +395,7 @@ def parse_config(
         docker_registries=_registries(root),
         proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
         proxy_check_pull=root.boolean("proxy_check_pull", False),
+        monitoring=_monitoring(root),
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
     )
 

@@ -22,6 +22,7 @@ from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
 from v6node.adapters.memory.cryptors import memory_cryptor_factory
 from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.event_stream import MemoryEventStream
+from v6node.adapters.memory.host_metrics import MemoryHostMetrics
 from v6node.adapters.memory.journal import MemoryRunJournal
 from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.memory.proxy import MemoryProxyServer
@@ -29,6 +30,7 @@ from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
+from v6node.adapters.system.proc_host_metrics import ProcHostMetrics
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.apply_kill_order import ApplyKillOrder
@@ -44,6 +46,7 @@ from v6node.app.policy import CheckPolicy
 from v6node.app.prepare_run import PrepareRun
 from v6node.app.queue_new_runs import QueueNewRuns
 from v6node.app.remove_job_volumes import RemoveJobVolumes
+from v6node.app.report_metrics import ReportMetrics
 from v6node.app.report_result import ReportResult
 from v6node.app.run_events import RunEvents
 from v6node.app.run_queue import RunQueue
@@ -118,6 +121,7 @@ class Adapters(containers.DeclarativeContainer):
     )
     cryptor_factory = providers.Object(make_cryptor)
     catalog = providers.Singleton(FileDatabaseCatalog)
+    host_metrics = providers.Singleton(ProcHostMetrics)
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -133,6 +137,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     proxy = providers.Singleton(MemoryProxyServer)
     cryptor_factory = providers.Object(memory_cryptor_factory)
     catalog = providers.Singleton(MemoryDatabaseCatalog)
+    host_metrics = providers.Singleton(MemoryHostMetrics)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -203,6 +208,9 @@ class NodeContainer(containers.DeclarativeContainer):
     share_node_details = providers.Factory(
         ShareNodeDetails, config=config, catalog=adapters.catalog, emitter=emitter
     )
+    report_metrics = providers.Factory(
+        ReportMetrics, host=adapters.host_metrics, active=active, emitter=emitter
+    )
     clean_up = providers.Factory(
         CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
         proxy=adapters.proxy, active=active, report=report_result,
@@ -212,7 +220,7 @@ class NodeContainer(containers.DeclarativeContainer):
         UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
         queue_new_runs=queue_new_runs, execute_run=execute_run, report_result=report_result,
         apply_kill_order=apply_kill_order, share_node_details=share_node_details,
-        remove_job_volumes=remove_job_volumes, clean_up=clean_up,
+        remove_job_volumes=remove_job_volumes, clean_up=clean_up, report_metrics=report_metrics,
     )
     node = providers.Singleton(
         Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,

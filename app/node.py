@@ -154,6 +154,8 @@ class Node:
                 group.create_task(self._renew_tokens(), name="token-renewal")
                 group.create_task(self._sync_loop(), name="sync")
                 group.create_task(self._periodic_sync(), name="periodic-sync")
+                if self.config.monitoring.server_metrics:
+                    group.create_task(self._report_metrics(), name="metrics")
         finally:
             self._group = None
             await self.cleanup()
@@ -281,6 +283,14 @@ class Node:
             await self.use.report_result(run, RunOutcome(RunStatus.UNKNOWN_ERROR, log_text))
         except NodeError as exc:
             log.error("could not report run %s as failed: %s", run.id, exc)
+
+    async def _report_metrics(self) -> None:
+        while True:
+            await self.clock.sleep(self.config.monitoring.server_metrics_interval)
+            try:
+                await self.use.report_metrics()
+            except Exception:
+                log.exception("reporting metrics to the server failed")
 
     async def _heartbeat(self) -> None:
         while True:

@@ -9,6 +9,7 @@ from v6node.app.clean_up import CleanUp
 from v6node.app.execute_run import ExecuteRun
 from v6node.app.queue_new_runs import QueueNewRuns
 from v6node.app.remove_job_volumes import RemoveJobVolumes
+from v6node.app.report_metrics import ReportMetrics
 from v6node.app.report_result import ReportResult
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.share_node_details import ShareNodeDetails
@@ -41,3 +42,4 @@ class UseCases:
     share_node_details: ShareNodeDetails
     remove_job_volumes: RemoveJobVolumes
     clean_up: CleanUp
+    report_metrics: ReportMetrics

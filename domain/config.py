@@ -94,6 +94,18 @@ class AlgorithmLimits:
 
 
 @frozen
+class Monitoring:
+    """What the node tells about itself: ``prometheus`` (metrics sent to the server, as the
+    reference) and the local HTTP endpoint with ``/health`` and ``/metrics`` (v6node's own)."""
+
+    server_metrics: bool = False  # prometheus.enabled
+    server_metrics_interval: float = 45.0  # prometheus.report_interval_seconds
+    endpoint: bool = False  # monitoring.enabled
+    endpoint_host: str = "127.0.0.1"
+    endpoint_port: int = 9466
+
+
+@frozen
 class NodeConfig:
     """Everything the node reads from its YAML file, with defaults filled in."""
 
@@ -136,6 +148,7 @@ class NodeConfig:
     # Whether the start may pull the check image when it is not present locally.
     proxy_check_pull: bool = False
     docker_registries: tuple[RegistryLogin, ...] = ()
+    monitoring: Monitoring = Monitoring()
 
     @property
     def server_root(self) -> str:

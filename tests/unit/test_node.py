@@ -1411,3 +1411,22 @@ async def test_nothing_is_streamed_when_logs_may_not_be_shared():
     async with h:
         status, run = await run_one(h, IMAGE)
     assert status == RunStatus.COMPLETED and streamed(h, run.id) == []
+
+
+async def test_metrics_go_to_the_server_every_report_interval_when_prometheus_is_enabled():
+    from v6node.domain.config import Monitoring
+
+    h = MemoryNodeHarness(default_config(monitoring=Monitoring(server_metrics=True, server_metrics_interval=45)))
+    async with h:
+        await h.clock.advance(45)
+        await h.until(lambda: any(name == "node_metrics_update" for name, _ in h.events.emitted))
+    (payload,) = [data for name, data in h.events.emitted if name == "node_metrics_update"]
+    assert payload == {
+        "cpu_percent": 12.5, "memory_percent": 40.0, "cpu_count": 2, "memory_total": 8 * 2**30,
+        "memory_available": 5 * 2**30, "os": "Linux", "platform": "Linux-memory", "num_algorithm_containers": 0,
+    }
+
+
+async def test_no_metrics_are_sent_unless_prometheus_is_enabled(harness):
+    await harness.clock.advance(3600)
+    assert not any(name == "node_metrics_update" for name, _ in harness.events.emitted)
