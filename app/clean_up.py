@@ -14,6 +14,7 @@ from v6node.domain.errors import CleanupIncomplete, NodeError, ResourcesLeft
 from v6node.domain.status import RunStatus
 from v6node.ports.container_runtime import ContainerRuntime
 from v6node.ports.event_stream import EventStream
+from v6node.ports.monitoring_server import MonitoringServer
 from v6node.ports.proxy_server import ProxyServer
 from v6node.ports.task_workspace import TaskWorkspace
 
@@ -43,6 +44,7 @@ class CleanUp:
         report: ReportResult,
         report_timeout: float,
         run_events: RunEvents,
+        monitoring: MonitoringServer,
     ) -> None:
         self.config = config
         self.events = events
@@ -53,6 +55,7 @@ class CleanUp:
         self.report = report
         self.report_timeout = report_timeout
         self.run_events = run_events
+        self.monitoring = monitoring
 
     async def __call__(self) -> None:
         try:
@@ -79,6 +82,7 @@ class CleanUp:
                 left.append(f"the task folder of run {run_id} ({exc.strerror or exc})")
         left.extend(f"the task folder of run {run_id}" for run_id in await self.workspace.run_ids())
         await self.proxy.stop()
+        await self.monitoring.stop()
         self.run_events.close()
         if left:
             raise CleanupIncomplete(

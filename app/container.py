@@ -23,11 +23,14 @@ from v6node.adapters.memory.cryptors import memory_cryptor_factory
 from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.event_stream import MemoryEventStream
 from v6node.adapters.memory.host_metrics import MemoryHostMetrics
+from v6node.adapters.memory.monitoring import MemoryMonitoringServer, MemoryNodeMetrics
 from v6node.adapters.memory.journal import MemoryRunJournal
 from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.memory.proxy import MemoryProxyServer
 from v6node.adapters.memory.server_api import MemoryServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
+from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
+from v6node.adapters.monitoring.starlette_monitoring_server import StarletteMonitoringServer
 from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.adapters.system.proc_host_metrics import ProcHostMetrics
@@ -36,6 +39,7 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.apply_kill_order import ApplyKillOrder
 from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
+from v6node.app.check_health import CheckHealth
 from v6node.app.check_proxy import CheckProxyReachable
 from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
@@ -50,6 +54,7 @@ from v6node.app.report_metrics import ReportMetrics
 from v6node.app.report_result import ReportResult
 from v6node.app.run_events import RunEvents
 from v6node.app.run_queue import RunQueue
+from v6node.app.serve_monitoring import ServeMonitoring
 from v6node.app.session import NodeSession
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.share_node_details import ShareNodeDetails
@@ -60,6 +65,7 @@ from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.node_metrics import NodeMetrics
 
 
 def make_cryptor(encrypted: bool, private_key_path: str) -> Cryptor:
@@ -74,8 +80,11 @@ def make_cryptor(encrypted: bool, private_key_path: str) -> Cryptor:
         ) from exc
 
 
-async def _server_api(config: NodeConfig, clock: Clock) -> AsyncIterator[HttpxServerApi]:
-    api = HttpxServerApi(api_base=config.api_base, server_root=config.server_root, api_key=config.api_key, clock=clock)
+async def _server_api(config: NodeConfig, clock: Clock, metrics: NodeMetrics) -> AsyncIterator[HttpxServerApi]:
+    api = HttpxServerApi(
+        api_base=config.api_base, server_root=config.server_root, api_key=config.api_key, clock=clock,
+        on_call=metrics.server_call,
+    )
     try:
         yield api
     finally:
@@ -107,7 +116,8 @@ class Adapters(containers.DeclarativeContainer):
 
     config = providers.Dependency(instance_of=NodeConfig)
     clock = providers.Singleton(SystemClock)
-    server = providers.Resource(_server_api, config=config, clock=clock)
+    node_metrics = providers.Singleton(PrometheusNodeMetrics)
+    server = providers.Resource(_server_api, config=config, clock=clock, metrics=node_metrics)
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
@@ -122,6 +132,7 @@ class Adapters(containers.DeclarativeContainer):
     cryptor_factory = providers.Object(make_cryptor)
     catalog = providers.Singleton(FileDatabaseCatalog)
     host_metrics = providers.Singleton(ProcHostMetrics)
+    monitoring = providers.Singleton(StarletteMonitoringServer, metrics=node_metrics)
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -138,6 +149,8 @@ class MemoryAdapters(containers.DeclarativeContainer):
     cryptor_factory = providers.Object(memory_cryptor_factory)
     catalog = providers.Singleton(MemoryDatabaseCatalog)
     host_metrics = providers.Singleton(MemoryHostMetrics)
+    node_metrics = providers.Singleton(MemoryNodeMetrics)
+    monitoring = providers.Singleton(MemoryMonitoringServer)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -149,7 +162,9 @@ class NodeContainer(containers.DeclarativeContainer):
 
     # Shared by several use cases: one each per node.
     session = providers.Singleton(NodeSession)
-    run_events = providers.Singleton(RunEvents, clock=adapters.clock)
+    run_events = providers.Singleton(
+        RunEvents, clock=adapters.clock, listeners=providers.List(adapters.node_metrics.provided.observe)
+    )
     queue = providers.Singleton(RunQueue, events=run_events)
     active = providers.Singleton(ActiveRuns)
     emitter = providers.Singleton(Emitter, events=adapters.events, session=session)
@@ -211,20 +226,30 @@ class NodeContainer(containers.DeclarativeContainer):
     report_metrics = providers.Factory(
         ReportMetrics, host=adapters.host_metrics, active=active, emitter=emitter
     )
+    check_health = providers.Factory(
+        CheckHealth, server=adapters.server, events=adapters.events, runtime=adapters.runtime, clock=adapters.clock
+    )
+    serve_monitoring = providers.Factory(
+        ServeMonitoring, config=config, server=adapters.monitoring, check_health=check_health,
+        metrics=adapters.node_metrics, queue=queue, journal=adapters.journal,
+    )
     clean_up = providers.Factory(
         CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
         proxy=adapters.proxy, active=active, report=report_result,
         report_timeout=timings.provided.shutdown_report_timeout, run_events=run_events,
+        monitoring=adapters.monitoring,
     )
     use_cases = providers.Factory(
         UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
         queue_new_runs=queue_new_runs, execute_run=execute_run, report_result=report_result,
         apply_kill_order=apply_kill_order, share_node_details=share_node_details,
         remove_job_volumes=remove_job_volumes, clean_up=clean_up, report_metrics=report_metrics,
+        serve_monitoring=serve_monitoring,
     )
     node = providers.Singleton(
         Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,
-        session=session, queue=queue, active=active, emitter=emitter, use=use_cases,
+        session=session, queue=queue, active=active, emitter=emitter, metrics=adapters.node_metrics,
+        use=use_cases,
     )
 
 

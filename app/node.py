@@ -36,6 +36,7 @@ from v6node.domain.status import RunStatus, has_failed
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
 from v6node.ports.event_stream import EventStream
+from v6node.ports.node_metrics import NodeMetrics
 from v6node.ports.server_api import ServerApi
 
 log = logging.getLogger("v6node.node")
@@ -63,6 +64,7 @@ class Node:
         queue: RunQueue,
         active: ActiveRuns,
         emitter: Emitter,
+        metrics: NodeMetrics,
         use: UseCases,
     ) -> None:
         self.config = config
@@ -74,6 +76,7 @@ class Node:
         self.queue = queue
         self.active = active
         self.emitter = emitter
+        self.metrics = metrics
         self.use = use
         self.connected = asyncio.Event()
         self._stream: AsyncIterator[NodeEvent] | None = None
@@ -87,6 +90,7 @@ class Node:
     async def initialize(self) -> None:
         """Start up (``StartNode``), then open the websocket."""
         ready = await self.use.start()
+        await self.use.serve_monitoring()
         await self.connect_to_socket()
         self._initialized = True
         me = self.session.me()
@@ -183,6 +187,7 @@ class Node:
             case Connected(reconnect=reconnect):
                 await self._on_connected()
                 if reconnect:
+                    self.metrics.reconnected()
                     log.info("websocket reconnected; synchronising")
                     self.request_sync()
             case Disconnected(reason=reason):

@@ -11,6 +11,7 @@ from v6node.app.queue_new_runs import QueueNewRuns
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.report_metrics import ReportMetrics
 from v6node.app.report_result import ReportResult
+from v6node.app.serve_monitoring import ServeMonitoring
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.share_node_details import ShareNodeDetails
 from v6node.app.start_node import StartNode
@@ -43,3 +44,4 @@ class UseCases:
     remove_job_volumes: RemoveJobVolumes
     clean_up: CleanUp
     report_metrics: ReportMetrics
+    serve_monitoring: ServeMonitoring

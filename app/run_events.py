@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from v6node.domain.model import Run
 from v6node.domain.run_events import RunEvent, Stage
@@ -47,8 +47,9 @@ class RunEventStream:
 class RunEvents:
     """The publisher: ``subscribe()`` for a stream of ``RunEvent``; the use cases publish."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, listeners: Sequence[Callable[[RunEvent], None]] = ()) -> None:
         self.clock = clock
+        self._listeners = list(listeners)  # called at once, in the publisher's step (metrics)
         self._subscribers: list[RunEventStream] = []
 
     def subscribe(self, limit: int = 1000) -> RunEventStream:
@@ -62,6 +63,11 @@ class RunEvents:
 
     def publish(self, stage: Stage, run: Run, status: RunStatus | None = None, detail: str = "") -> None:
         event = RunEvent(stage, run.id, run.task.id, run.task.image, self.clock.now(), status, detail)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener must never break a run
+                log.exception("a run event listener failed")
         for stream in self._subscribers:
             stream._offer(event)  # noqa: SLF001 - the publisher feeds its own streams
 

@@ -6,8 +6,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from v6node.domain.events import NodeEvent
 
-# Returns the current access token; adapters call it again before every (re)connect.
-
 
 @runtime_checkable
 class EventStream(Protocol):
@@ -19,6 +17,10 @@ class EventStream(Protocol):
     ``emit`` raises ``NotConnected`` while the connection is down (the caller decides
     whether the event matters).
     """
+
+    @property
+    def connected(self) -> bool:
+        """Whether the namespace is connected right now."""
 
     def events(self) -> AsyncIterator[NodeEvent]: ...
 

@@ -105,6 +105,7 @@ class HttpxServerApi(ServerApi):
         login_timeout: float = 300.0,
         blob_timeout: float = 300.0,
         max_pages: int = 10_000,
+        on_call: Callable[[float, bool], None] | None = None,
     ) -> None:
         self._api_base = api_base.rstrip("/")
         self._server_root = server_root.rstrip("/")
@@ -114,7 +115,7 @@ class HttpxServerApi(ServerApi):
         self._max_pages = max_pages
         self._sender = RetryingClient(
             self._server_root, clock, timeout=timeout, max_attempts=max_attempts,
-            backoff=Backoff(first=backoff_base, maximum=backoff_max), transport=transport,
+            backoff=Backoff(first=backoff_base, maximum=backoff_max), transport=transport, on_call=on_call,
         )
         self._tokens = NodeTokens(self._sender, self._api_base, self._server_root, api_key, clock, self._login_timeout)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterable, Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ class RetryingClient:
         max_attempts: int,
         backoff: Backoff,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_call: Callable[[float, bool], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -47,6 +49,7 @@ class RetryingClient:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._transport = transport
+        self._on_call = on_call  # (seconds, failed) of each call, retries included: metrics
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -59,7 +62,19 @@ class RetryingClient:
             client, self._client = self._client, None
             await client.aclose()
 
-    async def send(
+    async def send(self, method: str, url: str, path: str, **kwargs: Any) -> httpx.Response:
+        """``attempts``, timed for ``on_call``: how long a call took, and whether it got no answer."""
+        started = time.monotonic()
+        failed = True
+        try:
+            response = await self.attempts(method, url, path, **kwargs)
+            failed = False
+            return response
+        finally:
+            if self._on_call is not None:
+                self._on_call(time.monotonic() - started, failed)
+
+    async def attempts(
         self,
         method: str,
         url: str,

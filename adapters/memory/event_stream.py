@@ -25,11 +25,15 @@ class MemoryEventStream(EventStream):
         self.emitted: list[tuple[str, Any]] = []
         self.tokens: list[str] = []
         self.reconnects = 0
-        self.connected = False
+        self._connected = False
         self.closed = False
         self._ever_connected = False
         self._iterating = False
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
 
     async def events(self) -> AsyncIterator[NodeEvent]:
         if self.closed:
@@ -49,7 +53,7 @@ class MemoryEventStream(EventStream):
                 yield item
         finally:
             # Leaving the iteration disconnects, as it does for the real stream.
-            self.connected = False
+            self._connected = False
             self._iterating = False
 
     def push(self, event: NodeEvent) -> None:
@@ -58,33 +62,33 @@ class MemoryEventStream(EventStream):
 
     def drop(self, reason: str = "connection lost", *, reconnect: bool = True) -> None:
         """Simulate a dropped connection; without ``reconnect`` it stays down until ``reconnect()``."""
-        if not self.connected:
+        if not self._connected:
             return
-        self.connected = False
+        self._connected = False
         self._queue.put_nowait(Disconnected(reason))
         if reconnect:
             self._connect()
 
     async def emit(self, event: str, data: Any = None) -> None:
-        if not self.connected:
+        if not self._connected:
             raise NotConnected(f"cannot emit {event!r}: not connected")
         self.emitted.append((event, data))
 
     async def reconnect(self) -> None:
         self.reconnects += 1
-        if self.connected:
+        if self._connected:
             self.drop("reconnect requested")
         elif self._iterating and not self.closed:
             self._connect()
 
     async def close(self) -> None:
         self.closed = True
-        self.connected = False
+        self._connected = False
         self._queue.put_nowait(_CLOSED)
 
     def _connect(self) -> None:
         if self._token_provider is not None:
             self.tokens.append(self._token_provider())
-        self.connected = True
+        self._connected = True
         self._queue.put_nowait(Connected(reconnect=self._ever_connected))
         self._ever_connected = True

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 
 import httpx
 import uvicorn
@@ -15,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, request_response
 
+from v6node.adapters.proxy.embedded import EmbeddedServer, listen_socket
 from v6node.adapters.proxy.forwarding import ServerForwarder, Unavailable
 from v6node.adapters.proxy.inbound import BadPath
 from v6node.adapters.proxy.limits import ConnectionLimits, raise_open_file_limit
@@ -173,7 +172,7 @@ class StarletteProxyServer(ProxyServer):
         )
         self._tokens: set[str] = set()
         self._cryptor: Cryptor | None = None
-        self._server: _EmbeddedServer | None = None
+        self._server: EmbeddedServer | None = None
         self._serving: asyncio.Task[None] | None = None
         self._port: int | None = None
         self.app = Starlette(
@@ -206,7 +205,7 @@ class StarletteProxyServer(ProxyServer):
         wanted = self._wanted_port if port is None else port
         self._check_open_file_limit(raise_open_file_limit())
         try:
-            sock = _listen(host, wanted)
+            sock = listen_socket(host, wanted)
         except OSError as exc:
             raise NodeError(f"the algorithm proxy cannot listen on {host}:{wanted}: {exc.strerror or exc}") from exc
         self._cryptor = cryptor
@@ -225,7 +224,7 @@ class StarletteProxyServer(ProxyServer):
             timeout_keep_alive=self._keep_alive_timeout,  # type: ignore[arg-type]
             h11_max_incomplete_event_size=self._max_header_size,
         )
-        server = _EmbeddedServer(config)
+        server = EmbeddedServer(config)
         serving = asyncio.create_task(server.serve(sockets=[sock]), name="v6node-proxy")
         ready = asyncio.create_task(server.ready.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -330,29 +329,6 @@ class StarletteProxyServer(ProxyServer):
 
 
 # --- serving --------------------------------------------------------------------------------------------
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn as a task of someone else's event loop: says when it listens, leaves signals alone."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The node's entry point owns SIGINT/SIGTERM; it stops the proxy through stop().
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket, bound here so a bind error is raised to start() and port 0 is resolved."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=128)
-
-
 def _shown(path: str) -> str:
     """``path`` as a log line may show it: escaped (no forged lines) and cut short."""
     shown = path.encode("unicode_escape").decode("ascii")

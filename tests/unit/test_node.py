@@ -1430,3 +1430,37 @@ async def test_metrics_go_to_the_server_every_report_interval_when_prometheus_is
 async def test_no_metrics_are_sent_unless_prometheus_is_enabled(harness):
     await harness.clock.advance(3600)
     assert not any(name == "node_metrics_update" for name, _ in harness.events.emitted)
+
+
+# --- the local monitoring endpoint --------------------------------------------------------------------
+async def test_health_is_ok_when_logged_in_connected_and_the_engine_answers_and_says_what_is_not():
+    from v6node.domain.config import Monitoring
+
+    h = MemoryNodeHarness(default_config(monitoring=Monitoring(endpoint=True)))
+    h.runtime.add_image(IMAGE)
+    monitoring = h.adapters.monitoring()
+    async with h:
+        assert monitoring.running
+        healthy = await monitoring.health()
+        assert healthy.ok and healthy.parts == {"server": "logged in", "websocket": "connected", "docker": "answers"}
+        h.runtime.available = False
+        sick = await monitoring.health()
+        assert not sick.ok and sick.parts["docker"].startswith("does not answer")
+        h.runtime.available = True
+        h.events.drop("network glitch", reconnect=False)
+        assert (await monitoring.health()).parts["websocket"] == "not connected"
+    assert not monitoring.running
+
+
+async def test_metrics_count_runs_and_are_fresh_at_each_scrape():
+    from v6node.domain.config import Monitoring
+    from v6node.domain.run_events import Stage
+
+    h = MemoryNodeHarness(default_config(monitoring=Monitoring(endpoint=True)))
+    h.runtime.add_image(IMAGE)
+    metrics = h.adapters.node_metrics()
+    async with h:
+        await run_one(h, IMAGE)
+        await h.adapters.monitoring().refresh()
+    assert [e.stage for e in metrics.events] == [Stage.RECEIVED, Stage.STARTED, Stage.FINISHED]
+    assert metrics.gauges == {"queue_depth": 0, "journal_size": 1}

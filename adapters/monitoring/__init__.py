@@ -1,0 +1,1 @@
+"""The node's own metrics (Prometheus) and its local /health and /metrics endpoint."""
