@@ -7,31 +7,44 @@
 - ``MemoryNodeHarness`` (in ``v6node.adapters.memory.harness``): the same node on in-memory
   adapters, for tests.
 
-Everything else in ``v6node`` is internal and may change in any release.
+Everything else in ``v6node`` is internal and may change in any release. The names load
+when first used: importing a module of ``v6node.app`` does not build the container.
 """
 from __future__ import annotations
 
-from v6node.app.config import load_config
-from v6node.app.embedded import EmbeddedNode, config_from_dict
-from v6node.app.node import Node
-from v6node.app.node_parts import NodeTimings
-from v6node.app.run_events import RunEventStream
-from v6node.domain.config import NodeConfig
-from v6node.domain.errors import ConfigError, NodeError
-from v6node.domain.run_events import RunEvent, Stage
-from v6node.domain.status import RunStatus
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "ConfigError",
-    "EmbeddedNode",
-    "Node",
-    "NodeConfig",
-    "NodeError",
-    "NodeTimings",
-    "RunEvent",
-    "RunEventStream",
-    "RunStatus",
-    "Stage",
-    "config_from_dict",
-    "load_config",
-]
+if TYPE_CHECKING:
+    from v6node.app.config import load_config
+    from v6node.app.embedded import EmbeddedNode, config_from_dict
+    from v6node.app.node import Node
+    from v6node.app.node_parts import NodeTimings
+    from v6node.app.run_events import RunEventStream
+    from v6node.domain.config import NodeConfig
+    from v6node.domain.errors import ConfigError, NodeError
+    from v6node.domain.run_events import RunEvent, Stage
+    from v6node.domain.status import RunStatus
+
+_WHERE = {
+    "ConfigError": "v6node.domain.errors",
+    "EmbeddedNode": "v6node.app.embedded",
+    "Node": "v6node.app.node",
+    "NodeConfig": "v6node.domain.config",
+    "NodeError": "v6node.domain.errors",
+    "NodeTimings": "v6node.app.node_parts",
+    "RunEvent": "v6node.domain.run_events",
+    "RunEventStream": "v6node.app.run_events",
+    "RunStatus": "v6node.domain.status",
+    "Stage": "v6node.domain.run_events",
+    "config_from_dict": "v6node.app.embedded",
+    "load_config": "v6node.app.config",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'v6node.app' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -25,3 +25,24 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 
 def test_each_top_level_package_is_marked_typed() -> None:
     assert all((REPO / folder / "py.typed").is_file() for folder in TOP)
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
+    """An import cycle shows only when a module is the first one imported (as a test module
+    importing an adapter can be): import each on its own."""
+    import subprocess
+    import sys
+
+    modules = sorted(
+        ".".join([name, *path.relative_to(REPO / folder).with_suffix("").parts]).removesuffix(".__init__")
+        for folder, name in TOP.items()
+        for path in (REPO / folder).rglob("*.py")
+    )
+    script = (
+        "import importlib, subprocess, sys\n"
+        "failed = [m for m in sys.argv[1:] if subprocess.run([sys.executable, '-c', f'import {m}'],"
+        " capture_output=True).returncode]\n"
+        "print('\\n'.join(failed))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True, timeout=600)
+    assert done.stdout.strip() == "", f"these modules fail when imported first:\n{done.stdout}"
