@@ -54,7 +54,7 @@ _V6NODE_KEYS = frozenset(
         "max_concurrent_runs", "max_output_size", "max_input_size", "max_log_size", "algorithm_cpus",
         "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
         "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
-        "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring",
+        "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring", "audit_log",
     }
 )
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -396,6 +396,7 @@ def parse_config(
         proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
         proxy_check_pull=root.boolean("proxy_check_pull", False),
         monitoring=_monitoring(root),
+        audit_log=root.boolean("audit_log", True),
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
     )
 

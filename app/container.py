@@ -15,9 +15,11 @@ from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
+from v6node.adapters.filesystem.json_lines_audit_log import JsonLinesAuditLog
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
+from v6node.adapters.memory.audit_log import MemoryAuditLog
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
 from v6node.adapters.memory.cryptors import memory_cryptor_factory
 from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
@@ -37,6 +39,7 @@ from v6node.adapters.system.proc_host_metrics import ProcHostMetrics
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.apply_kill_order import ApplyKillOrder
+from v6node.app.audit_trail import AuditTrail
 from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
 from v6node.app.check_health import CheckHealth
@@ -64,6 +67,7 @@ from v6node.app.sync_runs import SyncRuns
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
+from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
 from v6node.ports.node_metrics import NodeMetrics
 
@@ -107,6 +111,12 @@ def _journal(config: NodeConfig) -> Iterator[SqliteRunJournal]:
         journal.close()
 
 
+def _audit_log(config: NodeConfig) -> AuditLog:
+    if not config.audit_log:
+        return MemoryAuditLog()  # kept for the process only: audit_log is false
+    return JsonLinesAuditLog(os.path.join(config.data_dir, "audit.jsonl"))
+
+
 def _tasks_dir(config: NodeConfig) -> str:
     return os.path.join(config.data_dir, "tasks")
 
@@ -132,6 +142,7 @@ class Adapters(containers.DeclarativeContainer):
     cryptor_factory = providers.Object(make_cryptor)
     catalog = providers.Singleton(FileDatabaseCatalog)
     host_metrics = providers.Singleton(ProcHostMetrics)
+    audit_log = providers.Singleton(_audit_log, config=config)
     monitoring = providers.Singleton(StarletteMonitoringServer, metrics=node_metrics)
 
 
@@ -149,6 +160,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     cryptor_factory = providers.Object(memory_cryptor_factory)
     catalog = providers.Singleton(MemoryDatabaseCatalog)
     host_metrics = providers.Singleton(MemoryHostMetrics)
+    audit_log = providers.Singleton(MemoryAuditLog)
     node_metrics = providers.Singleton(MemoryNodeMetrics)
     monitoring = providers.Singleton(MemoryMonitoringServer)
 
@@ -168,6 +180,7 @@ class NodeContainer(containers.DeclarativeContainer):
     queue = providers.Singleton(RunQueue, events=run_events)
     active = providers.Singleton(ActiveRuns)
     emitter = providers.Singleton(Emitter, events=adapters.events, session=session)
+    audit = providers.Singleton(AuditTrail, audit_log=adapters.audit_log, clock=adapters.clock)
 
     check_policy = providers.Factory(
         CheckPolicy, policy=config.provided.policies, server=adapters.server, runtime=adapters.runtime
@@ -190,7 +203,7 @@ class NodeContainer(containers.DeclarativeContainer):
     )
     report_result = providers.Singleton(
         ReportResult, config=config, server=adapters.server, workspace=adapters.workspace, journal=adapters.journal,
-        clock=adapters.clock, session=session, active=active, emitter=emitter, events=run_events,
+        clock=adapters.clock, session=session, active=active, emitter=emitter, events=run_events, audit=audit,
     )
     start = providers.Factory(
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
@@ -207,7 +220,7 @@ class NodeContainer(containers.DeclarativeContainer):
     )
     prepare_run = providers.Factory(
         PrepareRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
-        clock=adapters.clock, session=session, check_policy=check_policy,
+        clock=adapters.clock, session=session, check_policy=check_policy, audit=audit,
     )
     stream_algorithm_logs = providers.Factory(
         StreamAlgorithmLogs, config=config, runtime=adapters.runtime, emitter=emitter, session=session,
@@ -217,7 +230,7 @@ class NodeContainer(containers.DeclarativeContainer):
         ExecuteRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
         journal=adapters.journal, clock=adapters.clock, proxy=adapters.proxy, session=session, active=active,
         emitter=emitter, prepare=prepare_run, report=report_result, events=run_events,
-        stream_logs=stream_algorithm_logs,
+        stream_logs=stream_algorithm_logs, audit=audit,
     )
     apply_kill_order = providers.Factory(ApplyKillOrder, runtime=adapters.runtime, session=session, active=active)
     share_node_details = providers.Factory(

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from v6node.app.active_runs import ActiveRun, ActiveRuns
+from v6node.app.audit_trail import AuditTrail
 from v6node.app.emitter import Emitter
 from v6node.app.prepare_run import PrepareRun, RunEnded
 from v6node.app.report_result import ReportResult, RunOutcome
@@ -97,6 +98,7 @@ class ExecuteRun:
         report: ReportResult,
         events: RunEvents,
         stream_logs: StreamAlgorithmLogs,
+        audit: AuditTrail,
     ) -> None:
         self.config = config
         self.server = server
@@ -112,6 +114,7 @@ class ExecuteRun:
         self.report = report
         self.events = events
         self.stream_logs = stream_logs
+        self.audit = audit
 
     async def __call__(self, run: Run, action: RunAction | None = None) -> RunStatus | None:
         """Returns the status reported, or None when the server had finished the run before it began."""
@@ -223,6 +226,7 @@ class ExecuteRun:
         self.active.started(run.id, container_id)
         await self.journal.advance(run.id, RunStep.STARTED, container_id=container_id, token=prepared.token)
         self.events.publish(Stage.STARTED, run, detail=container_id)
+        await self.audit.started(run, container_id)
         log.info("run %s (task %s) started: %s in container %s", run.id, run.task.id, run.task.image, container_id[:12])
         return container_id
 

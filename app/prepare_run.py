@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 
 from attrs import frozen
 
+from v6node.app.audit_trail import AuditTrail, sha256
 from v6node.app.policy import CheckPolicy
 from v6node.app.retry import until_done
 from v6node.app.session import NodeSession
@@ -83,6 +84,7 @@ class PrepareRun:
         clock: Clock,
         session: NodeSession,
         check_policy: CheckPolicy,
+        audit: AuditTrail,
     ) -> None:
         self.config = config
         self.server = server
@@ -91,11 +93,17 @@ class PrepareRun:
         self.clock = clock
         self.session = session
         self.check_policy = check_policy
+        self.audit = audit
 
     async def __call__(self, run: Run) -> PreparedRun:
         settings = self.session.algorithm_settings()
         input_data = await self._decode_input(run)
-        await self._check_policy(run)
+        input_sha256 = sha256(input_data)
+        decision = await self.check_policy(run.task)
+        if not decision.allowed:
+            await self.audit.decided(run, decision, input_sha256, None)
+            log.warning("run %s not allowed: %s", run.id, decision.reason)
+            raise RunEnded(RunStatus.NOT_ALLOWED, f"This node does not allow this algorithm to run: {decision.reason}")
         self._check_databases(run)
         try:
             spec = build_container_spec(run, settings)
@@ -107,6 +115,7 @@ class PrepareRun:
             self._container_token(run), self._ensure_image(run), self._ensure_tmp_volume(run)
         )
         assert isinstance(token, str)
+        await self.audit.decided(run, decision, input_sha256, await self.runtime.local_image_id(run.task.image))
         await self.workspace.prepare(run.id, input_data, token)
         for source, name in database_copies(settings.databases):
             await self.workspace.copy_in(run.id, source, f"{DATABASE_COPIES}/{name}")
@@ -152,12 +161,6 @@ class PrepareRun:
                 '{"method": ..., "args": [...], "kwargs": {...}}',
             ) from exc
         return data
-
-    async def _check_policy(self, run: Run) -> None:
-        decision = await self.check_policy(run.task)
-        if not decision.allowed:
-            log.warning("run %s not allowed: %s", run.id, decision.reason)
-            raise RunEnded(RunStatus.NOT_ALLOWED, f"This node does not allow this algorithm to run: {decision.reason}")
 
     def _check_databases(self, run: Run) -> None:
         databases = self.session.algorithm_settings().databases

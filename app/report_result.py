@@ -1,12 +1,15 @@
 """Use case: tell the server how a run ended, with its result encrypted for whoever asked."""
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 
 from attrs import frozen
 
 from v6node.app.active_runs import ActiveRuns
+from v6node.app.audit_trail import AuditTrail
 from v6node.app.cache import TimedCache
 from v6node.app.emitter import Emitter
 from v6node.app.retry import until_done
@@ -69,6 +72,7 @@ class ReportResult:
         active: ActiveRuns,
         emitter: Emitter,
         events: RunEvents,
+        audit: AuditTrail,
     ) -> None:
         self.config = config
         self.server = server
@@ -79,10 +83,12 @@ class ReportResult:
         self.active = active
         self.emitter = emitter
         self.events = events
+        self.audit = audit
         self._public_keys: TimedCache[int, str] = TimedCache(clock, FACT_TTL, "the public key")
         self._blob_store: TimedCache[str, bool] = TimedCache(clock, FACT_TTL, "blob store availability")
 
     async def __call__(self, run: Run, outcome: RunOutcome) -> None:
+        result_sha256 = await self._digest(run, outcome.output_size)
         result = await self._result_for(run, outcome.output_size)
         update = RunUpdate.finished(outcome.status, self.clock.now(), outcome.log, result)
         try:
@@ -93,7 +99,17 @@ class ReportResult:
         self.active.reported(run.id)
         log.info("run %s reported: %s", run.id, outcome.status)
         self.events.publish(Stage.FINISHED, run, outcome.status)
+        await self.audit.finished(run, outcome.status, result_sha256)
         await self.emitter.status_changed(run, outcome.status)
+
+    async def _digest(self, run: Run, size: int | None) -> str | None:
+        """SHA-256 of the output file (for the audit log), read in pieces off the event loop."""
+        if not size:
+            return None
+        digest = hashlib.sha256()
+        async for chunk in self.workspace.output_chunks(run.id, self.config.max_output_size):
+            await asyncio.to_thread(digest.update, chunk)
+        return digest.hexdigest()
 
     async def _result_for(self, run: Run, size: int | None) -> str | StreamedResult:
         """The ``result`` field: ciphertext (or base64) for the initiating organization, or a blob id."""

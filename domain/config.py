@@ -149,6 +149,8 @@ class NodeConfig:
     proxy_check_pull: bool = False
     docker_registries: tuple[RegistryLogin, ...] = ()
     monitoring: Monitoring = Monitoring()
+    # Keep <data folder>/audit.jsonl, the node's own chained record of what ran (v6node's own key).
+    audit_log: bool = True
 
     @property
     def server_root(self) -> str:

@@ -1464,3 +1464,41 @@ async def test_metrics_count_runs_and_are_fresh_at_each_scrape():
         await h.adapters.monitoring().refresh()
     assert [e.stage for e in metrics.events] == [Stage.RECEIVED, Stage.STARTED, Stage.FINISHED]
     assert metrics.gauges == {"queue_depth": 0, "journal_size": 1}
+
+
+# --- the audit log -------------------------------------------------------------------------------------
+async def test_the_audit_log_records_decisions_starts_and_ends_without_data():
+    import hashlib
+
+    h = MemoryNodeHarness(default_config(policies=PolicyConfig(allowed_algorithms=(IMAGE, "crash:1", "sleep:1"), require_algorithm_pull=False)))
+    h.runtime.add_image(IMAGE)
+    h.runtime.add_image("denied:1")
+
+    async def crash(call):
+        call.log("boom")
+        return 1
+
+    h.runtime.add_image("crash:1", crash)
+    async with h:
+        completed, done = await run_one(h, IMAGE, {"method": "echo", "kwargs": {"secret": "patient-data"}})
+        crashed, failed = await run_one(h, "crash:1")
+        denied, refused = await run_one(h, "denied:1")
+        task = await start_blocking_run(h)
+        killed = h.server.our_run(task.id)
+        await h.node.kill_containers(h.server.kill_task(task.id, h.clock.now()))
+        await h.until(lambda: any(e["event"] == "finished" and e["run_id"] == killed.id for e in h.adapters.audit_log().entries_now()))
+    audit = h.adapters.audit_log()
+    assert (await audit.verify()).ok
+    entries = await audit.entries()
+    by_run = {run.id: [(e["event"], e.get("status"), e.get("allowed")) for e in entries if e["run_id"] == run.id]
+              for run in (done, failed, refused, killed)}
+    assert by_run[done.id] == [("decided", None, True), ("started", None, None), ("finished", "completed", None)]
+    assert by_run[failed.id] == [("decided", None, True), ("started", None, None), ("finished", "crashed", None)]
+    assert by_run[refused.id] == [("decided", None, False), ("finished", "not allowed", None)]
+    assert by_run[killed.id][-1] == ("finished", "killed by user", None)
+    decided = next(e for e in entries if e["run_id"] == done.id and e["event"] == "decided")
+    assert decided["reason"].startswith("allowed: allowed_algorithms entry") and decided["image"] == IMAGE
+    assert decided["input_sha256"] == hashlib.sha256(json.dumps({"method": "echo", "kwargs": {"secret": "patient-data"}}).encode()).hexdigest()
+    finished = next(e for e in entries if e["run_id"] == done.id and e["event"] == "finished")
+    assert finished["result_sha256"] == hashlib.sha256(base64.b64decode(done.result)).hexdigest()
+    assert "patient-data" not in "\n".join(audit.lines) and "container-token" not in "\n".join(audit.lines)
