@@ -18,6 +18,7 @@ import click
 import yaml
 
 from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_key_of
+from v6node.adapters.filesystem.run_log_files import RunLogFiles, prune, without_run_output
 from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
@@ -108,11 +109,19 @@ def setup_logging(config: NodeConfig) -> Path:
         log_file, maxBytes=settings.max_size * 1024, backupCount=settings.backup_count
     )
     file_handler.setFormatter(formatter)
+    file_handler.addFilter(without_run_output)
     root.addHandler(file_handler)
     if settings.use_console:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(formatter)
+        console.addFilter(without_run_output)
         root.addHandler(console)
+    # Each run's lines and its algorithm's output also in <log folder>/runs/<run id>.log.
+    runs = Path(config.log_dir) / "runs"
+    prune(runs, config.run_log_retention_days)
+    run_files = RunLogFiles(runs)
+    run_files.setFormatter(formatter)
+    root.addHandler(run_files)
     # Libraries log every request; the node's own loggers say what matters.
     for noisy in ("httpx", "httpcore", "websockets", "urllib3", "docker"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -54,7 +54,7 @@ _V6NODE_KEYS = frozenset(
         "max_concurrent_runs", "max_output_size", "max_input_size", "max_log_size", "algorithm_cpus",
         "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
         "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
-        "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring", "audit_log",
+        "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring", "audit_log", "run_log_retention_days",
     }
 )
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -397,6 +397,7 @@ def parse_config(
         proxy_check_pull=root.boolean("proxy_check_pull", False),
         monitoring=_monitoring(root),
         audit_log=root.boolean("audit_log", True),
+        run_log_retention_days=root.number("run_log_retention_days", default=30.0) or 30.0,
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
     )
 

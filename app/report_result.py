@@ -29,6 +29,8 @@ from v6node.ports.task_workspace import TaskWorkspace
 
 log = logging.getLogger("v6node.run")
 
+# A log record with this attribute is a run's algorithm output (the value is the run id).
+RUN_OUTPUT_MARK = "v6node_output_of_run"
 # Public keys and the blob store setting are asked again at most this often (seconds).
 FACT_TTL = 60.0
 
@@ -97,6 +99,8 @@ class ReportResult:
             log.info("run %s was already finished on the server (killed?); %s not stored", run.id, outcome.status)
         await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
         self.active.reported(run.id)
+        # For the run's own log file (the node's other logs leave it out): see RunLogFiles.
+        log.info("%s", outcome.log, extra={RUN_OUTPUT_MARK: run.id})
         log.info("run %s reported: %s", run.id, outcome.status)
         self.events.publish(Stage.FINISHED, run, outcome.status)
         await self.audit.finished(run, outcome.status, result_sha256)

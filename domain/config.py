@@ -151,6 +151,8 @@ class NodeConfig:
     monitoring: Monitoring = Monitoring()
     # Keep <data folder>/audit.jsonl, the node's own chained record of what ran (v6node's own key).
     audit_log: bool = True
+    # Days that <log folder>/runs/<run id>.log files are kept (v6node's own key).
+    run_log_retention_days: float = 30.0
 
     @property
     def server_root(self) -> str:
