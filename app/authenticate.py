@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from v6node.app.checklist import step_done
 from v6node.app.retry import until_done
 from v6node.app.session import NodeSession
 from v6node.domain.config import NodeConfig
@@ -31,8 +32,9 @@ class Authenticate:
     async def __call__(self) -> NodeIdentity:
         identity = await until_done(self.server.authenticate, self.clock, log, f"logging in to {self.config.api_base}")
         self.session.identity = identity
-        log.info(
-            "logged in as node '%s' (id %s) of organization '%s' in collaboration %s",
-            identity.node_name, identity.node_id, identity.organization_name, identity.collaboration_id,
+        step_done(
+            "login",
+            f"node '{identity.node_name}' (id {identity.node_id}) of organization "
+            f"'{identity.organization_name}' in collaboration {identity.collaboration_id}",
         )
         return identity

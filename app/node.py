@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from v6node.app.active_runs import ActiveRuns
+from v6node.app.checklist import step_done
 from v6node.app.emitter import Emitter
 from v6node.app.node_parts import NodeTimings, UseCases
 from v6node.app.report_result import RunOutcome
@@ -94,7 +95,7 @@ class Node:
         await self.connect_to_socket()
         self._initialized = True
         me = self.session.me()
-        log.info("node '%s' (id %s) of organization '%s' ready; %s", me.node_name, me.node_id, me.organization_name, ready)
+        step_done("ready", f"node '{me.node_name}' (id {me.node_id}) of organization '{me.organization_name}' ready; {ready}")
 
     async def authenticate(self) -> NodeIdentity:
         return await self.use.authenticate()
@@ -121,7 +122,7 @@ class Node:
                 f"{self.timings.socket_connect_timeout:.0f} s"
             ) from None
         await self._on_connected()
-        log.info("connected to the websocket of %s", self.config.server_root)
+        step_done("websocket", f"connected to {self.config.server_root}")
 
     async def sync_task_queue_with_server(self) -> int:
         return await self.use.sync_runs()

@@ -6,6 +6,7 @@ import logging
 from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
 from v6node.app.check_proxy import CheckProxyReachable
+from v6node.app.checklist import step_done
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
 from v6node.app.set_up_encryption import SetUpEncryption
@@ -60,16 +61,21 @@ class StartNode:
     async def __call__(self) -> str:
         config = self.config
         await self.runtime.ping()
+        step_done("engine", "the Docker engine answers")
         await self._log_in_to_registries()
         identity = await self.authenticate()
         cryptor = await self.set_up_encryption()
+        step_done("encryption", "on: results are encrypted for the organization that asked"
+                  if cryptor.encrypted else "off: the collaboration is not encrypted")
         journal_identity = await self.bind_journal()
+        step_done("journal", f"bound to {journal_identity.describe()}")
         if not config.keep_task_folders:
             await self.job_volumes.find_leftovers()
         network = network_name(config.name)
         gateway = await self.runtime.ensure_network(network, managed_labels(config.name))
         port = await self._start_proxy(gateway, cryptor)
         checked = await self.check_proxy(network, gateway, port)
+        step_done("proxy", f"algorithms reach the node at {gateway}:{port} on network {network} ({checked})")
         self.session.settings = AlgorithmSettings(
             node_name=config.name,
             tasks_dir=self.workspace.tasks_dir(),

@@ -21,6 +21,7 @@ from docker.utils import parse_repository_tag
 from v6node.adapters.docker.errors import docker_errors, status_code, translate
 from v6node.adapters.docker.logs import follow, log_config, read_tail
 from v6node.adapters.docker.networks import ensure_network, remove_network
+from v6node.adapters.docker.pulls import PullProgress
 from v6node.adapters.docker.waits import PendingWait, blocking_wait
 from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
 from v6node.domain.errors import (
@@ -187,14 +188,18 @@ class DockerContainerRuntime(ContainerRuntime):
     def _pull(self, image: str) -> str | None:
         """None on success, else why the pull failed (the engine also reports errors mid-stream)."""
         repository, tag = parse_repository_tag(image)
+        progress = PullProgress(image)
+        log.debug("pulling %s", image)
         try:
             for message in self._api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                 if message.get("error"):
                     return str(message.get("errorDetail", {}).get("message") or message["error"])
+                progress.update(message)
         except docker.errors.APIError as exc:
             return str(exc.explanation or exc)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise translate(exc, f"pulling {image}", not_found=ImageNotFound) from exc
+        log.info("pulled %s (%s)", image, progress.summary())
         return None
 
     async def run(self, spec: ContainerSpec) -> str:

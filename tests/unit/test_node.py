@@ -1502,3 +1502,12 @@ async def test_the_audit_log_records_decisions_starts_and_ends_without_data():
     finished = next(e for e in entries if e["run_id"] == done.id and e["event"] == "finished")
     assert finished["result_sha256"] == hashlib.sha256(base64.b64decode(done.result)).hexdigest()
     assert "patient-data" not in "\n".join(audit.lines) and "container-token" not in "\n".join(audit.lines)
+
+
+async def test_start_up_shows_a_checklist_line_per_step_in_order(caplog):
+    caplog.set_level("INFO", logger="v6node.startup")
+    async with MemoryNodeHarness(default_config()):
+        pass
+    steps = [r.getMessage().split()[1] for r in caplog.records if r.name == "v6node.startup"]
+    assert steps == ["engine", "login", "encryption", "journal", "proxy", "websocket", "ready"]
+    assert all(r.getMessage().startswith("[ok] ") for r in caplog.records if r.name == "v6node.startup")
