@@ -20,6 +20,7 @@ import yaml
 from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_key_of
 from v6node.adapters.filesystem.run_log_files import RunLogFiles, prune, without_run_output
 from v6node.adapters.system.data_folder_lock import DataFolderLock
+from v6node.app.cli_observe import audit_group, logs_command
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import Node
@@ -355,6 +356,10 @@ def _version() -> str:
 def version_command() -> None:
     """Print the v6node version."""
     click.echo(_version())
+
+
+main.add_command(logs_command(_load, config_option))
+main.add_command(audit_group(_load, config_option))
 
 
 if __name__ == "__main__":

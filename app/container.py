@@ -15,7 +15,7 @@ from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
-from v6node.adapters.filesystem.json_lines_audit_log import JsonLinesAuditLog
+from v6node.adapters.filesystem.json_lines_audit_log import in_data_folder as audit_log_in
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
@@ -114,7 +114,7 @@ def _journal(config: NodeConfig) -> Iterator[SqliteRunJournal]:
 def _audit_log(config: NodeConfig) -> AuditLog:
     if not config.audit_log:
         return MemoryAuditLog()  # kept for the process only: audit_log is false
-    return JsonLinesAuditLog(os.path.join(config.data_dir, "audit.jsonl"))
+    return audit_log_in(config.data_dir)
 
 
 def _tasks_dir(config: NodeConfig) -> str:

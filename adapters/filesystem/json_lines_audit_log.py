@@ -5,13 +5,21 @@ import asyncio
 import json
 import os
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from v6node.domain.audit import GENESIS, first_break, sealed
 from v6node.domain.errors import NodeError
 from v6node.ports.audit_log import AuditLog, AuditVerdict
+
+
+AUDIT_FILE = "audit.jsonl"
+
+
+def in_data_folder(data_dir: str) -> JsonLinesAuditLog:
+    """The audit log of the node whose data folder is ``data_dir``."""
+    return JsonLinesAuditLog(os.path.join(data_dir, AUDIT_FILE))
 
 
 class JsonLinesAuditLog(AuditLog):
@@ -89,13 +97,31 @@ class JsonLinesAuditLog(AuditLog):
         found = []
         try:
             with self.path.open(encoding="utf-8") as lines:
-                for line in lines:
-                    entry = json.loads(line)
+                for number, line in enumerate(lines, 1):
+                    entry = self._parse(number, line)
                     if run_id is not None and entry.get("run_id") != run_id:
                         continue
-                    if since is not None and datetime.fromisoformat(entry["at"]) < since:
+                    if since is not None and _aware(datetime.fromisoformat(entry["at"])) < _aware(since):
                         continue
                     found.append(entry)
         except FileNotFoundError:
             return []
         return found
+
+    def _parse(self, number: int, line: str) -> dict[str, Any]:
+        try:
+            entry = json.loads(line)
+            if isinstance(entry, dict) and isinstance(entry.get("at"), str):
+                datetime.fromisoformat(entry["at"])
+                return entry
+        except ValueError:
+            pass
+        raise NodeError(
+            f"line {number} of the audit log {self.path} is not an entry (a JSON object with its time); "
+            "run `v6node audit verify`"
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    """Times without a zone are UTC, as the node writes them."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
