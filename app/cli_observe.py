@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,11 @@ def entry_line(entry: dict[str, Any]) -> str:
     return printable(f"{head} {facts}".rstrip())
 
 
-def logs_command(load: Any, config_option: Any) -> click.Command:
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+Loader = Callable[[str], NodeConfig]
+
+
+def logs_command(load: Loader, config_option: Decorator) -> click.Command:
     """``v6node logs``; ``load`` turns the config option's value into a NodeConfig (or exits)."""
 
     @click.command("logs")
@@ -92,7 +97,7 @@ def logs_command(load: Any, config_option: Any) -> click.Command:
     return logs
 
 
-def audit_group(load: Any, config_option: Any) -> click.Group:
+def audit_group(load: Loader, config_option: Decorator) -> click.Group:
     @click.group("audit")
     def audit() -> None:
         """The local audit log (audit_log: true): what ran on this node's data, chained line to line."""
