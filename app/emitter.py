@@ -1,6 +1,7 @@
 """The socket events the node sends, for the use cases that tell the server something."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from v6node.app.session import NodeSession
@@ -20,11 +21,18 @@ class Emitter:
         self.events = events
         self.session = session
 
-    async def emit(self, event: str, data: object = None) -> None:
+    async def emit(self, event: str, data: object = None, *, handled_within: float | None = None) -> None:
+        """``handled_within``: wait up to that many seconds for the server to have handled it."""
         try:
-            await self.events.emit(event, data)
+            if handled_within is None:
+                await self.events.emit(event, data)
+                return
+            async with asyncio.timeout(handled_within):
+                await self.events.emit(event, data, handled=True)
         except NotConnected:
-            log.debug("not connected; %s not sent", event)
+            log.debug("not connected; %s not sent (or not acknowledged)", event)
+        except TimeoutError:
+            log.debug("the server did not acknowledge %s within %g s", event, handled_within)
 
     async def status_changed(self, run: Run, status: RunStatus) -> None:
         """``algorithm_status_change`` for one of our runs."""

@@ -15,6 +15,8 @@ from v6node.ports.container_runtime import ContainerRuntime
 
 log = logging.getLogger("v6node.run")
 
+ACK_WAIT = 5.0  # seconds a batch waits for the server to have appended it
+
 
 class StreamAlgorithmLogs:
     """Follow a container's output and send it in batches until the container stops.
@@ -28,7 +30,9 @@ class StreamAlgorithmLogs:
     - the server appends each batch to the run's log, and the final report replaces that
       log with the whole one, so no line ends up twice; streaming therefore starts only
       after the run was marked active (that PATCH empties the log) and must end before
-      the report is sent;
+      the report is sent: each batch waits (up to ``ACK_WAIT`` s) for the server's
+      acknowledgement that it was appended (the server handles events concurrently, so
+      this also keeps the batches in order);
     - following or sending failing never fails the run: the result still carries the log.
     """
 
@@ -73,12 +77,14 @@ class StreamAlgorithmLogs:
 
         reader = asyncio.create_task(read(), name=f"logs of run {run.id}")
         try:
-            while not ended.is_set():
+            done = False
+            while not done:
                 pause = asyncio.ensure_future(self.clock.sleep(self.interval))
                 stop = asyncio.ensure_future(ended.wait())
                 await asyncio.wait({pause, stop}, return_when=asyncio.FIRST_COMPLETED)
                 pause.cancel()
                 stop.cancel()
+                done = ended.is_set()  # no await until the batch is taken: nothing is missed
                 lines, batch[:], size = list(batch), [], 0
                 if left_out:
                     lines.append(f"[v6node] {left_out} bytes of output were not streamed (rate limit); the result carries them")
@@ -93,4 +99,4 @@ class StreamAlgorithmLogs:
     async def _send(self, run: Run, text: str) -> None:
         me = self.session.me()
         payload = {"collaboration_id": me.collaboration_id, "run_id": run.id, "task_id": run.task.id, "log": text}
-        await self.emitter.emit("algorithm_log", payload)
+        await self.emitter.emit("algorithm_log", payload, handled_within=ACK_WAIT)

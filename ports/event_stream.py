@@ -24,7 +24,12 @@ class EventStream(Protocol):
 
     def events(self) -> AsyncIterator[NodeEvent]: ...
 
-    async def emit(self, event: str, data: Any = None) -> None: ...
+    async def emit(self, event: str, data: Any = None, *, handled: bool = False) -> None:
+        """Send ``event`` to the server; NotConnected when there is no connection.
+
+        ``handled``: return only once the server has handled it (its acknowledgement), so
+        what the node does next cannot overtake it; NotConnected when the connection ends
+        first. The caller bounds the wait."""
 
     async def reconnect(self) -> None:
         """Drop the current connection; the stream reconnects with a fresh token."""

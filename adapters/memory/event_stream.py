@@ -69,7 +69,7 @@ class MemoryEventStream(EventStream):
         if reconnect:
             self._connect()
 
-    async def emit(self, event: str, data: Any = None) -> None:
+    async def emit(self, event: str, data: Any = None, *, handled: bool = False) -> None:
         if not self._connected:
             raise NotConnected(f"cannot emit {event!r}: not connected")
         self.emitted.append((event, data))

@@ -78,6 +78,9 @@ class WebsocketsEventStream(EventStream):
         self._reconnect_asks = 0
         # Cuts a backoff pause short (reconnect() while down, or close()).
         self._wake = asyncio.Event()
+        # emit(handled=True) waiting for the server's acknowledgement, by ack id.
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._last_ack_id = 0
 
     @property
     def connected(self) -> bool:
@@ -103,16 +106,25 @@ class WebsocketsEventStream(EventStream):
         finally:
             await self._stop_runner()
 
-    async def emit(self, event: str, data: Any = None) -> None:
-        frame = codec.event_frame(self.namespace, event, data)
+    async def emit(self, event: str, data: Any = None, *, handled: bool = False) -> None:
         ws = self._ws
         if ws is None:
             raise NotConnected(f"cannot emit {event!r}: not connected to {self.url}")
+        ack_id = None
+        if handled:
+            self._last_ack_id += 1
+            ack_id = self._last_ack_id
+            self._acks[ack_id] = asyncio.get_running_loop().create_future()
         try:
-            await ws.send(frame)
+            await ws.send(codec.event_frame(self.namespace, event, data, ack_id))
+            log.debug("emitted %s on %s", event, self.namespace)
+            if ack_id is not None:
+                await self._acks[ack_id]
         except ConnectionClosed as exc:
             raise NotConnected(f"cannot emit {event!r}: the connection closed ({exc})") from exc
-        log.debug("emitted %s on %s", event, self.namespace)
+        finally:
+            if ack_id is not None:
+                self._acks.pop(ack_id, None)
 
     async def reconnect(self) -> None:
         self._reconnect_asks += 1
@@ -182,6 +194,7 @@ class WebsocketsEventStream(EventStream):
                 reason = await self._serve(ws, info, opened_at, queue)
             finally:
                 self._ws = None
+                self._fail_acks("the connection ended")
                 await ws.close()
             await queue.put(Disconnected(reason))
             if reason == _RECONNECT_REASON:
@@ -189,6 +202,12 @@ class WebsocketsEventStream(EventStream):
             else:
                 log.warning("disconnected from %s: %s", self.url, reason)
                 await self._pause(self._backoff(0))
+
+    def _fail_acks(self, why: str) -> None:
+        for waiting in self._acks.values():
+            if not waiting.done():
+                waiting.set_exception(NotConnected(f"the server did not acknowledge: {why}"))
+        self._acks.clear()
 
     def _backoff(self, failures: int) -> float:
         # Jitter spreads the reconnects of many nodes after a server restart.
@@ -271,6 +290,10 @@ class WebsocketsEventStream(EventStream):
                     if sio.type is SioType.EVENT and sio.ack_id is not None and sio.namespace == self.namespace:
                         # The node has nothing to return; an empty ack keeps the server's callback from hanging.
                         await ws.send(codec.ack_frame(self.namespace, sio.ack_id))
+                    if sio.type is SioType.ACK and sio.namespace == self.namespace and sio.ack_id is not None:
+                        waiting = self._acks.get(sio.ack_id)
+                        if waiting is not None and not waiting.done():
+                            waiting.set_result(None)
                     if await self._on_message(sio, queue):
                         return f"the server disconnected namespace {self.namespace}"
             except CodecError as exc:

@@ -118,6 +118,16 @@ async def test_emit_reaches_the_server_while_connected(driver) -> None:
         assert await driver.server_received("ping", since=before)
 
 
+async def test_emit_handled_returns_once_the_server_has_handled_the_event(driver) -> None:
+    async with contextlib.aclosing(driver.stream.events()) as events:
+        assert await next_event(events) == Connected(reconnect=False)
+        before = dt.datetime.now(dt.timezone.utc)
+
+        await asyncio.wait_for(driver.stream.emit("ping", handled=True), TIMEOUT)
+
+        assert await driver.server_received("ping", since=before)
+
+
 async def test_emit_while_not_connected_raises_not_connected(driver) -> None:
     with pytest.raises(NotConnected):
         await driver.stream.emit("ping")

@@ -21,6 +21,7 @@ from tests.rig.events import TIMEOUT, next_event
 from tests.rig.server import AdminApi, Federation, NodeCredentials, RealServer, create_federation
 from tests.rig.user_api import UserApi
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
+from v6node.domain.errors import NotConnected
 from v6node.domain.events import (
     Connected,
     Disconnected,
@@ -438,3 +439,35 @@ async def test_emit_sends_one_event_frame_on_the_namespace(open_streams) -> None
             await stream.emit("algorithm_status_change", {"run_id": 3, "status": "active"})
 
             assert await server.next_received() == (0, '42/tasks,["algorithm_status_change",{"run_id":3,"status":"active"}]')
+
+
+async def test_emit_handled_waits_for_the_servers_ack(open_streams) -> None:
+    async def ack_what_comes(ws: ServerConnection, connection: int) -> None:
+        _, frame = await server.next_received()
+        seen.append(frame)
+        await ws.send("43/tasks,1[]")
+
+    seen: list[str | bytes] = []
+    async with ScriptedEngineIO(ack_what_comes) as server:
+        stream = open_streams(server.root, numbered_tokens())
+        async with contextlib.aclosing(stream.events()) as events:
+            assert await next_event(events) == Connected(reconnect=False)
+
+            await asyncio.wait_for(stream.emit("algorithm_log", {"log": "x"}, handled=True), TIMEOUT)
+
+            assert seen == ['42/tasks,1["algorithm_log",{"log":"x"}]']
+
+
+async def test_emit_handled_raises_not_connected_when_the_connection_ends_before_the_ack(open_streams) -> None:
+    async def close_instead_of_ack(ws: ServerConnection, connection: int) -> None:
+        if connection == 0:
+            await server.next_received()
+            await ws.close()
+
+    async with ScriptedEngineIO(close_instead_of_ack) as server:
+        stream = open_streams(server.root, numbered_tokens())
+        async with contextlib.aclosing(stream.events()) as events:
+            assert await next_event(events) == Connected(reconnect=False)
+
+            with pytest.raises(NotConnected, match="did not acknowledge"):
+                await asyncio.wait_for(stream.emit("algorithm_log", {"log": "x"}, handled=True), TIMEOUT)
