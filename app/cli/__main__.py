@@ -1,0 +1,4 @@
+"""``python -m v6node.app.cli``: how ``start --detach`` starts the node in the background."""
+from v6node.app.cli import main
+
+main()
