@@ -152,6 +152,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     """The in-memory adapters under the same names: the test harness that ships with v6node."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    own_container: providers.Object[str | None] = providers.Object(None)  # no engine, no host paths
     clock = providers.Singleton(ManualClock)
     server = providers.Singleton(MemoryServerApi, api_key=config.provided.api_key, clock=clock)
     events = providers.Singleton(MemoryEventStream, token_provider=server.provided.access_token)
