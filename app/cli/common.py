@@ -74,7 +74,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def failing_with_codes(command: F) -> F:
-    """Turn the node's errors into the message and exit code of ``EXIT_CODES``."""
+    """Turn the node's errors (and file errors) into the message and exit code of ``EXIT_CODES``."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -82,6 +82,8 @@ def failing_with_codes(command: F) -> F:
             return command(*args, **kwargs)
         except NodeError as exc:
             fail(exc)
+        except OSError as exc:  # a file or folder the command could not read or write
+            fail(NodeError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)))
 
     return wrapper  # type: ignore[return-value]
 

@@ -27,7 +27,6 @@ from v6node.app.cli.common import (
     pick_node,
 )
 from v6node.app.cli.docker_mode import start_in_docker
-from v6node.app.cli.files import last_lines
 from v6node.app.cli.run import READY_TIMEOUT, start_detached
 from v6node.app.folders import NodeLocation, configured_names, locate
 from v6node.domain.config import NodeConfig
@@ -35,6 +34,7 @@ from v6node.domain.containers import managed_labels
 from v6node.domain.errors import CleanupIncomplete, ConfigError, NodeError
 
 STOP_TIMEOUT = 60.0
+TAIL_BYTES = 256 * 1024  # attach's first lines come from at most this much of the log's end
 
 
 @frozen
@@ -214,10 +214,14 @@ def attach(name: str | None, config_file: str | None, system: bool, tail: int) -
 def _follow(path: Path, tail: int, running: Callable[[], bool]) -> None:
     """Print the last ``tail`` lines, then what is appended, until ``running()`` is false; a
     rotated log is followed into its new file."""
-    for line in last_lines(path, tail):
-        click.echo(line)
     handle = path.open("rb")
-    handle.seek(0, os.SEEK_END)
+    # The tail and the following start at one position: no line between them is lost.
+    end = handle.seek(0, os.SEEK_END)
+    start = max(0, end - TAIL_BYTES)
+    handle.seek(start)
+    lines = handle.read(end - start).decode("utf-8", "replace").splitlines()
+    for line in (lines[1:] if start else lines)[-tail:] if tail > 0 else []:
+        click.echo(line)
     checked = time.monotonic()
     try:
         while True:

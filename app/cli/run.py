@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from v6node.adapters.docker.node_containers import DockerNodeContainers
 from v6node.adapters.filesystem.run_log_files import RunLogFiles, prune, without_run_output
 from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.adapters.system.readiness import ReadinessNotifier
@@ -146,6 +147,22 @@ async def _lifetime(node: Node, config: NodeConfig, notifier: ReadinessNotifier)
     finally:
         notifier.stopping()
         await node.cleanup()
+
+
+def refuse_if_in_a_container(location: NodeLocation) -> None:
+    """The same node must not also run in its container (same labels, same network)."""
+    containers = DockerNodeContainers()
+    try:
+        state = containers.state(location.container_name)
+    except NodeError:
+        return  # no engine to ask: the node itself fails on it (exit 4)
+    finally:
+        containers.close()
+    if state is not None and state.running:
+        raise NodeAlreadyRunning(
+            f"{describe(location)} is already running in container {location.container_name}: stop it first "
+            f"(`v6node stop {' '.join(node_args(location))}`)"
+        )
 
 
 def run_foreground(
@@ -289,6 +306,8 @@ def start(
             return load_node(location)
 
     config = read()
+    if not dockerized and not in_docker:
+        refuse_if_in_a_container(location)
     if in_docker:
         start_in_docker(location, config, node_image(location, image), timeout)
     elif detach:

@@ -99,6 +99,10 @@ def test_nodes_in_containers_run_the_basic_and_a_central_partial_task(
     ]
     for name in names:
         start_in_docker(shell, name)
+    again = shell.run("start", "--docker", "--name", names[0], "--image", NODE_IMAGE)
+    assert again.returncode == 2 and f"is already running in container vantage6-{names[0]}-user" in again.stderr
+    native = shell.run("start", "--detach", "--name", names[0])
+    assert native.returncode == 2 and f"is already running in container vantage6-{names[0]}-user" in native.stderr
     listed = shell.run("list").stdout
     assert all(f"{name}  user   running (container)" in listed for name in names)
 

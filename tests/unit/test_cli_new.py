@@ -127,3 +127,11 @@ def test_the_questionnaire_asks_what_the_flags_do_not_say(home, tmp_path):
     assert written["policies"] == {"allowed_algorithms": ["^ghcr\\.io/org/.*"]}
     assert written["encryption"]["enabled"] is True
     assert written["logging"]["level"] == "WARNING"
+
+
+def test_a_folder_that_cannot_be_written_is_named(home, tmp_path):
+    blocked = tmp_path / "etc"
+    blocked.write_text("a file where the system config folder would be")
+    result = new("--no-prompt", "--name", "alpha", "--system", *FLAGS)
+    assert result.exit_code == 1
+    assert f"v6node: error: {blocked}" in result.output
