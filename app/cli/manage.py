@@ -30,7 +30,7 @@ from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CleanupIncomplete, NodeError
 
 # What a node writes in its data folder (the rest of a folder the operator chose stays).
-NODE_FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "node.lock")
+NODE_FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "node.lock", "audit.jsonl", "audit.jsonl.head")
 
 
 @click.command("files")
@@ -104,7 +104,7 @@ def _removals(location: NodeLocation, config: NodeConfig | None) -> list[Path]:
     if data_dir != location.data_dir:
         found += [data_dir / n for n in NODE_FILES] + [data_dir / TASKS] + sorted(data_dir.glob("journal.*.sqlite"))
     if log_dir != location.log_dir:
-        found += sorted(log_dir.glob(log_file_name(location.system) + "*"))
+        found += sorted(log_dir.glob(log_file_name(location.system) + "*")) + [log_dir / "runs"]
         found += sorted(log_dir.glob(log_file_name(location.system).replace(".log", ".out")))
     return [p for p in dict.fromkeys(found) if p.exists() or p.is_symlink()]
 
