@@ -140,9 +140,8 @@ class DockerNodeContainers:
         """Create and start the node's container; its id."""
         api = self._api
         with docker_errors(f"starting the node container {spec.name} ({spec.image})"):
-            binds = {
-                b.source: {"bind": b.target, "mode": "ro" if b.read_only else "rw"} for b in spec.binds
-            }
+            # A list, not a mapping by source: one file may be mounted at two places (two labels).
+            binds = [f"{b.source}:{b.target}:{'ro' if b.read_only else 'rw'}" for b in spec.binds]
             host_config = api.create_host_config(binds=binds, network_mode=spec.network_mode)
             created = api.create_container(
                 spec.image, command=list(spec.command), name=spec.name, environment=dict(spec.environment),
