@@ -24,6 +24,7 @@ from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
 from v6node.adapters.memory.cryptors import memory_cryptor_factory
 from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.event_stream import MemoryEventStream
+from v6node.adapters.memory.federation import MemoryFederation
 from v6node.adapters.memory.host_metrics import MemoryHostMetrics
 from v6node.adapters.memory.monitoring import MemoryMonitoringServer, MemoryNodeMetrics
 from v6node.adapters.memory.journal import MemoryRunJournal
@@ -69,6 +70,7 @@ from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.local_federation import LocalFederation
 from v6node.ports.node_metrics import NodeMetrics
 
 
@@ -134,8 +136,10 @@ class Adapters(containers.DeclarativeContainer):
     runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
+    # How the proxy reaches the server: None is the network; an in-memory server gives its own.
+    proxy_transport: providers.Object[object | None] = providers.Object(None)
     proxy = providers.Singleton(
-        StarletteProxyServer, api_base=config.provided.api_base, clock=clock,
+        StarletteProxyServer, api_base=config.provided.api_base, clock=clock, transport=proxy_transport,
         # No run takes an input larger than this, so no algorithm needs to upload more.
         max_upload_size=config.provided.max_input_size,
     )
@@ -156,6 +160,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     workspace = providers.Singleton(MemoryTaskWorkspace)
     runtime = providers.Singleton(MemoryContainerRuntime, workspace=workspace)
     journal = providers.Singleton(MemoryRunJournal, now=clock.provided.now)
+    proxy_transport: providers.Object[object | None] = providers.Object(None)
     proxy = providers.Singleton(MemoryProxyServer)
     cryptor_factory = providers.Object(memory_cryptor_factory)
     catalog = providers.Singleton(MemoryDatabaseCatalog)
@@ -274,3 +279,8 @@ def replace_adapters(container: NodeContainer, **instances: object) -> None:
         raise TypeError(f"no adapter named {', '.join(unknown)}; the adapters are {', '.join(sorted(names))}")
     for name, instance in instances.items():
         getattr(container.adapters, name).override(providers.Object(instance))
+
+
+def local_federation(organizations: int, encrypted: bool, key_folder: str) -> LocalFederation:
+    """The server that ``run-local``'s nodes share: in memory, with ``organizations`` organizations."""
+    return MemoryFederation(organizations, encrypted=encrypted, key_folder=key_folder)

@@ -97,8 +97,9 @@ class ReportResult:
             await until_done(lambda: self.server.update_run(run.id, update), self.clock, log, f"reporting run {run.id}")
         except RunAlreadyFinished:
             log.info("run %s was already finished on the server (killed?); %s not stored", run.id, outcome.status)
-        await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
+        # Its end is on the server from here on: a stop now must not report it again (as failed).
         self.active.reported(run.id)
+        await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
         # For the run's own log file (the node's other logs leave it out): see RunLogFiles.
         log.info("%s", outcome.log, extra={RUN_OUTPUT_MARK: run.id})
         log.info("run %s reported: %s", run.id, outcome.status)

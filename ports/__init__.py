@@ -3,6 +3,7 @@ from v6node.ports.clock import Clock
 from v6node.ports.container_runtime import ContainerRuntime
 from v6node.ports.cryptor import Cryptor
 from v6node.ports.event_stream import EventStream
+from v6node.ports.local_federation import LocalFederation
 from v6node.ports.proxy_server import ProxyServer
 from v6node.ports.run_journal import RunJournal
 from v6node.ports.server_api import ServerApi
@@ -13,6 +14,7 @@ __all__ = [
     "ContainerRuntime",
     "Cryptor",
     "EventStream",
+    "LocalFederation",
     "ProxyServer",
     "RunJournal",
     "ServerApi",
