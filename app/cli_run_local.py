@@ -173,5 +173,6 @@ def run_local_command(
     except NodeError as exc:
         click.echo(f"v6node: error: {exc}", err=True)
         sys.exit(next(code for kind, code in _EXIT_CODES if isinstance(exc, kind)))
+    click.echo(f"nodes {', '.join(report.nodes)} stopped", err=True)
     print_report(report, subtask_logs)
     sys.exit(0 if report.completed else 1)

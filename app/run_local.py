@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from v6node.app.container import local_federation
 from v6node.app.embedded import EmbeddedNode, config_from_dict
 from v6node.app.run_events import RunEventStream
@@ -154,6 +156,7 @@ class RunLocal:
                 targets = federation.organization_ids if everywhere else federation.organization_ids[:1]
                 task = await federation.create_task(image, payload, targets, requested)
                 report = await _first_of(_until_done(federation, task.id, reported), nodes, federation)
+                report = attrs.evolve(report, nodes=tuple(node.config.name for node in nodes))
             await asyncio.gather(*follows)  # the streams ended with the nodes
         finally:
             for follow in follows:

@@ -47,10 +47,12 @@ class TaskReport:
 
 @frozen
 class LocalRunReport:
-    """The task the researcher created and every sub-task its algorithm created, in order."""
+    """The task the researcher created, every sub-task its algorithm created (in order), and
+    the names of the nodes that ran them (one per organization; Docker labels carry them)."""
 
     task: TaskReport
     subtasks: tuple[TaskReport, ...] = ()
+    nodes: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
