@@ -158,6 +158,7 @@ def run_local_command(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     per_org, count = organization_databases(databases, organizations)
     payload = task_input(input_json, method, args_json, kwargs_json)
+    node_settings = _settings(settings)
     click.echo(f"run-local: {image} on {count} organization(s), collaboration "
                f"{'encrypted' if encrypt else 'not encrypted'}", err=True)
     for org, found in enumerate(per_org, start=1):
@@ -166,7 +167,7 @@ def run_local_command(
     try:
         report = asyncio.run(run_local(
             image, payload, databases=per_org, organizations=count, encrypt=encrypt,
-            everywhere=everywhere, settings=_settings(settings), keep=keep, on_event=_print_event,
+            everywhere=everywhere, settings=node_settings, keep=keep, on_event=_print_event,
         ))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
