@@ -4,7 +4,7 @@
   from a mapping of the same keys, checked (``ConfigError`` names the key);
 - ``EmbeddedNode``: run a node inside your asyncio program, through the same container as
   ``v6node start``, with any adapter replaced; ``events()`` streams ``RunEvent``s;
-- ``run_local`` / ``RunLocal``: run an algorithm image through the node's own code path on
+- ``run_locally`` / ``RunLocal``: run an algorithm image through the node's own code path on
   simulated organizations against a server in memory (``v6node run-local``); it returns a
   ``LocalRunReport`` of ``TaskReport``s and ``RunReport``s;
 - ``MemoryNodeHarness`` (in ``v6node.adapters.memory.harness``): the same node on in-memory
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from v6node.app.node import Node
     from v6node.app.node_parts import NodeTimings
     from v6node.app.run_events import RunEventStream
-    from v6node.app.run_local import RunLocal, run_local
+    from v6node.app.run_local import RunLocal, run_locally
     from v6node.domain.config import NodeConfig
     from v6node.domain.errors import ConfigError, NodeError
     from v6node.domain.local_run import LocalRunReport, RunReport, TaskReport
@@ -48,7 +48,7 @@ _WHERE = {
     "TaskReport": "v6node.domain.local_run",
     "config_from_dict": "v6node.app.embedded",
     "load_config": "v6node.app.config",
-    "run_local": "v6node.app.run_local",
+    "run_locally": "v6node.app.run_local",
 }
 
 __all__ = sorted(_WHERE)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from v6node.app.run_local import Databases, run_local
+from v6node.app.run_local import Databases, run_locally
 from v6node.domain.errors import ConfigError, NodeError, RuntimeUnavailable
 from v6node.domain.local_run import LocalRunReport, RunReport, TaskReport
 from v6node.domain.run_events import RunEvent, Stage
@@ -165,7 +165,7 @@ def run_local_command(
         listed = ", ".join(f"{label}={path}" for label, path in found.items()) or "no databases"
         click.echo(f"  organization {org}: {listed}", err=True)
     try:
-        report = asyncio.run(run_local(
+        report = asyncio.run(run_locally(
             image, payload, databases=per_org, organizations=count, encrypt=encrypt,
             everywhere=everywhere, settings=node_settings, keep=keep, on_event=_print_event,
         ))

@@ -220,6 +220,30 @@ async def _first_of(
     ) from error
 
 
-async def run_local(image: str, input: Any, **options: Any) -> LocalRunReport:
-    """``RunLocal()(image, input, **options)``: see ``RunLocal`` for the options and the rules."""
-    return await RunLocal()(image, input, **options)
+async def run_locally(
+    image: str,
+    input: Any,
+    *,
+    databases: Sequence[Databases] = (),
+    organizations: int | None = None,
+    encrypt: bool = False,
+    everywhere: bool = False,
+    settings: Mapping[str, Any] | None = None,
+    work_dir: str | None = None,
+    keep: bool = False,
+    on_event: EventCallback | None = None,
+) -> LocalRunReport:
+    """Run ``image`` with the task ``input`` (JSON: ``{"method", "args", "kwargs"}``) on simulated
+    organizations, each with a real node, and return how the task and its sub-tasks ended.
+
+    ``databases``: one mapping of label to file (or folder, or node-config entry) per
+    organization, or one for all; ``organizations``: how many (default: one per mapping);
+    ``encrypt``: an encrypted collaboration; ``everywhere``: the task goes to every
+    organization, not only the first; ``settings``: more node config keys for every node;
+    ``work_dir``: where the temporary work folder goes; ``keep``: keep it; ``on_event``:
+    called with (organization, ``RunEvent``) as the nodes run. The rules are ``RunLocal``'s.
+    """
+    return await RunLocal()(
+        image, input, databases=databases, organizations=organizations, encrypt=encrypt, everywhere=everywhere,
+        settings=settings, work_dir=work_dir, keep=keep, on_event=on_event,
+    )

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from v6node.app import LocalRunReport, run_local
+from v6node.app import LocalRunReport, run_locally
 
 
 def patients(folder: Path, name: str, ages: list[int]) -> str:
@@ -37,12 +37,12 @@ async def main(image: str) -> int:
         b = patients(Path(folder), "hospital_b", [20, 60, 35, 45])
 
         # One organization, one database: the wrapper's @data reads it.
-        sums = await run_local(image, {"method": "column_sums"}, databases=[{"default": a}])
+        sums = await run_locally(image, {"method": "column_sums"}, databases=[{"default": a}])
         show("column_sums", sums)
 
         # A central algorithm over two organizations, each with its own database; the
         # sub-tasks it creates through the node's proxy run on both nodes.
-        mean = await run_local(
+        mean = await run_locally(
             image, {"method": "central_mean", "kwargs": {"column": "age"}},
             databases=[{"default": a}, {"default": b}],
         )
