@@ -106,8 +106,9 @@ def _result_text(run: RunReport) -> str:
     return run.result.decode("utf-8", errors="replace")
 
 
-def _print_task(task: TaskReport, heading: str, with_logs: bool) -> None:
-    click.echo(f"{heading} {task.task_id} {task.name!r} ({task.image}): {task.status}")
+def _print_task(task: TaskReport, with_logs: bool) -> None:
+    kind = f"subtask {task.task_id} of task {task.parent_id}" if task.parent_id else f"task {task.task_id}"
+    click.echo(f"{kind} {task.name!r} ({task.image}): {task.status}")
     for run in task.runs:
         click.echo(f"  run {run.run_id}, organization {run.organization_id}: {run.status}")
         click.echo(f"    result: {_result_text(run)}")
@@ -119,8 +120,8 @@ def _print_task(task: TaskReport, heading: str, with_logs: bool) -> None:
 
 def print_report(report: LocalRunReport, subtask_logs: bool) -> None:
     for subtask in report.subtasks:
-        _print_task(subtask, f"subtask (of task {subtask.parent_id})", subtask_logs)
-    _print_task(report.task, "task", True)
+        _print_task(subtask, subtask_logs)
+    _print_task(report.task, True)
 
 
 @click.command("run-local")
