@@ -60,7 +60,7 @@ class ServerHttp:
                 return _msg(401, "Missing Authorization Header")
             claims = self.federation.tokens.claims(token.strip())
             if claims is None:
-                return _msg(401, "Signature verification failed")
+                return _msg(422, "Signature verification failed")  # as the server's JWT library answers
             try:
                 return await handler(request, claims)
             except _Refused as refused:
@@ -228,16 +228,15 @@ class ServerHttp:
             data = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             return _msg(400, "Request body is incorrect")
-        organizations = data.get("organizations") if isinstance(data, dict) else None
-        if not isinstance(organizations, list) or not all(isinstance(o, dict) for o in organizations):
-            return _msg(400, "Request body is incorrect")
+        errors = _body_errors(data)
+        if errors:
+            return JSONResponse({"msg": "Request body is incorrect", "errors": errors}, status_code=400)
+        organizations = data["organizations"]
         collaboration = self.state.collaborations.get(data.get("collaboration_id"))
         if collaboration is None:
             return _msg(404, f"Collaboration id={data.get('collaboration_id')} not found!")
-        org_ids = [entry.get("id") for entry in organizations]
-        if not all(isinstance(org_id, int) for org_id in org_ids):
-            return _msg(400, "Request body is incorrect")
-        if not set(org_ids) <= set(self.federation.organization_ids):
+        org_ids = [entry["id"] for entry in organizations]
+        if not all(isinstance(org_id, int) for org_id in org_ids) or not set(org_ids) <= set(self.federation.organization_ids):
             return _msg(400, "At least one of the supplied organizations in not within the collaboration.")
         parent = self.state.tasks[claims.task_id]
         image = data.get("image") or ""
@@ -247,8 +246,6 @@ class ServerHttp:
             or claims.collaboration_id != collaboration.id
         ):
             return _msg(401, "Container-token is not valid")
-        if not organizations:
-            return _msg(400, "No organizations provided in the request.")
         for entry in organizations:
             readable = _readable(entry.get("input"))
             if collaboration.encrypted and readable:
@@ -257,13 +254,8 @@ class ServerHttp:
             if not collaboration.encrypted and not readable:
                 return _msg(400, "Your task's input cannot be parsed. Your input should be a base64 encoded "
                             "JSON string.")
-        databases = data.get("databases") or []
-        if isinstance(databases, str):
-            databases = [{"label": databases}]
         requested = []
-        for database in databases:
-            if not isinstance(database, dict) or "label" not in database:
-                return _msg(400, f"Database label missing! The dictionary {database} should contain a 'label' key")
+        for database in data.get("databases") or []:
             parameters = {key: value for key, value in database.items() if key != "label"}
             requested.append(RequestedDatabase(str(database["label"]), parameters))
         task = self.federation.add_task(
@@ -277,6 +269,31 @@ class ServerHttp:
 
     async def not_served(self, request: Request) -> Response:
         return _msg(404, f"{request.method} {request.url.path} is not served by v6node's in-memory server")
+
+
+def _body_errors(data: Any) -> dict[str, list[str]]:
+    """What the server's task schema finds wrong with a body (empty when nothing)."""
+    if not isinstance(data, dict):
+        return {"_schema": ["Invalid input type."]}
+    errors: dict[str, list[str]] = {}
+    if not isinstance(data.get("image"), str) or not data["image"]:
+        errors["image"] = ["Missing data for required field."]
+    organizations = data.get("organizations")
+    if not isinstance(organizations, list) or not all(isinstance(entry, dict) for entry in organizations):
+        errors["organizations"] = ["Missing data for required field."]
+    elif not organizations:
+        errors["organizations"] = ["At least one organization is required"]
+    elif any("id" not in entry for entry in organizations):
+        errors["organizations"] = ["Organization id is required for each organization"]
+    collaboration_id = data.get("collaboration_id")
+    if not isinstance(collaboration_id, int) or isinstance(collaboration_id, bool) or collaboration_id < 1:
+        errors["collaboration_id"] = ["Collaboration_id or study_id is required"]
+    databases = data.get("databases")
+    if databases is not None and (
+        not isinstance(databases, list) or not all(isinstance(db, dict) and "label" in db for db in databases)
+    ):
+        errors["databases"] = ["Database label is required for each database"]
+    return errors
 
 
 def _readable(value: Any) -> bool:

@@ -98,7 +98,7 @@ async def test_only_tokens_the_server_issued_are_served() -> None:
         assert (await anonymous.get("organization")).status_code == 401
     forged = token[:-4] + "AAAA"
     async with client(federation, forged) as impostor:
-        assert (await impostor.get("organization")).status_code == 401
+        assert (await impostor.get("organization")).status_code == 422
     async with client(federation, token) as algorithm:
         assert (await algorithm.get("organization")).status_code == 200
 
@@ -150,8 +150,9 @@ async def test_an_algorithm_creates_a_subtask_of_its_own_task_for_the_organizati
         ({"collaboration_id": 5}, 404, "Collaboration id=5 not found"),
         ({"organizations": [{"id": 9, "input": b64({})}]}, 400, "not within the collaboration"),
         ({"organizations": [{"id": 1, "input": "AAEC/w=="}]}, 400, "cannot be parsed"),
-        ({"organizations": []}, 400, "No organizations"),
-        ({"databases": [{"name": "x"}]}, 400, "Database label missing"),
+        ({"organizations": []}, 400, "Request body is incorrect"),
+        ({"databases": [{"name": "x"}]}, 400, "Request body is incorrect"),
+        ({"image": ""}, 400, "Request body is incorrect"),
     ],
 )
 async def test_the_server_refuses_what_it_refuses_a_container(change, status, says) -> None:
