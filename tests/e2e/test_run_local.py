@@ -119,3 +119,25 @@ async def test_the_central_mean_in_an_encrypted_collaboration(run_local, tmp_pat
     (subtask,) = report.subtasks
     assert subtask.parent_id == report.task.task_id and subtask.name == "partial_mean"
     assert sorted((r.organization_id, r.status) for r in subtask.runs) == [(1, "completed"), (2, "completed")]
+
+
+async def test_the_nodes_policies_apply(run_local) -> None:
+    settings = {"policies": {"allowed_algorithms": [r"^127\.0\.0\.1:5999/echo-.*"]}}
+    allowed = await run_local(image("echo-algo"), {"method": "echo"}, settings=settings)
+    denied = await run_local(image("crash-algo"), {"method": "crash"}, settings=settings)
+    assert allowed.task.runs[0].status is RunStatus.COMPLETED
+    (run,) = denied.task.runs
+    assert run.status is RunStatus.NOT_ALLOWED and run.finished_at
+    assert "is not in allowed_algorithms" in run.log and "crash-algo: failing on purpose" not in run.log
+
+
+async def test_the_nodes_environment_reaches_the_algorithm(run_local) -> None:
+    report = await run_local(
+        image("env-algo"), {"method": "env"}, settings={"algorithm_env": {"STATION": "hospital-a"}},
+    )
+    (run,) = report.task.runs
+    assert run.status is RunStatus.COMPLETED, run.log
+    seen = run.result_json()
+    assert seen["env"]["STATION"] == "hospital-a"
+    assert seen["env"]["HOST"].startswith("http://") and seen["env"]["PORT"] and "API_PATH" in seen["env"]
+    assert f"/mnt/data/task-{run.run_id:09d}" in seen["mounts"]
