@@ -176,5 +176,7 @@ def run_local_command(
         click.echo(f"v6node: error: {exc}", err=True)
         sys.exit(next(code for kind, code in _EXIT_CODES if isinstance(exc, kind)))
     click.echo(f"nodes {', '.join(report.nodes)} stopped", err=True)
+    if report.work_folder:
+        click.echo(f"work folder kept: {report.work_folder}", err=True)
     print_report(report, subtask_logs)
     sys.exit(0 if report.completed else 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -24,7 +23,6 @@ from v6node.domain.model import RequestedDatabase
 from v6node.domain.run_events import RunEvent, Stage
 from v6node.ports.local_federation import LocalFederation
 
-log = logging.getLogger("v6node.run_local")
 
 # One organization's databases: label -> a file or folder, or -> a node-config entry (uri, type, ...).
 Databases = Mapping[str, str | os.PathLike[str] | Mapping[str, Any]]
@@ -114,12 +112,13 @@ class RunLocal:
         folder = Path(tempfile.mkdtemp(prefix="v6node-run-local-", dir=work_dir))
         try:
             federation = self.federation_factory(count, encrypt, str(folder / "keys"))
-            return await self._run(federation, image, payload, databases, dict(settings or {}), folder, everywhere, on_event)
+            report = await self._run(
+                federation, image, payload, databases, dict(settings or {}), folder, everywhere, on_event
+            )
         finally:
-            if keep:
-                log.info("run-local kept its work folder %s", folder)
-            else:
+            if not keep:
                 shutil.rmtree(folder, ignore_errors=True)
+        return attrs.evolve(report, work_folder=str(folder)) if keep else report
 
     async def _run(
         self,
@@ -142,11 +141,11 @@ class RunLocal:
                     data_dir = folder / f"org-{org}"
                     data_dir.mkdir(mode=0o700)
                     own = databases[index] if len(databases) > 1 else (databases[0] if databases else {})
-                    keys = {
+                    node_keys = {
                         **settings, **federation.node_settings(org), "databases": database_entries(own),
                         "policies": {"require_algorithm_pull": False, **(settings.get("policies") or {})},
                     }
-                    config = config_from_dict(keys, name=f"run-local-{tag}-org{org}", data_dir=data_dir)
+                    config = config_from_dict(node_keys, name=f"run-local-{tag}-org{org}", data_dir=data_dir)
                     node = self.node_factory(config, **federation.node_adapters(org))
                     follows.append(asyncio.create_task(reported.follow(org, node.events())))
                     await stack.enter_async_context(node)

@@ -48,11 +48,13 @@ class TaskReport:
 @frozen
 class LocalRunReport:
     """The task the researcher created, every sub-task its algorithm created (in order), and
-    the names of the nodes that ran them (one per organization; Docker labels carry them)."""
+    the names of the nodes that ran them (one per organization; Docker labels carry them),
+    and the work folder when it was kept."""
 
     task: TaskReport
     subtasks: tuple[TaskReport, ...] = ()
     nodes: tuple[str, ...] = ()
+    work_folder: str | None = None
 
     @property
     def status(self) -> str:

@@ -1,10 +1,4 @@
-"""The REST endpoints algorithm containers call (spec §8.3), served from a ``MemoryFederation``'s state.
-
-Only what the vantage6 algorithm client uses, with the real server's rules for a
-container token: organizations and the collaboration, tasks (``POST task`` creates a
-sub-task of the container's task), their status, runs and results, and
-``blobstream/status`` (no blob store). Anything else is a 404 that says so.
-"""
+"""The REST endpoints algorithm containers call (spec §8.3), served from a ``MemoryFederation``'s state."""
 from __future__ import annotations
 
 import base64
@@ -46,7 +40,12 @@ class _Refused(Exception):
 
 
 class ServerHttp:
-    """The handlers; each gets the caller's container claims (other callers get 401)."""
+    """What the vantage6 algorithm client uses, with the real server's rules for a container
+    token (held to them by tests/contract/test_algorithm_endpoints_contract.py): organizations
+    and the collaboration, tasks (``POST task`` creates a sub-task of the container's task),
+    their status, runs and results, and ``blobstream/status`` (no blob store). Anything else
+    is a 404 that says so. Each handler gets the caller's container claims; a request without
+    a token gets 401, one with a token the server did not issue 422."""
 
     def __init__(self, federation: MemoryFederation, api_path: str) -> None:
         self.federation = federation

@@ -42,14 +42,16 @@ def ages_csv(folder, ages) -> str:
     return str(path)
 
 
-async def test_echo_completes_with_its_input_as_result_and_its_log(run_local) -> None:
+async def test_echo_completes_with_its_input_as_result_and_its_log(run_local, tmp_path) -> None:
     task_input = {"method": "echo", "args": [], "kwargs": {"x": 1}}
-    report = await run_local(image("echo-algo"), task_input)
+    report = await run_local(image("echo-algo"), task_input, work_dir=str(tmp_path), keep=True)
     (run,) = report.task.runs
     assert run.status is RunStatus.COMPLETED and report.status == "completed" and report.completed
     assert run.result_json() == {"echo": task_input}
     assert "echo-algo: read" in run.log
     assert run.started_at and run.finished_at and report.subtasks == ()
+    kept = report.work_folder
+    assert kept and kept.startswith(str(tmp_path)) and (tmp_path / kept / "org-1" / "journal.sqlite").is_file()
 
 
 async def test_a_crashing_algorithm_ends_crashed_with_its_log(run_local) -> None:
