@@ -19,17 +19,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from v6node.app.config import load_config
-    from v6node.app.embedded import EmbeddedNode, config_from_dict
-    from v6node.app.node import Node
-    from v6node.app.node_parts import NodeTimings
-    from v6node.app.run_events import RunEventStream
-    from v6node.app.run_local import RunLocal, run_locally
-    from v6node.domain.config import NodeConfig
-    from v6node.domain.errors import ConfigError, NodeError
-    from v6node.domain.local_run import LocalRunReport, RunReport, TaskReport
-    from v6node.domain.run_events import RunEvent, Stage
-    from v6node.domain.status import RunStatus
+    # "x as x": explicit re-exports, so that users' mypy --strict sees the names (__all__ is computed).
+    from v6node.app.config import load_config as load_config
+    from v6node.app.embedded import EmbeddedNode as EmbeddedNode, config_from_dict as config_from_dict
+    from v6node.app.node import Node as Node
+    from v6node.app.node_parts import NodeTimings as NodeTimings
+    from v6node.app.run_events import RunEventStream as RunEventStream
+    from v6node.app.run_local import RunLocal as RunLocal, run_locally as run_locally
+    from v6node.domain.config import NodeConfig as NodeConfig
+    from v6node.domain.errors import ConfigError as ConfigError, NodeError as NodeError
+    from v6node.domain.local_run import (
+        LocalRunReport as LocalRunReport,
+        RunReport as RunReport,
+        TaskReport as TaskReport,
+    )
+    from v6node.domain.run_events import RunEvent as RunEvent, Stage as Stage
+    from v6node.domain.status import RunStatus as RunStatus
 
 _WHERE = {
     "ConfigError": "v6node.domain.errors",
