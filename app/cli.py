@@ -21,6 +21,7 @@ from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_ke
 from v6node.adapters.filesystem.run_log_files import RunLogFiles, prune, without_run_output
 from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.app.cli_observe import audit_group, logs_command
+from v6node.app.cli_run_local import run_local_command
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import Node
@@ -359,6 +360,7 @@ def version_command() -> None:
 
 
 main.add_command(logs_command(_load, config_option))
+main.add_command(run_local_command)
 main.add_command(audit_group(_load, config_option))
 
 
