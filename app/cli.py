@@ -25,6 +25,7 @@ from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import Node
 from v6node.app.set_up_encryption import EncryptionMismatch
+from v6node.app.show_egress import egress_lines
 from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
 from v6node.domain.model import TaskRef
@@ -210,6 +211,8 @@ def check_config(config_file: str) -> None:
     click.echo(f"  encryption:   {'enabled' if config.encryption_enabled else 'disabled'}")
     for db in config.databases:
         click.echo(f"  database:     {db.label} ({db.type}, {db.mount_mode}) {db.uri}")
+    for line in egress_lines(config):
+        click.echo(f"  {line}")
 
 
 @main.command("files")
