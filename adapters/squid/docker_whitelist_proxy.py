@@ -9,9 +9,11 @@ empty port list refuses everything instead of making Squid fail, requests to loo
 link-local addresses (cloud metadata services) are refused, and nothing is cached.
 
 Privileges: all capabilities dropped except SETUID and SETGID (Squid starts as root, reads
-its configuration and changes to the ``proxy`` user); read-only root with tmpfs at
-``/run``, ``/var/log/squid``, ``/var/spool/squid`` and ``/tmp``. Squid needs no capability to
-listen on 3128.
+its configuration and changes to the ``proxy`` user); read-only root with tmpfs at ``/run``
+and ``/tmp``, and at ``/var/log/squid`` and ``/var/spool/squid`` owned by Debian's ``proxy``
+user (uid 13: both the reference's image and v6node's are Debian 12); without that Squid
+would need CHOWN to hand over the log files it creates as root (measured: it stops at its
+first request). Squid needs no capability to listen on 3128.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ from v6node.ports.whitelist_proxy import WhitelistProxy
 
 CONFIG_FOLDER = "/etc/squid/conf.d"
 _TMPFS = "rw,nosuid,nodev,mode=1777,size=64m"
+# Owned by Debian's ``proxy`` user (uid and gid 13 in every Debian), which writes the logs
+# and the spool: Squid creates them as root and then hands them over, which needs CHOWN.
+_PROXY_TMPFS = "rw,nosuid,nodev,uid=13,gid=13,mode=0750,size=64m"
 _FATAL = re.compile(r"^.*\bFATAL:.*$", re.MULTILINE)
 
 
@@ -39,7 +44,8 @@ def squid_conf(whitelist: WhitelistConfig, node_name: str) -> str:
     lines = [
         f"# The whitelist of v6node node '{node_name}'; the node writes this file at every start.",
         "http_access deny to_localhost",
-        "http_access deny to_linklocal",
+        "acl v6node_link_local dst 169.254.0.0/16 fe80::/10",
+        "http_access deny v6node_link_local",
     ]
     if whitelist.ports:
         lines += [
@@ -84,7 +90,7 @@ class DockerWhitelistProxy(WhitelistProxy):
             mount_target=CONFIG_FOLDER,
             files=lambda _address: {"squid.conf": (conf, 0o600)},
             cap_add=("SETUID", "SETGID"),
-            tmpfs={path: _TMPFS for path in ("/run", "/var/log/squid", "/var/spool/squid", "/tmp")},
+            tmpfs={"/run": _TMPFS, "/tmp": _TMPFS, "/var/log/squid": _PROXY_TMPFS, "/var/spool/squid": _PROXY_TMPFS},
             diagnose=diagnose,
         )
         sidecar = await self.launcher.launch(plan, network, preferred=self._address)
