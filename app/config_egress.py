@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from v6node.app.config_section import Section, resolve_path
+from v6node.app.config_section import Section, log, resolve_path
 from v6node.domain.egress import (
     DEFAULT_NETWORK_CONFIG_IMAGE,
     DEFAULT_SIDECAR_NETWORK,
@@ -67,13 +67,13 @@ def _whitelist(root: Section) -> WhitelistConfig | None:
             ipaddress.ip_network(ip, strict=False)
         except ValueError:
             raise section.fail(f"ips[{i}]", f"expected an IP address or network such as 10.0.0.5 or 10.0.0.0/24, got {ip!r}") from None
+    if not isinstance(section.data.get("ports"), (list, type(None))):
+        raise section.fail("ports", f"expected a list of port numbers, got {section.data['ports']!r}")
     ports = []
     for i, port in enumerate(section.data.get("ports") or []):
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise section.fail(f"ports[{i}]", f"expected a port number from 1 to 65535, got {port!r}")
         ports.append(port)
-    if "ports" in section.data and not isinstance(section.data["ports"], (list, type(None))):
-        raise section.fail("ports", f"expected a list of port numbers, got {section.data['ports']!r}")
     return WhitelistConfig(domains=domains, ips=ips, ports=tuple(dict.fromkeys(ports)))
 
 
@@ -95,6 +95,12 @@ def _key_file(section: Section, base: Path) -> str:
         raise section.fail("key", f"no private key file at {path}")
     if not os.access(path, os.R_OK):
         raise section.fail("key", f"the private key file {path} cannot be read by this user")
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "%s: %s: the private key %s can be read by other users (mode %04o); chmod 600 it "
+            "(the tunnel gets a copy with mode 0600 either way)", section.file, section.key("key"), path, mode,
+        )
     return path
 
 

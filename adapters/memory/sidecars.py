@@ -41,6 +41,7 @@ class _MemorySidecars:
         self.starts: list[str] = []  # aliases, in the order they were started
         self.failures: dict[str, str] = {}  # alias -> reason its next starts fail with
         self._exits: dict[str, asyncio.Future[SidecarExit]] = {}
+        self._addresses: dict[str, str] = {}  # a sidecar comes back at its address, as on the engine
 
     def fail(self, alias: str, reason: str) -> None:
         """Every start of ``alias`` fails with ``reason`` until ``heal``."""
@@ -67,7 +68,7 @@ class _MemorySidecars:
             name=sidecar_container_name(self.node_name, self.kind, None if self.kind == SIDECAR_SQUID else alias),
             container_id=f"sidecar-{next(_ids)}",
             alias=alias,
-            address=str(_SERVICE_RANGE.broadcast_address - len(self.starts)),
+            address=self._addresses.setdefault(alias, str(_SERVICE_RANGE.broadcast_address - 1 - len(self._addresses))),
             port=port,
         )
         self.running[alias] = sidecar
