@@ -90,6 +90,7 @@ class SidecarLauncher:
         except BaseException:
             with suppress(ContainerError):
                 await self.runtime.remove(container_id)
+                await self.runtime.remove_volume(plan.volume)
             raise
         return sidecar
 

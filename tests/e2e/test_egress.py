@@ -7,7 +7,9 @@ test's own. Nothing leaves the machine.
 """
 from __future__ import annotations
 
+import shlex
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +58,25 @@ def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
 
 
 @pytest.fixture
+def node_name(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A fresh node name; whatever a failed test left of that node is removed afterwards
+    (containers, network, volumes by label, and its tagged DOCKER-USER rules). Ask for it
+    first, so that it is cleaned up after the node process has stopped."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    yield name
+    label = {"label": f"v6node.node={name}"}
+    for container in docker_client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for network in docker_client.networks.list(filters=label):
+        network.remove()
+    for volume in docker_client.volumes.list(filters=label):
+        volume.remove(force=True)
+    for rule in docker_user_rules():
+        if firewall_tag(name) in rule:
+            subprocess.run(["iptables", "-w", *shlex.split(rule.replace("-A ", "-D ", 1))], check=True)
+
+
+@pytest.fixture
 def stations_world(outside: Outside, docker_client: docker.DockerClient, tmp_path: Path) -> dict[str, Any]:
     """The hosts and the node config keys for all three: a whitelisted web server, an SSH
     server with two services (and a tunnel with a wrong fingerprint), an operator's container."""
@@ -92,11 +113,11 @@ def stations_world(outside: Outside, docker_client: docker.DockerClient, tmp_pat
 
 
 def test_one_task_reaches_the_whitelist_two_tunnels_and_a_linked_container(
-    make_federation, start_node, researcher_for, stations_world, docker_client
+    node_name, make_federation, start_node, researcher_for, stations_world, docker_client
 ) -> None:
     rules_before = docker_user_rules()
     federation = make_federation(n_orgs=1)
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    name = node_name
     node = start_node(federation.nodes[0], name=name, **stations_world["config"])
     user = researcher_for(federation)
 
@@ -126,11 +147,11 @@ def test_one_task_reaches_the_whitelist_two_tunnels_and_a_linked_container(
 
 
 def test_a_killed_node_leaves_its_sidecars_the_next_one_supervises_them_and_its_stop_removes_everything(
-    make_federation, start_node, stations_world, docker_client
+    node_name, make_federation, start_node, stations_world, docker_client
 ) -> None:
     rules_before = docker_user_rules()
     federation = make_federation(n_orgs=1)
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    name = node_name
     node = start_node(federation.nodes[0], name=name, **stations_world["config"])
 
     assert node.stop(signal.SIGKILL) == -signal.SIGKILL
