@@ -171,7 +171,7 @@ def _policies(root: Section) -> PolicyConfig:
     )
 
 
-def _monitoring(root: _Section) -> Monitoring:
+def _monitoring(root: Section) -> Monitoring:
     defaults = Monitoring()
     prometheus = root.mapping("prometheus")
     prometheus.warn_unknown(frozenset({"enabled", "report_interval_seconds"}))
