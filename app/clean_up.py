@@ -105,7 +105,8 @@ class CleanUp:
             try:
                 if active.container_id is not None:
                     await self.runtime.remove(active.container_id)
-                await self.report(active.run, RunOutcome(RunStatus.FAILED, log_text))
+                status = RunStatus.KILLED if active.killed else RunStatus.FAILED
+                await self.report(active.run, RunOutcome(status, log_text))
                 await self.workspace.remove(active.run.id)
                 reported += 1
             except NodeError as exc:
