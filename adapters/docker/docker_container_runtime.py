@@ -20,11 +20,11 @@ from docker.utils import parse_repository_tag
 
 from v6node.adapters.docker.errors import docker_errors, status_code, translate
 from v6node.adapters.docker.logs import follow, log_config, read_tail
-from v6node.adapters.docker.host_paths import HostPaths, own_container_id
+from v6node.adapters.docker.host_paths import mount_source, of_own_container
 from v6node.adapters.docker.networks import ensure_network, remove_network
 from v6node.adapters.docker.pulls import PullProgress
 from v6node.adapters.docker.waits import PendingWait, blocking_wait
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, Mount
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
 from v6node.domain.errors import (
     ContainerError,
     ContainerNotFound,
@@ -67,10 +67,7 @@ class DockerContainerRuntime(ContainerRuntime):
         own_container: str | None = None,
     ) -> None:
         self._base_url = base_url
-        self._host_paths: HostPaths | None = None
-        if own_container is not None:
-            candidates = tuple(name for name in (own_container_id(), own_container) if name)
-            self._host_paths = HostPaths(lambda name: self._api.inspect_container(name), candidates)
+        self._host_paths = of_own_container(lambda name: self._api.inspect_container(name), own_container)
         self._timeout = timeout
         self._pool_size = max_calls + max_waits
         self._calls = ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="docker-call")
@@ -108,9 +105,18 @@ class DockerContainerRuntime(ContainerRuntime):
     def _api(self) -> docker.APIClient:
         return self._docker().api
 
+    @property
+    def api(self) -> docker.APIClient:
+        """The engine's client, for the other Docker adapters (sidecars, firewall, links)."""
+        return self._api
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._calls, functools.partial(fn, *args))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call on this runtime's threads (for the other Docker adapters)."""
+        return await self._call(fn, *args)
 
     # --- the port -------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -212,18 +218,13 @@ class DockerContainerRuntime(ContainerRuntime):
     async def run(self, spec: ContainerSpec) -> str:
         return await self._call(self._run, spec)
 
-    def _source(self, mount: Mount) -> str:
-        if self._host_paths is None or mount.kind != "bind":
-            return mount.source
-        return self._host_paths.host_path(mount.source)
-
     def _run(self, spec: ContainerSpec) -> str:
         what = f"starting container {spec.name} ({spec.image})"
         with docker_errors(what, not_found=ContainerStartFailed, failed=ContainerStartFailed):
             api = self._api
             host_config = api.create_host_config(
                 mounts=[
-                    DockerMount(target=m.target, source=self._source(m), type=m.kind, read_only=m.read_only)
+                    DockerMount(target=m.target, source=mount_source(self._host_paths, m), type=m.kind, read_only=m.read_only)
                     for m in spec.mounts
                 ],
                 cap_drop=list(spec.cap_drop) or None,

@@ -18,6 +18,7 @@ from typing import Any
 
 import docker.errors
 
+from v6node.domain.containers import Mount
 from v6node.domain.errors import ContainerStartFailed
 
 log = logging.getLogger(__name__)
@@ -97,3 +98,18 @@ class HostPaths:
             f"{path} is in the node container's own file system, which the engine cannot mount into an "
             "algorithm container: keep task folders on the data volume (/mnt/data) and databases on mounts"
         )
+
+
+def of_own_container(inspect: Callable[[str], dict[str, Any]], own_container: str | None) -> HostPaths | None:
+    """The translation for a node in the container ``own_container`` (tried after the id this
+    process finds for itself); None for a node on the host."""
+    if own_container is None:
+        return None
+    return HostPaths(inspect, tuple(name for name in (own_container_id(), own_container) if name))
+
+
+def mount_source(paths: HostPaths | None, mount: Mount) -> str:
+    """A mount's source as the engine should see it: a bind's path translated, a volume's name as it is."""
+    if paths is None or mount.kind != "bind":
+        return mount.source
+    return paths.host_path(mount.source)

@@ -2,15 +2,16 @@
 
 One module per group of commands: ``run`` (start), ``control`` (stop, restart, attach, list),
 ``manage`` (files, check-config, set-api-key, remove, clean, version), ``new``, ``keys``
-(create-private-key, check-policy); ``common`` holds the exit codes and the node options;
-``v6node.app.cli_observe`` has ``logs`` and ``audit``.
+(create-private-key, check-policy), ``observe`` (logs, audit), ``run_local`` (run-local),
+``images`` (build-images); ``common`` holds the exit codes and the node options.
 """
 from __future__ import annotations
 
 import click
 
-from v6node.app.cli_observe import audit_group, logs_command
-from v6node.app.cli import control, keys, manage, new, run
+from v6node.app.cli import control, images, keys, manage, new, run
+from v6node.app.cli.observe import audit_group, logs_command
+from v6node.app.cli.run_local import run_local_command
 from v6node.app.cli.common import EXIT_CODES, exit_code_for, load_node_or_exit, node_option_for_observe
 from v6node.app.cli.files import private_folder, replace_file
 
@@ -24,7 +25,7 @@ def main() -> None:
 for command in (
     new.new, run.start, control.stop, control.restart, control.attach, control.list_nodes, manage.files,
     manage.check_config, manage.set_api_key, manage.remove, manage.clean, manage.version_command,
-    keys.create_private_key, keys.check_policy,
+    keys.create_private_key, keys.check_policy, run_local_command, images.build_images,
 ):
     main.add_command(command)
 main.add_command(logs_command(load_node_or_exit, node_option_for_observe))

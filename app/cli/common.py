@@ -102,7 +102,7 @@ def node_options(command: F) -> F:
 
 
 def node_option_for_observe(command: F) -> F:
-    """``--name``/``-c``/``--system`` for the commands of ``cli_observe``, which take the node as
+    """``--name``/``-c``/``--system`` for the commands of ``observe``, which take the node as
     ``config_file`` and hand it to their loader (``load_node_or_exit``)."""
 
     @functools.wraps(command)

@@ -26,6 +26,7 @@ from v6node.app.cli.control import all_configured, config_or_none, liveness
 from v6node.app.cli.files import read_yaml, write_config
 from v6node.app.folders import NodeLocation, log_file_name
 from v6node.app.set_up_encryption import private_key_filename
+from v6node.app.show_egress import egress_lines
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CleanupIncomplete, NodeError
 
@@ -68,6 +69,8 @@ def check_config(name: str | None, config_file: str | None, system: bool) -> Non
     click.echo(f"  encryption:   {'enabled' if config.encryption_enabled else 'disabled'}")
     for db in config.databases:
         click.echo(f"  database:     {db.label} ({db.type}, {db.mount_mode}) {db.uri}")
+    for line in egress_lines(config):
+        click.echo(f"  {line}")
 
 
 @click.command("set-api-key")
