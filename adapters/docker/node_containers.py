@@ -127,6 +127,14 @@ class DockerNodeContainers:
                 return False
         return True
 
+    def volume_folder(self, name: str) -> str | None:
+        """Where the engine keeps the volume's files on its host (``Mountpoint``); None when there is no such volume."""
+        with docker_errors(f"inspecting volume {name}"):
+            try:
+                return str(self._api.inspect_volume(name)["Mountpoint"])
+            except docker.errors.NotFound:
+                return None
+
     def remove_volume(self, name: str) -> bool:
         """True when it was removed, False when there was none."""
         with docker_errors(f"removing volume {name}"):

@@ -13,6 +13,7 @@ from v6node.app.cli import control, images, keys, manage, new, run
 from v6node.app.cli.observe import audit_group, logs_command
 from v6node.app.cli.run_local import run_local_command
 from v6node.app.cli.common import EXIT_CODES, exit_code_for, load_node_or_exit, node_option_for_observe
+from v6node.app.cli.docker_mode import audited_node_option, load_audited_node
 from v6node.app.cli.files import private_folder, replace_file
 
 
@@ -29,6 +30,6 @@ for command in (
 ):
     main.add_command(command)
 main.add_command(logs_command(load_node_or_exit, node_option_for_observe))
-main.add_command(audit_group(load_node_or_exit, node_option_for_observe))
+main.add_command(audit_group(load_audited_node, audited_node_option))
 
 __all__ = ["EXIT_CODES", "exit_code_for", "main", "private_folder", "replace_file"]

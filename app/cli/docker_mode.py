@@ -10,18 +10,20 @@ as on the host (README, "The node in a container").
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
 import click
 import yaml
 
 from v6node.adapters.docker.node_containers import BindSpec, DockerNodeContainers, NodeContainerSpec
 from v6node.adapters.system.data_folder_lock import DataFolderLock
-from v6node.app.cli.common import ENV, NotOnline, describe, node_args, package_version
+from v6node.app.cli.common import ENV, NotOnline, describe, fail, load_node, node_args, node_options, package_version, pick_node
 from v6node.app.cli.files import file_size, last_lines, private_folder, read_yaml, show_log_tail
 from v6node.app.config import parse_config
 from v6node.app.folders import CONTAINER_CONFIG_DIR, CONTAINER_DATA_DIR, CONTAINER_LOG_DIR, NodeLocation, log_file_name
@@ -149,7 +151,9 @@ def _wait_online(containers: DockerNodeContainers, location: NodeLocation, log_f
     while True:
         ready = [line for line in last_lines(log_file, 200, offset) if READY_MARK in line]
         if ready:
-            click.echo(f"{describe(location)} is online in container {location.container_name}: {ready[-1]}")
+            # The checklist's line "<log prefix>[ok] ready      <details>": the details.
+            details = ready[-1].split("[ok] ready", 1)[-1].strip()
+            click.echo(f"{describe(location)} is online in container {location.container_name}: {details}")
             click.echo(f"  log: {log_file}  (follow it: v6node attach {' '.join(node_args(location))})")
             return
         state = containers.state(location.container_name)
@@ -191,3 +195,62 @@ def load_in_container(location: NodeLocation, env: Mapping[str, str]) -> NodeCon
         data, file=str(file), name=location.name, default_data_dir=str(CONTAINER_DATA_DIR),
         default_log_dir=str(CONTAINER_LOG_DIR),
     )
+
+
+@attrs.frozen
+class AuditedNode:
+    """The node an ``audit`` command reads: ``in_container`` reads the data volume of ``start --docker``."""
+
+    location: NodeLocation
+    in_container: bool
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def audited_node_option(command: F) -> F:
+    """``--name``/``-c``/``--system`` and ``--docker`` for ``audit``, handed to ``load_audited_node``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, name: str | None, config_file: str | None, system: bool, docker: bool, **kwargs: Any) -> Any:
+        try:
+            location = pick_node(name, config_file, system)
+        except NodeError as exc:
+            fail(exc)
+        return command(*args, config_file=AuditedNode(location, docker), **kwargs)
+
+    flag = click.option("--docker", is_flag=True, help="The node run with `start --docker`: its audit log is in its data volume.")
+    return node_options(flag(wrapper))  # type: ignore[return-value]
+
+
+def load_audited_node(node: AuditedNode) -> NodeConfig:
+    """The node's config with the data folder its audit log is in: the host's, or the data volume's
+    folder on the engine's host (readable as root); a hint when the host's has none and the volume exists."""
+    location = node.location
+    try:
+        config = load_node(location)
+        if node.in_container:
+            folder = _volume_folder(location.data_volume_name)
+            if folder is None:
+                raise NodeError(f"{describe(location)} has no data volume {location.data_volume_name}: it never ran in its container")
+            if not os.access(folder, os.R_OK | os.X_OK):
+                raise NodeError(f"data volume {location.data_volume_name} is at {folder}, which this user cannot read (run it as root)")
+            return attrs.evolve(config, data_dir=folder)
+    except NodeError as exc:
+        fail(exc)
+    if not (Path(config.data_dir) / "audit.jsonl").exists() and _volume_folder(location.data_volume_name, quiet=True):
+        click.echo(f"note: no audit log in {config.data_dir}; when {describe(location)} runs in its container "
+                   f"it keeps it in data volume {location.data_volume_name}: add --docker", err=True)
+    return config
+
+
+def _volume_folder(volume: str, quiet: bool = False) -> str | None:
+    containers = DockerNodeContainers()
+    try:
+        return containers.volume_folder(volume)
+    except NodeError:  # no engine, or it answered an error
+        if quiet:
+            return None
+        raise
+    finally:
+        containers.close()

@@ -120,6 +120,15 @@ def test_nodes_in_containers_run_the_basic_and_a_central_partial_task(
 
     log = shell.log_file(names[0]).read_text()
     assert "bind mounts are translated: " in log  # task folders reached the engine as host paths
+    # The audit log is in the data volume: `audit --docker` reads it there; without --docker a note says so.
+    verified = shell.run("audit", "verify", "--name", names[0], "--docker")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"volumes/vantage6-{names[0]}-user-vol/_data/audit.jsonl: " in verified.stdout
+    assert "the chain holds" in verified.stdout
+    shown = shell.run("audit", "show", "--name", names[0], "--docker", "--run", str(researcher.runs(task["id"])[0]["id"]))
+    assert [line.split()[2] for line in shown.stdout.splitlines()] == ["decided", "started", "finished"]
+    on_host = shell.run("audit", "verify", "--name", names[0])
+    assert f"keeps it in data volume vantage6-{names[0]}-user-vol: add --docker" in on_host.stderr
     for name in names:
         stop_leaving_nothing(shell, docker_client, name)
     # The data volume (journal, task folders) outlives a stop, as the data folder does; remove deletes it.
