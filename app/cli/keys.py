@@ -128,9 +128,10 @@ def create_private_key(
 @click.command("check-policy")
 @node_options
 @click.argument("image")
-@click.option("--user", "user_id", type=int, help="Id of the user who creates the task.")
-@click.option("--org", "org_id", type=int, help="Id of the organization that creates the task.")
-@click.option("--store", "store_id", type=int, help="Id of the algorithm store the task's image comes from.")
+# --user-id, not --user: --user/--system says where the node's config is, as for every command.
+@click.option("--user-id", "user_id", type=int, help="Id of the user who creates the task.")
+@click.option("--org-id", "--org", "org_id", type=int, help="Id of the organization that creates the task.")
+@click.option("--store-id", "--store", "store_id", type=int, help="Id of the algorithm store the task's image comes from.")
 @click.option("--offline", is_flag=True, help="Do not contact the server (organization names and stores stay unknown).")
 @failing_with_codes
 def check_policy(

@@ -85,13 +85,16 @@ def test_check_policy_explains_a_denial_offline(tmp_path):
     text = "api_key: k\nserver_url: http://127.0.0.1:9\npolicies:\n  allowed_algorithms: ['^127\\.0\\.0\\.1:5999/approved-.*']\n  allowed_users: [7]\n"
     config = write(tmp_path, text)
     runner = CliRunner()
-    denied = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "7", "127.0.0.1:5999/other:1"])
+    denied = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user-id", "7", "127.0.0.1:5999/other:1"])
     assert denied.exit_code == 1
     assert "NOT allowed" in denied.output and "allowed_algorithms" in denied.output
-    allowed = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "7", "127.0.0.1:5999/approved-mean:1"])
+    allowed = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user-id", "7", "127.0.0.1:5999/approved-mean:1"])
     assert allowed.exit_code == 0 and "allowed" in allowed.output
-    wrong_user = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "8", "127.0.0.1:5999/approved-mean:1"])
+    wrong_user = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user-id", "8", "127.0.0.1:5999/approved-mean:1"])
     assert wrong_user.exit_code == 1 and "allowed_users" in wrong_user.output
+    # --user is the folder flag (with --system) here as in every command; the user's id is --user-id.
+    scoped = runner.invoke(main, ["check-policy", "-c", config, "--user", "--offline", "--user-id", "7", "127.0.0.1:5999/approved-mean:1"])
+    assert scoped.exit_code == 0, scoped.output
 
 
 def test_replace_file_replaces_a_link_instead_of_writing_through_it(tmp_path):
