@@ -497,7 +497,8 @@ def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, adm
     process.wait_for(f"run {active_run} reported:", since=mark, timeout=90)
     (stopped,) = admin.runs_of_task(active["id"])
     assert stopped["status"] == "crashed"
-    assert "Docker engine" in stopped["log"] and "143" in stopped["log"]
+    # The engine stops its containers with SIGTERM (143) and, past its shutdown timeout (a loaded machine), SIGKILL (137).
+    assert "Docker engine" in stopped["log"] and ("exit code 143" in stopped["log"] or "exit code 137" in stopped["log"])
 
     # And it goes on serving, its algorithms still reaching the proxy.
     later = user.create_task(collab, [org], SHELL, {"method": "health"})
