@@ -1,0 +1,326 @@
+"""A three-host Docker Swarm for the tests: three extra dockerd, each in a network namespace of its own.
+
+The machine's engine (pid in /var/run/docker.pid) and its namespace are never touched; what
+the rig makes, it removes. Measured on this kind of machine (Debian 12, Docker Engine
+20.10.24, kernel 6.18 with cgroup v1, VXLAN and br_netfilter built in, no IPVS):
+
+- ``ip netns exec`` remounts /sys for the namespace and dockerd then stops with "Devices
+  cgroup isn't mounted"; ``nsenter --net=/run/netns/<ns>`` enters only the network namespace
+  and dockerd starts (0.4 s for three). ``unshare --uts`` first gives each its own host name,
+  which Swarm reports as the node's host name (the spread of runs is shown by it).
+- Inside its own namespace each dockerd has its own ``docker0``, iptables rules, ip_forward
+  and ``docker_gwbridge``, so it runs with the engine's defaults (iptables on): nothing it does
+  reaches the host's tables (checked by the tests with ``iptables-save`` before and after).
+- Topology: a "switch" namespace holds a bridge; a veth pair joins each daemon's namespace
+  (10.<n>.0.11-13) and one joins the host namespace (10.<n>.0.1/24 on ``v6sw<n>``). Traffic
+  between the daemons (Swarm's 2377/7946 and VXLAN 4789) is bridged inside the switch
+  namespace, never forwarded by the host, whose FORWARD policy is DROP. The host reaches the
+  daemons (and they it) directly on its veth: INPUT/OUTPUT, no host rule involved.
+- Each daemon's containers live under a cgroup parent of its own (``/v6sw<n>-<host>``), so
+  "the host dies" (``kill_host``) can SIGKILL exactly its dockerd, containerd, shims and
+  container processes. Killing only dockerd leaves its containers running.
+- Swarm: the manager's node goes ``down`` about 14 s after its worker's processes die; its
+  task then stays ``running`` in the manager's view (Swarm orphans it only after 24 h).
+- The kernel has no IPVS, so services use ``endpoint_mode: dnsrr`` (no virtual IP); the
+  ingress network Swarm makes stays unused.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+from attrs import define, field
+
+from tests.rig.dockerd import _as_root, _taken_ipv4
+
+PREFIX = "v6sw"
+BLOCKS = range(150, 200)  # second octets tried for 10.<n>.0.0/24; the private engine tries 200+ first
+HOSTS = ("m", "w1", "w2")  # the manager first
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return _as_root(["ip", *args], check=check)
+
+
+def _in_ns(ns: str, *args: str) -> None:
+    _as_root(["nsenter", f"--net=/run/netns/{ns}", *args])
+
+
+@define
+class SwarmHost:
+    """One dockerd of the swarm, in its own network namespace."""
+
+    name: str  # the host name Swarm shows, e.g. v6sw150-w1
+    netns: str
+    address: str
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.root / 'docker.sock'}"
+
+    @property
+    def cgroup_parent(self) -> str:
+        return f"/{self.name}"
+
+    def arguments(self) -> list[str]:
+        return [
+            "unshare", "--uts", "sh", "-c", 'hostname "$1" && shift && exec "$@"', "sh", self.name,
+            "nsenter", f"--net=/run/netns/{self.netns}",
+            "dockerd",
+            f"--config-file={self.root / 'daemon.json'}",
+            f"--data-root={self.root / 'data'}",
+            f"--exec-root={self.root / 'exec'}",
+            f"--pidfile={self.root / 'docker.pid'}",
+            f"--host={self.url}",
+            f"--cgroup-parent={self.cgroup_parent}",
+        ]
+
+    def client(self, timeout: float = 60) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url, timeout=timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "daemon.json").write_text("{}\n")
+        with (self.root / "dockerd.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.arguments(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd {self.name} did not start:\n{self._log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM to this dockerd (it stops its containers first), then whatever is left is killed."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> list[int]:
+        """The host dies: SIGKILL to its dockerd, containerd, shims and every container process."""
+        pids = set(self._container_pids())
+        marker = str(self.root).encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if marker in (entry / "cmdline").read_bytes():
+                        pids.add(int(entry.name))
+        if self.process is not None:
+            pids.add(self.process.pid)
+        for pid in sorted(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+        return sorted(pids)
+
+    def _container_pids(self) -> Iterator[int]:
+        for procs in CGROUP_ROOT.glob(f"*{self.cgroup_parent}/**/cgroup.procs"):
+            with contextlib.suppress(OSError):
+                yield from (int(line) for line in procs.read_text().split())
+
+    def remove_cgroups(self) -> None:
+        for controller in CGROUP_ROOT.iterdir():
+            top = controller / self.cgroup_parent.lstrip("/")
+            if top.is_dir():
+                for folder in sorted(top.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+
+    def _answers(self) -> bool:
+        if not (self.root / "docker.sock").exists():
+            return False
+        try:
+            with contextlib.closing(self.client(timeout=5)) as client:
+                return bool(client.ping())
+        except Exception:  # noqa: BLE001 - anything short of an answer means "not yet"
+            return False
+
+    def _log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return "\n".join((self.root / "dockerd.log").read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _claim_block() -> int:
+    """A free 10.<n>.0.0/24, claimed by creating the host's veth ``v6sw<n>`` (fails if another rig has it)."""
+    import ipaddress
+
+    taken = _taken_ipv4()
+    for n in BLOCKS:
+        block = ipaddress.ip_network(f"10.{n}.0.0/16")
+        if any(block.overlaps(net) for net in taken):
+            continue
+        made = _ip("link", "add", f"{PREFIX}{n}", "type", "veth", "peer", "name", f"{PREFIX}{n}-p", check=False)
+        if made.returncode == 0:
+            return n
+        if "File exists" not in made.stderr:
+            raise RuntimeError(f"cannot create a veth pair: {made.stderr.strip()}")
+    raise RuntimeError("no free 10.x.0.0/16 block for the swarm rig")
+
+
+@define
+class SwarmRig:
+    """Three dockerd in network namespaces of their own, joined into one swarm (``create``)."""
+
+    block: int
+    root: Path
+    hosts: list[SwarmHost] = field(factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}{self.block}"
+
+    @property
+    def switch(self) -> str:
+        return f"{self.prefix}-s"
+
+    @property
+    def host_address(self) -> str:
+        """The host namespace's address on the rig's link: where the node's proxy listens."""
+        return f"10.{self.block}.0.1"
+
+    @property
+    def manager(self) -> SwarmHost:
+        return self.hosts[0]
+
+    @property
+    def workers(self) -> list[SwarmHost]:
+        return self.hosts[1:]
+
+    @classmethod
+    def create(cls, images: Iterable[str] = (), source: docker.DockerClient | None = None) -> SwarmRig:
+        block = _claim_block()
+        rig = cls(block, Path(tempfile.mkdtemp(prefix=f"{PREFIX}{block}-", dir="/tmp")))
+        try:
+            rig._link()
+            for host in rig.hosts:
+                host.start()
+            rig._form_swarm()
+            if images:
+                assert source is not None
+                rig.load_images(source, images)
+        except BaseException:
+            rig.remove()
+            raise
+        return rig
+
+    def _link(self) -> None:
+        """The switch namespace with its bridge, the host's leg and one leg per daemon namespace."""
+        p, n = self.prefix, self.block
+        _ip("netns", "add", self.switch)
+        _in_ns(self.switch, "ip", "link", "add", "br0", "type", "bridge")
+        _in_ns(self.switch, "ip", "link", "set", "br0", "up")
+        _ip("link", "set", f"{p}-p", "netns", self.switch)
+        _in_ns(self.switch, "ip", "link", "set", f"{p}-p", "master", "br0", "up")
+        _ip("addr", "add", f"{self.host_address}/24", "dev", p)
+        _ip("link", "set", p, "up")
+        for i, short in enumerate(HOSTS):
+            ns = f"{p}-{short}"
+            host = SwarmHost(name=ns, netns=ns, address=f"10.{n}.0.{11 + i}", root=self.root / short)
+            self.hosts.append(host)
+            _ip("netns", "add", ns)
+            _in_ns(ns, "ip", "link", "set", "lo", "up")
+            _ip("link", "add", f"{p}-{short}", "netns", ns, "type", "veth", "peer", "name", f"port-{short}", "netns", self.switch)
+            _in_ns(ns, "ip", "link", "set", f"{p}-{short}", "name", "eth0")
+            _in_ns(ns, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0")
+            _in_ns(ns, "ip", "link", "set", "eth0", "up")
+            _in_ns(self.switch, "ip", "link", "set", f"port-{short}", "master", "br0", "up")
+
+    def _form_swarm(self) -> None:
+        with contextlib.closing(self.manager.client()) as manager:
+            manager.swarm.init(advertise_addr=self.manager.address, listen_addr=f"{self.manager.address}:2377")
+            token = manager.swarm.attrs["JoinTokens"]["Worker"]
+        for worker in self.workers:
+            with contextlib.closing(worker.client()) as client:
+                client.swarm.join(
+                    remote_addrs=[f"{self.manager.address}:2377"], join_token=token,
+                    advertise_addr=worker.address, listen_addr=f"{worker.address}:2377",
+                )
+        self.wait_until_ready(len(self.hosts))
+
+    def node_states(self) -> dict[str, str]:
+        """Host name -> the manager's view of its state (ready, down, ...)."""
+        with contextlib.closing(self.manager.client()) as manager:
+            return {n["Description"]["Hostname"]: n["Status"]["State"] for n in manager.api.nodes()}
+
+    def wait_until_ready(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(state == "ready" for state in self.node_states().values()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the swarm has not {count} ready nodes: {self.node_states()}")
+            time.sleep(0.2)
+
+    def load_images(self, source: docker.DockerClient, names: Iterable[str]) -> None:
+        """``docker save`` from the machine's engine streamed into ``load`` of every host."""
+        names = list(names)
+        for host in self.hosts:
+            with contextlib.closing(host.client(timeout=300)) as client:
+                for name in names:
+                    client.images.load(source.images.get(name).save(named=name))
+
+    def restart_host(self, host: SwarmHost) -> None:
+        """A host that died comes back (same data root: it rejoins the swarm by itself)."""
+        host.kill()
+        host.start()
+        self.wait_until_ready(len(self.hosts))
+
+    def containers(self, label: str) -> dict[str, list[str]]:
+        """Host name -> names of its containers (any state) carrying ``label``."""
+        found = {}
+        for host in self.hosts:
+            if host.running:
+                with contextlib.closing(host.client()) as client:
+                    found[host.name] = [c["Names"][0] for c in client.api.containers(all=True, filters={"label": label})]
+        return found
+
+    def remove(self) -> None:
+        """Daemons, their processes and cgroups, namespaces, links and folders."""
+        for host in reversed(self.hosts):
+            host.stop()
+            host.remove_cgroups()
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mount_point = line.split()[4]
+            if mount_point.startswith(f"{self.root}/"):
+                _as_root(["umount", "-l", mount_point], check=False)
+        # The host's end first: deleting a namespace removes its links only later (asynchronously).
+        _ip("link", "delete", self.prefix, check=False)
+        for host in self.hosts:
+            _ip("netns", "delete", host.netns, check=False)
+        _ip("netns", "delete", self.switch, check=False)
+        _as_root(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
+
+    def __enter__(self) -> SwarmRig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+@contextlib.contextmanager
+def running_swarm(images: Iterable[str] = (), source: docker.DockerClient | None = None) -> Iterator[SwarmRig]:
+    rig = SwarmRig.create(images, source)
+    with rig:
+        yield rig
