@@ -64,3 +64,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"the editable install in .venv predates {', '.join(missing[:5])}: run scripts/setup-rig "
             "(scripts/test does) to link the new modules"
         )
+
+
+@pytest.fixture(scope="session")
+def swarm_rig():
+    """Three extra dockerd in network namespaces of their own, formed into a swarm, with the
+    test images loaded into each (tests/rig/swarm.py); removed after the session."""
+    import docker
+
+    from tests.rig.images import ensure_images
+    from tests.rig.paths import image
+    from tests.rig.swarm import running_swarm
+
+    names = ["echo-algo", "crash-algo", "sleep-algo"]
+    ensure_images(names)
+    source = docker.from_env()
+    try:
+        with running_swarm([image(name) for name in names], source) as rig:
+            yield rig
+    finally:
+        source.close()

@@ -23,7 +23,7 @@ from v6node.adapters.docker.logs import follow, log_config, read_tail
 from v6node.adapters.docker.networks import ensure_network, remove_network
 from v6node.adapters.docker.pulls import PullProgress
 from v6node.adapters.docker.waits import PendingWait, blocking_wait
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, HostRun
 from v6node.domain.errors import (
     ContainerError,
     ContainerNotFound,
@@ -118,6 +118,17 @@ class DockerContainerRuntime(ContainerRuntime):
 
     def _ensure_network(self, name: str, labels: dict[str, str]) -> str:
         return ensure_network(self._api, name, labels)
+
+    async def expose_proxy(self, network: str, host: str, port: int, labels: dict[str, str]) -> tuple[str, int]:
+        return host, port  # the proxy listens on the network's gateway: nothing in between
+
+    async def run_on_every_host(self, spec: ContainerSpec) -> list[HostRun]:
+        container_id = await self.run(spec)
+        try:
+            exit_ = await self.wait(container_id)
+            return [HostRun("local", exit_.exit_code, await self.logs(container_id))]
+        finally:
+            await self.remove(container_id)
 
     async def login(self, registry: str, username: str, password: str) -> None:
         await self._call(self._login, registry, username, password)

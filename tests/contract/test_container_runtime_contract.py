@@ -1,4 +1,4 @@
-"""One ContainerRuntime contract, held by the in-memory twin and by the Docker adapter alike."""
+"""One ContainerRuntime contract, held by the in-memory twin, the Docker adapter and the Swarm adapter alike."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ import pytest
 from attrs import define, field
 
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
 from v6node.adapters.memory.container_runtime import AlgorithmCall, MemoryContainerRuntime
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.domain.containers import (
@@ -29,6 +30,7 @@ from v6node.domain.model import Run, TaskRef
 from v6node.ports.container_runtime import ContainerRuntime
 from tests.rig.images import ensure_images
 from tests.rig.paths import image
+from tests.rig.swarm import SwarmRig
 
 ECHO = image("echo-algo")
 CRASH = image("crash-algo")
@@ -121,10 +123,27 @@ async def _memory_rig() -> AsyncIterator[Rig]:
             await runtime.remove_labelled(labels)
 
 
-async def _docker_rig(tmp_path: Path) -> AsyncIterator[Rig]:
+def _swarm_runtimes(swarm: SwarmRig, tmp_path: Path) -> tuple[ContainerRuntime, ContainerRuntime]:
+    """On the rig every host shares the machine's file system, so any folder is "shared storage"."""
+    volumes = str(tmp_path / "tasks" / ".volumes")
+    runtime = SwarmContainerRuntime(
+        swarm.manager.url, proxy_address=swarm.host_address, relay_image=ECHO, volumes_dir=volumes
+    )
+    unreachable = SwarmContainerRuntime(
+        f"unix://{tmp_path}/no-engine.sock", relay_image=ECHO, volumes_dir=volumes
+    )
+    return runtime, unreachable
+
+
+async def _docker_rig(tmp_path: Path, swarm: SwarmRig | None = None) -> AsyncIterator[Rig]:
     await asyncio.to_thread(ensure_images, ["echo-algo", "crash-algo", "sleep-algo"])
-    runtime = DockerContainerRuntime()
-    unreachable = DockerContainerRuntime(base_url=f"unix://{tmp_path}/no-engine.sock")
+    runtime: ContainerRuntime
+    unreachable: ContainerRuntime
+    if swarm is None:
+        runtime = DockerContainerRuntime()
+        unreachable = DockerContainerRuntime(base_url=f"unix://{tmp_path}/no-engine.sock")
+    else:
+        runtime, unreachable = _swarm_runtimes(swarm, tmp_path)
     tasks = tmp_path / "tasks"
     node = _node_name()
     network = network_name(node)
@@ -151,13 +170,25 @@ async def _docker_rig(tmp_path: Path) -> AsyncIterator[Rig]:
     finally:
         for labels in [managed_labels(node), *(rig.label_sets if rig else [])]:
             await runtime.remove_labelled(labels)
-        runtime.close()
-        unreachable.close()
+        for made in (runtime, unreachable):
+            assert isinstance(made, DockerContainerRuntime)
+            made.close()
 
 
-@pytest.fixture(params=["memory", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=[pytest.mark.docker, pytest.mark.swarm]),
+    ]
+)
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    rigs = _memory_rig() if request.param == "memory" else _docker_rig(tmp_path)
+    if request.param == "memory":
+        rigs = _memory_rig()
+    elif request.param == "docker":
+        rigs = _docker_rig(tmp_path)
+    else:
+        rigs = _docker_rig(tmp_path, request.getfixturevalue("swarm_rig"))
     async for made in rigs:
         yield made
 
