@@ -34,6 +34,7 @@ from v6node.domain.config import (
     RegistryLogin,
 )
 from v6node.domain.errors import ConfigError
+from v6node.app.config_runtime import parse_runtime
 
 log = logging.getLogger("v6node.config")
 
@@ -55,6 +56,7 @@ _V6NODE_KEYS = frozenset(
         "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
         "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
         "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring", "audit_log", "run_log_retention_days",
+        "runtime",
     }
 )
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -364,6 +366,7 @@ def parse_config(
     log_dir = directories.string("log", nullable=True)
     data_dir = _resolve(base, data_dir) if data_dir else default_data_dir
     device_requests = root.mapping("algorithm_device_requests")
+    proxy_check_image = root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None
 
     return NodeConfig(
         name=name,
@@ -393,12 +396,13 @@ def parse_config(
         keep_task_folders=root.boolean("keep_task_folders", False),
         proxy_port=root.integer("proxy_port", 0, minimum=0),
         docker_registries=_registries(root),
-        proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
+        proxy_check_image=proxy_check_image,
         proxy_check_pull=root.boolean("proxy_check_pull", False),
         monitoring=_monitoring(root),
         audit_log=root.boolean("audit_log", True),
         run_log_retention_days=root.number("run_log_retention_days", default=30.0) or 30.0,
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
+        runtime=parse_runtime(root, proxy_check_image),
     )
 
 

@@ -14,6 +14,8 @@ from dependency_injector import containers, providers
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
+from v6node.adapters.docker.swarm_specs import Placement
 from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
 from v6node.adapters.filesystem.json_lines_audit_log import in_data_folder as audit_log_in
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
@@ -44,6 +46,7 @@ from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
 from v6node.app.check_health import CheckHealth
 from v6node.app.check_proxy import CheckProxyReachable
+from v6node.app.check_shared_folder import CheckSharedFolder
 from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
 from v6node.app.execute_run import ExecuteRun
@@ -95,8 +98,23 @@ async def _server_api(config: NodeConfig, clock: Clock, metrics: NodeMetrics) ->
         await api.aclose()
 
 
-def _docker_runtime() -> Iterator[DockerContainerRuntime]:
-    runtime = DockerContainerRuntime()
+def _docker_runtime(config: NodeConfig) -> Iterator[DockerContainerRuntime]:
+    """The local engine, or a swarm through the manager ``DOCKER_HOST`` names (``runtime.kind``)."""
+    settings = config.runtime
+    runtime: DockerContainerRuntime
+    if settings.kind == "swarm":
+        assert config.proxy_check_image is not None  # the config loader insists on it
+        runtime = SwarmContainerRuntime(
+            placement=Placement(
+                constraints=settings.constraints, reserve_cpus=settings.reserve_cpus,
+                reserve_memory=settings.reserve_memory, gpu_resource=settings.gpu_resource,
+            ),
+            proxy_address=settings.proxy_address,
+            relay_image=config.proxy_check_image,
+            volumes_dir=os.path.join(_tasks_dir(config), ".volumes"),
+        )
+    else:
+        runtime = DockerContainerRuntime()
     try:
         yield runtime
     finally:
@@ -131,7 +149,7 @@ class Adapters(containers.DeclarativeContainer):
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
-    runtime = providers.Resource(_docker_runtime)
+    runtime = providers.Resource(_docker_runtime, config=config)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
     proxy = providers.Singleton(
@@ -197,6 +215,9 @@ class NodeContainer(containers.DeclarativeContainer):
         workspace=adapters.workspace, session=session,
     )
     check_proxy = providers.Factory(CheckProxyReachable, config=config, runtime=adapters.runtime)
+    check_shared = providers.Factory(
+        CheckSharedFolder, config=config, runtime=adapters.runtime, workspace=adapters.workspace
+    )
     # Stateful (the jobs it watches; the caches of public keys): one per node.
     remove_job_volumes = providers.Singleton(
         RemoveJobVolumes, config=config, server=adapters.server, runtime=adapters.runtime, queue=queue
@@ -209,6 +230,7 @@ class NodeContainer(containers.DeclarativeContainer):
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
         session=session, authenticate=authenticate, set_up_encryption=set_up_encryption,
         bind_journal=bind_journal, check_proxy=check_proxy, job_volumes=remove_job_volumes,
+        check_shared=check_shared,
     )
     sync_runs = providers.Factory(
         SyncRuns, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,

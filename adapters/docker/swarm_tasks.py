@@ -110,9 +110,9 @@ def _decide(kind: str, service_id: str, snap: Snapshot) -> Any:
     tasks = snap.tasks.get(service_id, [])
     if kind == "all":
         first: dict[str, TaskView] = {}
-        for task in sorted(tasks, key=lambda task: task.created):
-            first.setdefault(task.node_id, task)
-        done = first and all(task.final or _down(snap, task) for task in first.values())
+        for each in sorted(tasks, key=lambda each: each.created):
+            first.setdefault(each.node_id, each)
+        done = first and all(each.final or _down(snap, each) for each in first.values())
         return list(first.values()) if done else None
     task = newest(tasks)
     if task is None:
