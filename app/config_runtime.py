@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
-
+from v6node.app.config_section import Section
 from v6node.domain.config import RUNTIME_KINDS, RuntimeConfig
-
-if TYPE_CHECKING:
-    from v6node.app.config import _Section
+from v6node.domain.egress import EgressConfig
 
 _KEYS = frozenset({"kind", "constraints", "reserve_cpus", "reserve_memory", "gpu", "gpu_resource", "proxy_address"})
 
 
-def parse_runtime(root: _Section, proxy_check_image: str | None) -> RuntimeConfig:
+def parse_runtime(root: Section, proxy_check_image: str | None) -> RuntimeConfig:
     """``runtime: {kind: swarm, constraints: [...], reserve_cpus, reserve_memory, gpu, proxy_address}``.
 
     ``kind`` must be one of ``RUNTIME_KINDS``; a swarm needs ``proxy_check_image`` (its
@@ -49,3 +46,14 @@ def parse_runtime(root: _Section, proxy_check_image: str | None) -> RuntimeConfi
         gpu_resource=section.string("gpu_resource", default=defaults.gpu_resource),
         proxy_address=proxy_address or None,
     )
+
+
+def check_runtime_egress(root: Section, runtime: RuntimeConfig, egress: EgressConfig) -> None:
+    """The egress sidecars (Squid, SSH tunnels, linked containers) and their firewall exception
+    are made for one engine's bridge network: on a swarm they are refused, not half made."""
+    if runtime.cluster and egress.has_services:
+        raise root.fail(
+            "runtime",
+            "kind swarm cannot be combined with whitelist, ssh_tunnels or docker_services (the egress "
+            "sidecars run on one engine only for now); remove them or use kind docker",
+        )

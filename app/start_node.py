@@ -10,6 +10,7 @@ from v6node.app.check_shared_folder import CheckSharedFolder
 from v6node.app.checklist import step_done
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
+from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, stable_proxy_port
@@ -24,7 +25,8 @@ log = logging.getLogger("v6node.node")
 
 class StartNode:
     """Check the engine, log in, set up encryption, bind the journal, make the algorithm
-    network, start and check the proxy; returns the "ready" line's details.
+    network, start and check the proxy, then what else algorithms may reach (SSH tunnels,
+    Squid, linked containers); returns the "ready" line's details.
 
     Business rules:
     - the Docker engine must answer first (exit 4 otherwise); ``docker_registries`` logins
@@ -48,6 +50,7 @@ class StartNode:
         check_proxy: CheckProxyReachable,
         job_volumes: RemoveJobVolumes,
         check_shared: CheckSharedFolder,
+        set_up_egress: SetUpEgress,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -60,6 +63,7 @@ class StartNode:
         self.check_proxy = check_proxy
         self.job_volumes = job_volumes
         self.check_shared = check_shared
+        self.set_up_egress = set_up_egress
 
     async def __call__(self) -> str:
         config = self.config
@@ -85,6 +89,7 @@ class StartNode:
         checked = await self.check_proxy(network, host, port)
         via = "" if (host, port) == (gateway, listening) else f" (relayed to the proxy at {gateway}:{listening})"
         step_done("proxy", f"algorithms reach the node at {host}:{port}{via} on network {network} ({checked})")
+        egress_env = await self.set_up_egress(host)
         self.session.settings = AlgorithmSettings(
             node_name=config.name,
             tasks_dir=self.workspace.tasks_dir(),
@@ -98,6 +103,7 @@ class StartNode:
             run_context_file=config.run_context_file,
             node_id=identity.node_id,
             identity=journal_identity.fingerprint,
+            egress_env=egress_env,
         )
         return f"algorithm proxy at {host}:{port}{via} ({checked})"
 

@@ -45,6 +45,15 @@ def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{key}={value}" for key, value in labels.items()]}
 
 
+def _container_info(summary: dict[str, Any]) -> ContainerInfo:
+    exited = _EXITED.match(summary.get("Status") or "")
+    names = summary.get("Names") or [""]
+    return ContainerInfo(
+        id=summary["Id"], name=names[0].lstrip("/"), labels=dict(summary.get("Labels") or {}),
+        running=summary.get("State") == "running", exit_code=int(exited.group(1)) if exited else None,
+    )
+
+
 class DockerContainerRuntime(ContainerRuntime):
     """The ``ContainerRuntime`` port on a Docker Engine.
 
@@ -101,9 +110,18 @@ class DockerContainerRuntime(ContainerRuntime):
     def _api(self) -> docker.APIClient:
         return self._docker().api
 
+    @property
+    def api(self) -> docker.APIClient:
+        """The engine's client, for the other Docker adapters (sidecars, firewall, links)."""
+        return self._api
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._calls, functools.partial(fn, *args))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call on this runtime's threads (for the other Docker adapters)."""
+        return await self._call(fn, *args)
 
     # --- the port -------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -323,20 +341,7 @@ class DockerContainerRuntime(ContainerRuntime):
 
     def _list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         with docker_errors("listing containers"):
-            summaries = self._api.containers(all=True, filters=_label_filter(labels))
-        return [self._info(summary) for summary in summaries]
-
-    @staticmethod
-    def _info(summary: dict[str, Any]) -> ContainerInfo:
-        exited = _EXITED.match(summary.get("Status") or "")
-        names = summary.get("Names") or [""]
-        return ContainerInfo(
-            id=summary["Id"],
-            name=names[0].lstrip("/"),
-            labels=dict(summary.get("Labels") or {}),
-            running=summary.get("State") == "running",
-            exit_code=int(exited.group(1)) if exited else None,
-        )
+            return [_container_info(summary) for summary in self._api.containers(all=True, filters=_label_filter(labels))]
 
     async def remove_labelled(self, labels: dict[str, str]) -> int:
         if not labels:
@@ -346,8 +351,7 @@ class DockerContainerRuntime(ContainerRuntime):
     def _remove_labelled(self, labels: dict[str, str]) -> int:
         """Containers first (networks and volumes are in use until they are gone), then the rest;
         everything is tried, and what stays is raised together as ``ResourcesLeft``."""
-        removed = 0
-        left: list[str] = []
+        removed, left = 0, list[str]()
         for info in self._list_containers(labels):
             try:
                 if self._remove(info.id):
