@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -44,6 +46,8 @@ from tests.rig.dockerd import _as_root, _taken_ipv4
 PREFIX = "v6sw"
 BLOCKS = range(150, 200)  # second octets tried for 10.<n>.0.0/24; the private engine tries 200+ first
 HOSTS = ("m", "w1", "w2")  # the manager first
+# The test images every host gets (``docker save`` from the machine's engine, ``load`` into each).
+SWARM_IMAGES = ("echo-algo", "crash-algo", "sleep-algo")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -53,6 +57,17 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def _in_ns(ns: str, *args: str) -> None:
     _as_root(["nsenter", f"--net=/run/netns/{ns}", *args])
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (a rig's folder)."""
+    marker, found = text.encode(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
 
 
 @define
@@ -119,13 +134,7 @@ class SwarmHost:
 
     def kill(self) -> list[int]:
         """The host dies: SIGKILL to its dockerd, containerd, shims and every container process."""
-        pids = set(self._container_pids())
-        marker = str(self.root).encode()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if marker in (entry / "cmdline").read_bytes():
-                        pids.add(int(entry.name))
+        pids = set(self._container_pids()) | set(_pids_mentioning(str(self.root)))
         if self.process is not None:
             pids.add(self.process.pid)
         for pid in sorted(pids):
@@ -162,6 +171,65 @@ class SwarmHost:
         with contextlib.suppress(FileNotFoundError):
             return "\n".join((self.root / "dockerd.log").read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+def cannot_run() -> str | None:
+    """Why this machine cannot run the rig (the tests are then skipped with it), or None.
+
+    Tried for real, not guessed: root (or ``sudo -n``), the programs, a network namespace
+    with a veth into it, and a VXLAN link (Swarm's overlay) inside it; what it makes, it removes.
+    """
+    missing = [tool for tool in ("dockerd", "ip", "nsenter", "unshare", "iptables") if shutil.which(tool) is None]
+    if missing:
+        return f"the swarm rig needs {', '.join(missing)} on PATH"
+    if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
+        return "the swarm rig needs root (or password-less sudo) for network namespaces and dockerd"
+    if not CGROUP_ROOT.is_dir():
+        return f"the swarm rig needs cgroups at {CGROUP_ROOT}"
+    probe = f"{PREFIX}probe{os.getpid()}"
+    try:
+        for step in (
+            ["netns", "add", probe],
+            ["link", "add", f"{probe}a", "type", "veth", "peer", "name", "eth0", "netns", probe],
+            ["-n", probe, "link", "add", "vx0", "type", "vxlan", "id", "42", "dstport", "4789", "dev", "eth0"],
+        ):
+            made = _ip(*step, check=False)
+            if made.returncode != 0:
+                return f"the swarm rig cannot run here: 'ip {' '.join(step)}' failed: {made.stderr.strip()}"
+    finally:
+        _ip("link", "delete", f"{probe}a", check=False)
+        _ip("netns", "delete", probe, check=False)
+    return None
+
+
+_STALE_ROOT = re.compile(rf"^{PREFIX}(\d+)-")
+
+
+def remove_stale_rigs() -> list[str]:
+    """Remove what rigs of killed test runs left (no process of theirs is alive): daemons'
+    folders, cgroups, namespaces and links. Returns the prefixes removed."""
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+                alive.update(int(n) for n in re.findall(rf"/tmp/{PREFIX}(\d+)-", cmdline))
+    namespaces = _ip("netns", "list", check=False).stdout.split()
+    blocks = {int(m.group(1)) for name in namespaces if (m := re.match(rf"^{PREFIX}(\d+)-s$", name))}
+    blocks |= {int(m.group(1)) for path in Path("/tmp").glob(f"{PREFIX}*-*") if (m := _STALE_ROOT.match(path.name))}
+    removed = []
+    for block in sorted(blocks - alive):
+        if any(ns.startswith(f"{PREFIX}{block}-") and _ip("netns", "pids", ns, check=False).stdout.strip()
+               for ns in namespaces):
+            continue  # something still runs in it: not ours to end
+        roots = list(Path("/tmp").glob(f"{PREFIX}{block}-*"))
+        rig = SwarmRig(block, roots[0] if roots else Path("/nonexistent"))
+        rig.hosts = [SwarmHost(f"{rig.prefix}-{short}", f"{rig.prefix}-{short}", "", rig.root / short) for short in HOSTS]
+        rig.remove()
+        for extra in roots[1:]:
+            _as_root(["rm", "-rf", "--one-file-system", str(extra)], check=False)
+        removed.append(rig.prefix)
+    return removed
 
 
 def _claim_block() -> int:
@@ -311,6 +379,15 @@ class SwarmRig:
             _ip("netns", "delete", host.netns, check=False)
         _ip("netns", "delete", self.switch, check=False)
         _as_root(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
+
+    def leftovers(self) -> list[str]:
+        """What of this rig is still on the machine (after ``remove``: nothing)."""
+        left = [f"netns {ns}" for ns in _ip("netns", "list", check=False).stdout.split() if ns.startswith(f"{self.prefix}-")]
+        left += [f"link {self.prefix}"] if _ip("link", "show", self.prefix, check=False).returncode == 0 else []
+        left += [f"folder {self.root}"] if self.root.exists() else []
+        left += [f"cgroup {path}" for path in CGROUP_ROOT.glob(f"*/{self.prefix}-*")]
+        left += [f"process {pid}" for pid in _pids_mentioning(str(self.root))]
+        return left
 
     def __enter__(self) -> SwarmRig:
         return self
