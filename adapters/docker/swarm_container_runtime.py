@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +28,14 @@ from v6node.adapters.docker.swarm_specs import (
     was_killed,
 )
 from v6node.adapters.docker.swarm_support import (
+    RELAY_TYPE,
     SharedVolumes,
     ensure_overlay,
     ensure_relay,
     ensure_relay_network,
 )
 from v6node.adapters.docker.swarm_tasks import KILLED, TaskView, TaskWatcher, newest
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, HostRun, log_tail
+from v6node.domain.containers import LABEL_TYPE, ContainerExit, ContainerInfo, ContainerSpec, HostRun, log_tail
 from v6node.domain.errors import ContainerError, ContainerStartFailed, ImageNotFound, ResourcesLeft, RuntimeUnavailable
 from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT, FOLLOW_LINE_LIMIT
 
@@ -40,6 +43,15 @@ log = logging.getLogger(__name__)
 
 # An entrypoint no image has: a host with the image fails to start it, one without rejects the task.
 IMAGE_CHECK_ENTRYPOINT = "/v6node-image-check-does-not-exist"
+
+
+def _shut_down(response: Any) -> None:
+    """End a streamed response, also a read blocked on it in another thread (closing alone does not)."""
+    with suppress(Exception):
+        raw = response.raw._fp.fp.raw
+        getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
+    with suppress(Exception):
+        response.close()
 
 
 class SwarmContainerRuntime(DockerContainerRuntime):
@@ -189,14 +201,14 @@ class SwarmContainerRuntime(DockerContainerRuntime):
     async def run(self, spec: ContainerSpec) -> str:
         service_id = await self._call(self._create, spec, one_task_job())
         try:
-            node = await self._watcher.until(service_id, "started")
+            host = await self._watcher.until(service_id, "started")
         except ContainerStartFailed:
             await self._call(self._remove, service_id)
             raise
         except asyncio.CancelledError:
             await asyncio.shield(self._call(self._remove, service_id))
             raise
-        log.debug("job %s (%s) runs on node %s", spec.name, service_id[:12], str(node)[:12])
+        log.info("job %s (%s) runs on swarm host %s", spec.name, service_id[:12], host)
         return service_id
 
     async def _global_job(
@@ -249,41 +261,48 @@ class SwarmContainerRuntime(DockerContainerRuntime):
                 _close(stream)
 
     async def follow_logs(self, container_id: str) -> AsyncIterator[str]:
-        """The job's lines until its task ends (the engine's follow stream alone would not end)."""
+        """The job's lines until its task ends. The engine's follow stream of a service does not
+        end with its task, so when the task has ended the stream's socket is shut down, which
+        ends the read in progress; lines not streamed by then are in ``logs`` (the result)."""
         loop = asyncio.get_running_loop()
         what = f"following the logs of job {container_id[:12]}"
+        api = self._api
 
         def open_stream() -> Any:
             with docker_errors(what):
-                return self._api.service_logs(container_id, stdout=True, stderr=True, follow=True)
+                url = api._url("/services/{0}/logs", container_id)
+                response = api._get(url, params={"stdout": 1, "stderr": 1, "follow": 1}, stream=True)
+                return response, api._get_result_tty(True, response, False)
 
         def next_chunk(stream: Any) -> bytes | None:
-            with suppress(Exception):  # closed under it when the task ended
+            with suppress(Exception):  # the socket shut down under it when the task ended
                 return next(stream, None)
             return None
 
-        stream = await loop.run_in_executor(self._streams, open_stream)
+        response, stream = await loop.run_in_executor(self._streams, open_stream)
         ended = asyncio.ensure_future(self._watcher.until(container_id, "ended"))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
         try:
             while True:
                 chunk = asyncio.ensure_future(loop.run_in_executor(self._streams, next_chunk, stream))
                 await asyncio.wait({chunk, ended}, return_when=asyncio.FIRST_COMPLETED)
                 if not chunk.done():
-                    _close(stream)
+                    _shut_down(response)
                 data = await chunk
                 if data is None:
                     break
-                pending += data.decode("utf-8", errors="replace")
+                pending += decoder.decode(data)
                 *lines, pending = pending.split("\n")
                 for line in lines:
                     for start in range(0, max(len(line), 1), FOLLOW_LINE_LIMIT):
                         yield line[start : start + FOLLOW_LINE_LIMIT]
+            pending += decoder.decode(b"", final=True)
             if pending:
-                yield pending
+                yield pending[:FOLLOW_LINE_LIMIT]
         finally:
             ended.cancel()
-            _close(stream)
+            _shut_down(response)
 
     def _kill(self, container_id: str) -> None:
         service = self._inspect(container_id)
@@ -343,8 +362,10 @@ class SwarmContainerRuntime(DockerContainerRuntime):
                 raise
             except ContainerError as exc:
                 left.append(f"job {info.name} ({exc})")
-        with docker_errors("listing labelled containers"):
-            relays = api.containers(all=True, filters=_label_filter({**labels, "vantage6-type": "proxy-relay"}))
+        relays = []
+        if labels.get(LABEL_TYPE, RELAY_TYPE) == RELAY_TYPE:  # not when asked for, say, the proxy checks only
+            with docker_errors("listing labelled containers"):
+                relays = api.containers(all=True, filters=_label_filter({**labels, LABEL_TYPE: RELAY_TYPE}))
         for relay in relays:
             with docker_errors("removing the proxy relay"), suppress(docker.errors.NotFound):
                 api.remove_container(relay["Id"], force=True)
@@ -357,7 +378,10 @@ class SwarmContainerRuntime(DockerContainerRuntime):
             except RuntimeUnavailable:
                 raise
             except ContainerError as exc:
-                left.append(f"network {summary.get('Name')} ({exc})")
+                # A manager lists an overlay for a moment after its removal (measured: by an
+                # earlier call) and answers another removal then with a 500 "not found".
+                if "not found" not in str(exc):
+                    left.append(f"network {summary.get('Name')} ({exc})")
         for name in self._volumes.names(labels):
             removed += self._volumes.remove(name)
         if left:

@@ -22,11 +22,13 @@ import docker
 import docker.errors
 
 from v6node.adapters.docker.errors import docker_errors, status_code
+from v6node.domain.containers import LABEL_TYPE
 from v6node.domain.errors import ContainerError
 
 log = logging.getLogger(__name__)
 
 RELAY_ALIAS = "v6node-proxy"
+RELAY_TYPE = "proxy-relay"  # its vantage6-type label
 LABEL_RELAY_TARGET = "v6node.relay-target"
 MiB = 1024 * 1024
 
@@ -64,8 +66,11 @@ def ensure_relay_network(api: docker.APIClient, name: str, labels: dict[str, str
     with docker_errors(f"network {name}"):
         network = _network_named(api, name)
         if network is None:
-            with suppress(docker.errors.Conflict):
+            try:
                 api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+            except docker.errors.APIError as exc:
+                if status_code(exc) != 409:  # 409: made meanwhile by another call
+                    raise
             network = _network_named(api, name)
         if network is None:
             raise ContainerError(f"network {name} was created but cannot be found")
@@ -96,7 +101,7 @@ def ensure_relay(
             image,
             command=["nc", "-ll", "-p", str(port), "-e", "nc", host, str(port)],
             name=name,
-            labels={**labels, "vantage6-type": "proxy-relay", LABEL_RELAY_TARGET: wanted},
+            labels={**labels, LABEL_TYPE: RELAY_TYPE, LABEL_RELAY_TARGET: wanted},
             host_config=host_config,
             networking_config=api.create_networking_config({bridge: api.create_endpoint_config()}),
         )

@@ -100,7 +100,7 @@ def _down(snap: Snapshot, task: TaskView) -> bool:
 def _decide(kind: str, service_id: str, snap: Snapshot) -> Any:
     """For a waiter of ``kind``: its answer (an error to raise), or None to keep waiting.
 
-    "started": the node id once the task runs; "ended": its ``ContainerExit``; "all": the
+    "started": the host name once the task runs; "ended": its ``ContainerExit``; "all": the
     first task on each host of a global job once each has ended (or its host is down).
     Swarm starts a failed global-job task again (whatever its restart policy; measured),
     so only each host's first one counts.
@@ -118,13 +118,13 @@ def _decide(kind: str, service_id: str, snap: Snapshot) -> Any:
     if task is None:
         return ContainerExit(KILLED) if service_id in snap.killed and kind == "ended" else None
     if task.state == "shutdown" and service_id in snap.killed:
-        return task.exit() if kind == "ended" else task.node_id
+        return task.exit() if kind == "ended" else snap.host(task.node_id)
     if task.never_ran and task.final:
         why = task.err or task.state
         where = f" on {snap.host(task.node_id)}" if task.node_id else ""
         return ContainerStartFailed(f"the job's task could not start{where}: {why}")
     if task.final:
-        return task.exit() if kind == "ended" else task.node_id
+        return task.exit() if kind == "ended" else snap.host(task.node_id)
     if _down(snap, task):
         host = snap.host(task.node_id)
         lost = (
@@ -133,7 +133,7 @@ def _decide(kind: str, service_id: str, snap: Snapshot) -> Any:
         )
         return ContainerExit(-1, lost=lost)
     if kind == "started" and task.state == "running":
-        return task.node_id
+        return snap.host(task.node_id)
     return None
 
 

@@ -27,6 +27,7 @@ the rig makes, it removes. Measured on this kind of machine (Debian 12, Docker E
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -48,7 +50,9 @@ BLOCKS = range(150, 200)  # second octets tried for 10.<n>.0.0/24; the private e
 HOSTS = ("m", "w1", "w2")  # the manager first
 # The test images every host gets (``docker save`` from the machine's engine, ``load`` into each).
 SWARM_IMAGES = ("echo-algo", "crash-algo", "sleep-algo")
+REGISTRY_PORT = 5000
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy from the environment
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -79,6 +83,7 @@ class SwarmHost:
     address: str
     root: Path
     process: subprocess.Popen[bytes] | None = None
+    registry: str | None = None  # host:port of the rig's registry, which this daemon may use over plain http
 
     @property
     def url(self) -> str:
@@ -110,7 +115,8 @@ class SwarmHost:
 
     def start(self, timeout: float = 60.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "daemon.json").write_text("{}\n")
+        settings = {"insecure-registries": [self.registry]} if self.registry else {}
+        (self.root / "daemon.json").write_text(json.dumps(settings) + "\n")
         with (self.root / "dockerd.log").open("ab") as log:
             self.process = subprocess.Popen(
                 self.arguments(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -179,7 +185,8 @@ def cannot_run() -> str | None:
     Tried for real, not guessed: root (or ``sudo -n``), the programs, a network namespace
     with a veth into it, and a VXLAN link (Swarm's overlay) inside it; what it makes, it removes.
     """
-    missing = [tool for tool in ("dockerd", "ip", "nsenter", "unshare", "iptables") if shutil.which(tool) is None]
+    tools = ("dockerd", "ip", "nsenter", "unshare", "iptables", "docker-registry")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         return f"the swarm rig needs {', '.join(missing)} on PATH"
     if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
@@ -202,33 +209,44 @@ def cannot_run() -> str | None:
     return None
 
 
-_STALE_ROOT = re.compile(rf"^{PREFIX}(\d+)-")
+def _owner_alive(root: Path) -> bool:
+    """Whether the test process that made the rig at ``root`` still runs (its pid in ``owner``)."""
+    try:
+        pid, started = (root / "owner").read_text().split()
+        return (Path("/proc") / pid / "stat").read_text().split()[21] == started
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _process_start(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "stat").read_text().split()[21]
 
 
 def remove_stale_rigs() -> list[str]:
-    """Remove what rigs of killed test runs left (no process of theirs is alive): daemons'
-    folders, cgroups, namespaces and links. Returns the prefixes removed."""
-    alive = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-                alive.update(int(n) for n in re.findall(rf"/tmp/{PREFIX}(\d+)-", cmdline))
+    """Remove what rigs of test runs that were killed before their teardown left: their
+    daemons (which outlive the test process: they run in sessions of their own), registry,
+    cgroups, namespaces, links and folders. A rig whose test process still runs is left
+    alone. Returns the prefixes removed."""
     namespaces = _ip("netns", "list", check=False).stdout.split()
-    blocks = {int(m.group(1)) for name in namespaces if (m := re.match(rf"^{PREFIX}(\d+)-s$", name))}
-    blocks |= {int(m.group(1)) for path in Path("/tmp").glob(f"{PREFIX}*-*") if (m := _STALE_ROOT.match(path.name))}
+    roots: dict[int, list[Path]] = {}
+    for path in Path("/tmp").glob(f"{PREFIX}*-*"):
+        if (m := re.match(rf"^{PREFIX}(\d+)-", path.name)) and path.is_dir():
+            roots.setdefault(int(m.group(1)), []).append(path)
+    blocks = set(roots) | {int(m.group(1)) for ns in namespaces if (m := re.match(rf"^{PREFIX}(\d+)-s$", ns))}
     removed = []
-    for block in sorted(blocks - alive):
-        if any(ns.startswith(f"{PREFIX}{block}-") and _ip("netns", "pids", ns, check=False).stdout.strip()
-               for ns in namespaces):
-            continue  # something still runs in it: not ours to end
-        roots = list(Path("/tmp").glob(f"{PREFIX}{block}-*"))
-        rig = SwarmRig(block, roots[0] if roots else Path("/nonexistent"))
-        rig.hosts = [SwarmHost(f"{rig.prefix}-{short}", f"{rig.prefix}-{short}", "", rig.root / short) for short in HOSTS]
-        rig.remove()
-        for extra in roots[1:]:
-            _as_root(["rm", "-rf", "--one-file-system", str(extra)], check=False)
-        removed.append(rig.prefix)
+    for block in sorted(blocks):
+        found = roots.get(block, [])
+        if any(_owner_alive(root) for root in found):
+            continue
+        if not found and any(
+            ns.startswith(f"{PREFIX}{block}-") and _ip("netns", "pids", ns, check=False).stdout.strip() for ns in namespaces
+        ):
+            continue  # no folder says whose it is, and something runs in it: not ours to end
+        for root in found or [Path(f"/tmp/{PREFIX}{block}-gone")]:
+            rig = SwarmRig(block, root)
+            rig.hosts = [SwarmHost(f"{rig.prefix}-{short}", f"{rig.prefix}-{short}", "", root / short) for short in HOSTS]
+            rig.remove()
+        removed.append(f"{PREFIX}{block}")
     return removed
 
 
@@ -256,6 +274,12 @@ class SwarmRig:
     block: int
     root: Path
     hosts: list[SwarmHost] = field(factory=list)
+    registry_process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def registry(self) -> str:
+        """host:port of the rig's registry (Debian's docker-registry) on the rig's link."""
+        return f"{self.host_address}:{REGISTRY_PORT}"
 
     @property
     def prefix(self) -> str:
@@ -282,8 +306,10 @@ class SwarmRig:
     def create(cls, images: Iterable[str] = (), source: docker.DockerClient | None = None) -> SwarmRig:
         block = _claim_block()
         rig = cls(block, Path(tempfile.mkdtemp(prefix=f"{PREFIX}{block}-", dir="/tmp")))
+        (rig.root / "owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
         try:
             rig._link()
+            rig._start_registry()
             for host in rig.hosts:
                 host.start()
             rig._form_swarm()
@@ -307,7 +333,9 @@ class SwarmRig:
         _ip("link", "set", p, "up")
         for i, short in enumerate(HOSTS):
             ns = f"{p}-{short}"
-            host = SwarmHost(name=ns, netns=ns, address=f"10.{n}.0.{11 + i}", root=self.root / short)
+            host = SwarmHost(
+                name=ns, netns=ns, address=f"10.{n}.0.{11 + i}", root=self.root / short, registry=self.registry
+            )
             self.hosts.append(host)
             _ip("netns", "add", ns)
             _in_ns(ns, "ip", "link", "set", "lo", "up")
@@ -316,6 +344,42 @@ class SwarmRig:
             _in_ns(ns, "ip", "addr", "add", f"{host.address}/24", "dev", "eth0")
             _in_ns(ns, "ip", "link", "set", "eth0", "up")
             _in_ns(self.switch, "ip", "link", "set", f"port-{short}", "master", "br0", "up")
+
+    def _start_registry(self, timeout: float = 30.0) -> None:
+        """A registry for the hosts to pull from, listening on the host's end of the rig's link."""
+        folder = self.root / "registry"
+        folder.mkdir()
+        config = folder / "config.yml"
+        config.write_text(json.dumps({
+            "version": 0.1, "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str(folder / "data")}, "delete": {"enabled": True}},
+            "http": {"addr": self.registry},
+        }))
+        with (folder / "registry.log").open("ab") as log:
+            self.registry_process = subprocess.Popen(
+                ["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                with _DIRECT.open(f"http://{self.registry}/v2/", timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            if self.registry_process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the rig's registry did not start: {(folder / 'registry.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def push(self, host: SwarmHost, name: str) -> str:
+        """``name`` (an image on ``host``) pushed to the rig's registry; returns its name there."""
+        repository, _, tag = name.rpartition("/")[2].partition(":")
+        target = f"{self.registry}/{repository}:{tag or 'latest'}"
+        with contextlib.closing(host.client(timeout=300)) as client:
+            client.images.get(name).tag(target)
+            for line in client.api.push(target, stream=True, decode=True):
+                if "error" in line:
+                    raise RuntimeError(f"pushing {target}: {line['error']}")
+        return target
 
     def _form_swarm(self) -> None:
         with contextlib.closing(self.manager.client()) as manager:
@@ -355,13 +419,14 @@ class SwarmRig:
         host.start()
         self.wait_until_ready(len(self.hosts))
 
-    def containers(self, label: str) -> dict[str, list[str]]:
-        """Host name -> names of its containers (any state) carrying ``label``."""
+    def containers(self, label: str, running_only: bool = False) -> dict[str, list[str]]:
+        """Host name -> names of its containers (any state, or running ones) carrying ``label``."""
         found = {}
         for host in self.hosts:
             if host.running:
                 with contextlib.closing(host.client()) as client:
-                    found[host.name] = [c["Names"][0] for c in client.api.containers(all=True, filters={"label": label})]
+                    listed = client.api.containers(all=not running_only, filters={"label": label})
+                    found[host.name] = sorted(c["Names"][0] for c in listed)
         return found
 
     def remove(self) -> None:
@@ -369,6 +434,12 @@ class SwarmRig:
         for host in reversed(self.hosts):
             host.stop()
             host.remove_cgroups()
+        if self.registry_process is not None:
+            self.registry_process.kill()
+            self.registry_process.wait(30)
+        for pid in _pids_mentioning(f"{self.root}/registry/"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             mount_point = line.split()[4]
             if mount_point.startswith(f"{self.root}/"):
