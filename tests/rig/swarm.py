@@ -21,6 +21,10 @@ the rig makes, it removes. Measured on this kind of machine (Debian 12, Docker E
   container processes. Killing only dockerd leaves its containers running.
 - Swarm: the manager's node goes ``down`` about 14 s after its worker's processes die; its
   task then stays ``running`` in the manager's view (Swarm orphans it only after 24 h).
+- A registry (Debian's ``docker-registry``) listens on the host's end of the link
+  (``10.<n>.0.1:5000``); every daemon has it in ``insecure-registries`` (plain http).
+- A rig whose test process was killed outlives it (the daemons run in sessions of their
+  own): the next rig removes it (``remove_stale_rigs``, by the ``owner`` file in its folder).
 - The kernel has no IPVS, so services use ``endpoint_mode: dnsrr`` (no virtual IP); the
   ingress network Swarm makes stays unused.
 """
