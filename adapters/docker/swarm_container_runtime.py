@@ -65,7 +65,10 @@ class SwarmContainerRuntime(DockerContainerRuntime):
     jobs' volumes. Differences from one engine, within the port's contract: ``wait`` can
     end ``lost`` (the host went down); ``oom_killed`` is never known (Swarm does not report
     it); a kill scales the job to no completions, which shuts its task down (exit 137) and
-    keeps its logs; ``no-new-privileges`` cannot be set (see ``swarm_specs``).
+    keeps its logs; ``no-new-privileges`` cannot be set (see ``swarm_specs``). Engine 20.10
+    keeps the tasks of a removed job, and their exited containers on the hosts
+    (moby/moby#42789): ``remove`` ends all of a job's processes, networks and volumes, not
+    those stopped containers.
     """
 
     def __init__(

@@ -21,7 +21,6 @@ from concurrent.futures import Executor
 from typing import Any
 
 import docker
-import docker.errors
 from attrs import frozen
 
 from v6node.adapters.docker.errors import docker_errors
@@ -221,13 +220,6 @@ class TaskWatcher:
         api = self._api()
         with docker_errors("listing swarm jobs"):
             found = api.services(filters={"id": service_ids})
-            # Seen in a burst of 20: a job that exists was missing from the filtered list once.
-            # Each missing one is asked for by itself before its waiter hears "no such job".
-            for key in service_ids:
-                if not any(s["ID"].startswith(key) for s in found):
-                    with contextlib.suppress(docker.errors.NotFound):
-                        found.append(api.inspect_service(key))
-                        log.debug("job %s was missing from the listing of jobs", key[:12])
             services = {s["ID"] for s in found}
             killed = {s["ID"] for s in found if was_killed(s)}
             raw = api.tasks(filters={"service": sorted(services)}) if services else []
@@ -250,6 +242,8 @@ class TaskWatcher:
 
     def _resolve(self, snap: Snapshot) -> None:
         for service_id, entries in list(self._waiters.items()):
+            if service_id not in snap.tasks:
+                continue  # began waiting while this listing was under way: the next one tells
             for kind, future in list(entries):
                 if future.done():
                     continue
