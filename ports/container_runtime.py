@@ -21,7 +21,8 @@ class ContainerRuntime(Protocol):
     idempotent. Cancelling ``wait`` stops waiting, not the container.
 
     A "container" is what runs one spec: a container on one engine, or a one-task job on a
-    cluster (Docker Swarm: a ``replicated-job`` service, whose id is the "container id").
+    cluster (Docker Swarm: a service of one task that never restarts, whose id is the
+    "container id").
     What a cluster cannot give that one engine does, each implementation states; callers
     rely only on what is said here:
 

@@ -1,4 +1,4 @@
-"""ContainerRuntime on a Docker Swarm: each container is a one-task ``replicated-job`` service."""
+"""ContainerRuntime on a Docker Swarm: each container is a service of one task that never restarts."""
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +22,9 @@ from v6node.adapters.docker.networks import remove_network
 from v6node.adapters.docker.swarm_specs import (
     ENDPOINT_SPEC,
     Placement,
-    no_more_tasks,
-    one_task_job,
+    killed_template,
+    on_every_host,
+    one_task,
     task_template,
     was_killed,
 )
@@ -34,7 +35,7 @@ from v6node.adapters.docker.swarm_support import (
     ensure_relay,
     ensure_relay_network,
 )
-from v6node.adapters.docker.swarm_tasks import KILLED, TaskView, TaskWatcher, newest
+from v6node.adapters.docker.swarm_tasks import KILLED, TaskView, TaskWatcher, tasks_of, the_run
 from v6node.domain.containers import LABEL_TYPE, ContainerExit, ContainerInfo, ContainerSpec, HostRun, log_tail
 from v6node.domain.errors import ContainerError, ContainerStartFailed, ImageNotFound, ResourcesLeft, RuntimeUnavailable
 from v6node.ports.container_runtime import DEFAULT_LOG_LIMIT, FOLLOW_LINE_LIMIT
@@ -64,11 +65,12 @@ class SwarmContainerRuntime(DockerContainerRuntime):
     ``nc`` (present on the manager). ``volumes_dir``: a folder on the shared storage for the
     jobs' volumes. Differences from one engine, within the port's contract: ``wait`` can
     end ``lost`` (the host went down); ``oom_killed`` is never known (Swarm does not report
-    it); a kill scales the job to no completions, which shuts its task down (exit 137) and
-    keeps its logs; ``no-new-privileges`` cannot be set (see ``swarm_specs``). Engine 20.10
-    keeps the tasks of a removed job, and their exited containers on the hosts
-    (moby/moby#42789): ``remove`` ends all of a job's processes, networks and volumes, not
-    those stopped containers.
+    it); a kill updates the job so that its task is shut down (exit 137) and kept, with its
+    logs, until ``remove``; ``no-new-privileges`` cannot be set (see ``swarm_specs``). A job
+    is a ``replicated`` service of one replica with restart condition ``none``, not a
+    ``replicated-job``, whose tasks and exited containers Engine 20.10 keeps after its
+    removal (``swarm_specs.one_task``): ``remove`` leaves nothing on any host that is up
+    (a host that is down removes the container when it is back).
     """
 
     def __init__(
@@ -202,7 +204,7 @@ class SwarmContainerRuntime(DockerContainerRuntime):
         return str(created["ID"])
 
     async def run(self, spec: ContainerSpec) -> str:
-        service_id = await self._call(self._create, spec, one_task_job())
+        service_id = await self._call(self._create, spec, one_task())
         try:
             host = await self._watcher.until(service_id, "started")
         except ContainerStartFailed:
@@ -218,7 +220,7 @@ class SwarmContainerRuntime(DockerContainerRuntime):
         self, spec: ContainerSpec, entrypoint: list[str] | None = None, with_logs: bool = True
     ) -> list[tuple[str, TaskView, str]]:
         """One task of ``spec`` on every eligible host; (host name, task, output) of each, then removed."""
-        service_id = await self._call(self._create, spec, {"GlobalJob": {}}, entrypoint)
+        service_id = await self._call(self._create, spec, on_every_host(), entrypoint)
         try:
             tasks: list[TaskView] = await self._watcher.until(service_id, "all")
             hosts = await self._call(self._host_names)
@@ -312,14 +314,14 @@ class SwarmContainerRuntime(DockerContainerRuntime):
         if was_killed(service):
             return
         with docker_errors(f"tasks of job {container_id[:12]}"):
-            task = newest([TaskView.of(t) for t in self._api.tasks(filters={"service": container_id})])
+            task = the_run([TaskView.of(t) for t in self._api.tasks(filters={"service": container_id})])
         if task is not None and task.final:
             return  # ended already: nothing to kill
         spec = service["Spec"]
         with docker_errors(f"killing job {container_id[:12]}"):
             self._api.update_service(
-                container_id, version=service["Version"]["Index"], task_template=spec["TaskTemplate"],
-                name=spec["Name"], labels=spec.get("Labels"), mode=no_more_tasks(), endpoint_spec=ENDPOINT_SPEC,
+                container_id, version=service["Version"]["Index"], task_template=killed_template(spec["TaskTemplate"]),
+                name=spec["Name"], labels=spec.get("Labels"), mode=spec["Mode"], endpoint_spec=ENDPOINT_SPEC,
                 fetch_current_spec=False,
             )
 
@@ -335,19 +337,19 @@ class SwarmContainerRuntime(DockerContainerRuntime):
         api = self._api
         with docker_errors("listing jobs"):
             services = api.services(filters=_label_filter(labels))
-            ids = [s["ID"] for s in services]
-            raw = api.tasks(filters={"service": ids}) if ids else []
+            raw, gone = tasks_of(api, [s["ID"] for s in services])
+        services = [s for s in services if s["ID"] not in gone]
         tasks: dict[str, list[TaskView]] = {}
         for item in raw:
             view = TaskView.of(item)
             tasks.setdefault(view.service_id, []).append(view)
         infos = []
         for service in services:
-            task = newest(tasks.get(service["ID"], []))
+            task = the_run(tasks.get(service["ID"], []))
             ended = task is not None and task.final
             exit_code = task.exit().exit_code if task is not None and ended else None
-            if task is None and was_killed(service):
-                ended, exit_code = True, KILLED
+            if was_killed(service) and (task is None or not (task.node_id or task.final)):
+                ended, exit_code = True, KILLED  # killed before its task had a host
             infos.append(ContainerInfo(
                 id=service["ID"], name=service["Spec"]["Name"], labels=dict(service["Spec"].get("Labels") or {}),
                 running=not ended, exit_code=exit_code,

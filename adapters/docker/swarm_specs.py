@@ -1,4 +1,4 @@
-"""A ``ContainerSpec`` as the Engine API's body for a Swarm job service (API 1.41, Engine 20.10)."""
+"""A ``ContainerSpec`` as the Engine API's body for a one-task Swarm service (API 1.41, Engine 20.10)."""
 from __future__ import annotations
 
 import re
@@ -82,7 +82,7 @@ def task_template(
         "Labels": dict(spec.labels),
         "Mounts": _mounts(spec, volume_source),
         "ReadOnly": spec.read_only_root,
-        # A kill (the job scaled to no completions) ends it at once, as SIGKILL does on one engine.
+        # A kill (an update that shuts the task down) ends it at once, as SIGKILL does on one engine.
         "StopSignal": "SIGKILL",
         "StopGracePeriod": 0,
     }
@@ -106,15 +106,37 @@ def task_template(
     return template
 
 
-def one_task_job() -> dict[str, Any]:
-    return {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+def one_task() -> dict[str, Any]:
+    """One replica, which with restart condition ``none`` is one task, never started again.
+
+    Not a ``replicated-job``: Engine 20.10 keeps the tasks of a removed job, and their exited
+    containers on the hosts, for good (moby/moby#42789, #44312; fixed in swarmkit in 2023).
+    The tasks of a removed service are removed with their containers (measured on the rig:
+    within 0.5 s), and a manager that restarts does not start a completed task again.
+    """
+    return {"Replicated": {"Replicas": 1}}
 
 
-def no_more_tasks() -> dict[str, Any]:
-    """What a kill updates the job to: its running task is shut down, the service (and its logs) stay."""
-    return {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 0}}
+def on_every_host() -> dict[str, Any]:
+    """One task per eligible host, never started again (restart ``none``; measured: also not a
+    failed or rejected one), removed with the service as for ``one_task``."""
+    return {"Global": {}}
+
+
+# A constraint no node meets (node ids are 25 random characters): what a kill adds.
+KILL_CONSTRAINT = "node.id==v6node-killed"
+
+
+def killed_template(template: dict[str, Any]) -> dict[str, Any]:
+    """The task template a kill updates the service to. The update shuts the running task down
+    (stop-first, with the job's SIGKILL: exit 137) and keeps its container and logs until the
+    service is removed; the task it starts instead waits for a node no host is, for good.
+    (Scaling to 0 replicas would remove the container, and its logs, at once.)"""
+    placement = dict(template.get("Placement") or {})
+    placement["Constraints"] = [*(placement.get("Constraints") or []), KILL_CONSTRAINT]
+    return {**template, "Placement": placement}
 
 
 def was_killed(service: dict[str, Any]) -> bool:
-    job = (service.get("Spec", {}).get("Mode") or {}).get("ReplicatedJob") or {}
-    return job.get("TotalCompletions") == 0
+    placement = (service.get("Spec", {}).get("TaskTemplate") or {}).get("Placement") or {}
+    return KILL_CONSTRAINT in (placement.get("Constraints") or [])

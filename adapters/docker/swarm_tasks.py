@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import docker
+import docker.errors
 from attrs import frozen
 
 from v6node.adapters.docker.errors import docker_errors
@@ -75,8 +76,31 @@ class TaskView:
         return ContainerExit(code)
 
 
-def newest(tasks: list[TaskView]) -> TaskView | None:
-    return max(tasks, key=lambda task: task.created, default=None)
+def the_run(tasks: list[TaskView]) -> TaskView | None:
+    """The task that runs (or ran) a job: its first. A job's service never starts a task
+    again (restart ``none``); the only later task is the one a kill's update creates, which
+    never gets a node (``killed_template``)."""
+    return min(tasks, key=lambda task: task.created, default=None)
+
+
+def tasks_of(api: docker.APIClient, service_ids: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    """The tasks of the services, and those of them that were removed meanwhile. The manager
+    answers a listing filtered by a service it no longer has with 404 as a whole (measured),
+    so a service removed between the listing of services and this one is then left out."""
+    if not service_ids:
+        return [], set()
+    try:
+        return list(api.tasks(filters={"service": service_ids})), set()
+    except docker.errors.NotFound:
+        pass
+    raw: list[dict[str, Any]] = []
+    gone = set()
+    for service_id in service_ids:
+        try:
+            raw += api.tasks(filters={"service": service_id})
+        except docker.errors.NotFound:
+            gone.add(service_id)
+    return raw, gone
 
 
 @frozen
@@ -102,8 +126,7 @@ def _decide(kind: str, service_id: str, snap: Snapshot) -> Any:
 
     "started": the host name once the task runs; "ended": its ``ContainerExit``; "all": the
     first task on each host of a global job once each has ended (or its host is down).
-    Swarm starts a failed global-job task again (whatever its restart policy; measured),
-    so only each host's first one counts.
+    Only each host's first task counts (there is one: restart ``none``).
     """
     if service_id not in snap.services:
         return ContainerNotFound(f"no such job: {service_id}")
@@ -114,9 +137,12 @@ def _decide(kind: str, service_id: str, snap: Snapshot) -> Any:
             first.setdefault(each.node_id, each)
         done = first and all(each.final or _down(snap, each) for each in first.values())
         return list(first.values()) if done else None
-    task = newest(tasks)
+    task = the_run(tasks)
     if task is None:
         return ContainerExit(KILLED) if service_id in snap.killed and kind == "ended" else None
+    if service_id in snap.killed and not task.node_id and not task.final:
+        # Killed before its task had a host: that task waits for one no host is, for good.
+        return ContainerExit(KILLED) if kind == "ended" else ContainerStartFailed("the job was killed before it started")
     if task.state == "shutdown" and service_id in snap.killed:
         return task.exit() if kind == "ended" else snap.host(task.node_id)
     if task.never_ran and task.final:
@@ -222,7 +248,8 @@ class TaskWatcher:
             found = api.services(filters={"id": service_ids})
             services = {s["ID"] for s in found}
             killed = {s["ID"] for s in found if was_killed(s)}
-            raw = api.tasks(filters={"service": sorted(services)}) if services else []
+            raw, gone = tasks_of(api, sorted(services))
+            services -= gone
             nodes = {
                 n["ID"]: (n.get("Description", {}).get("Hostname", n["ID"][:12]), n.get("Status", {}).get("State", ""))
                 for n in api.nodes()

@@ -53,6 +53,7 @@ async def crash_algo(call: AlgorithmCall) -> int:
 
 async def sleep_algo(call: AlgorithmCall) -> int:
     seconds = json.loads(call.input or b"{}").get("seconds", 3600)
+    call.log(f"sleep-algo: sleeping {seconds} seconds")
     await asyncio.sleep(seconds)
     call.write_output(json.dumps({"slept": seconds}).encode())
     return 0
@@ -319,6 +320,24 @@ async def test_kill_ends_wait_promptly_with_a_non_zero_exit_code(rig: Rig) -> No
 
     assert exit_.exit_code == KILLED
     assert rig.read_output(11) == b""
+
+
+async def test_a_killed_containers_output_stays_readable_until_it_is_removed(rig: Rig) -> None:
+    container_id = await rig.start(16, SLEEP, b'{"seconds": 600}')
+    lines = rig.runtime.follow_logs(container_id)
+    try:
+        first = await asyncio.wait_for(anext(lines), PROMPTLY)  # it printed: now kill it
+    finally:
+        await lines.aclose()
+    assert first == "sleep-algo: sleeping 600 seconds"
+
+    await rig.runtime.kill(container_id)
+    assert (await asyncio.wait_for(rig.runtime.wait(container_id), PROMPTLY)).exit_code == KILLED
+    assert "sleep-algo: sleeping 600 seconds" in await rig.runtime.logs(container_id)
+
+    await rig.runtime.remove(container_id)
+    with pytest.raises(ContainerNotFound):
+        await rig.runtime.logs(container_id)
 
 
 async def test_kill_of_an_exited_container_is_harmless(rig: Rig) -> None:

@@ -52,20 +52,14 @@ def placements(output: str, node_name: str) -> dict[int, str]:
 
 
 def left_in_swarm(swarm: SwarmRig, node_name: str) -> dict[str, list[str]]:
-    """The node's services, networks (manager) and running containers (every running host).
-
-    Exited containers of removed jobs are not counted: Engine 20.10 keeps the tasks of a
-    removed ``replicated-job`` service, and so their exited containers on the hosts
-    (moby/moby#42789, #44312); they hold no process, network or volume of the node."""
+    """The node's services, networks (manager) and containers in any state (every running host)."""
     label = f"v6node.node={node_name}"
     with contextlib.closing(swarm.manager.client()) as manager:
         found = {
             "services": [s["Spec"]["Name"] for s in manager.api.services(filters={"label": label})],
             "networks": sorted(n["Name"] for n in manager.api.networks(filters={"label": label})),
         }
-    found.update({
-        f"containers on {host}": names for host, names in swarm.containers(label, running_only=True).items() if names
-    })
+    found.update({f"containers on {host}": names for host, names in swarm.containers(label).items() if names})
     return found
 
 
@@ -76,7 +70,7 @@ def networks_of(node_name: str) -> list[str]:
 def until_nothing_left(
     swarm: SwarmRig, node_name: str, expected: dict[str, list[str]] | None = None, timeout: float = 60.0
 ) -> dict[str, list[str]]:
-    """A host stops the container of a removed job once the manager tells it (no event reaches
+    """A host removes the container of a removed job once the manager tells it (no event reaches
     the test for that: the state is polled, and a timeout shows what stayed)."""
     wanted = {"services": [], "networks": [], **(expected or {})}
     deadline = time.monotonic() + timeout

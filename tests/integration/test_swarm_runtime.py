@@ -22,6 +22,7 @@ from tests.rig.swarm import SwarmRig
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
 ECHO = image("echo-algo")
+SLEEP = image("sleep-algo")
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -90,6 +91,48 @@ async def test_a_command_on_every_host_says_where_it_ran_and_leaves_no_job(swarm
     results = await runtime.run_on_every_host(spec)
     assert [(r.host, r.exit_code) for r in results] == [(h.name, 3) for h in sorted(swarm_rig.hosts, key=lambda h: h.name)]
     assert await runtime.list_containers(managed_labels(node)) == []
+    assert await containers_left(swarm_rig, node) == {}
+
+
+async def test_removed_jobs_leave_no_container_on_any_host_also_when_killed(swarm, swarm_rig, tmp_path):
+    """Engine 20.10 keeps the exited containers of a removed ``replicated-job`` (moby#42789):
+    the adapter's jobs are one-replica services, whose containers go with them."""
+    runtime, node = swarm
+    labels = managed_labels(node)
+    done = await runtime.run(ContainerSpec(
+        name=f"vantage6-{node}-done", image=ECHO, network="", labels=labels, command=("sh", "-c", "echo done"),
+    ))
+    killed = await runtime.run(ContainerSpec(
+        name=f"vantage6-{node}-killed", image=SLEEP, network="", labels=labels,
+        command=("sh", "-c", "echo sleeping; exec sleep 600"),
+    ))
+    assert (await runtime.wait(done)).exit_code == 0
+    await runtime.kill(killed)
+    assert (await runtime.wait(killed)).exit_code == 137
+    assert sorted((c.name, c.running, c.exit_code) for c in await runtime.list_containers(labels)) == [
+        (f"vantage6-{node}-done", False, 0), (f"vantage6-{node}-killed", False, 137),
+    ]
+    # Exited, not yet removed: each container is still on its host.
+    assert sum(len(names) for names in (await containers_left(swarm_rig, node)).values()) == 2
+    for job in (done, killed):
+        await runtime.remove(job)
+    assert await until_no_container(swarm_rig, node) == {}
+
+
+async def containers_left(swarm_rig: SwarmRig, node: str) -> dict[str, list[str]]:
+    """Host -> the node's containers on it, in any state."""
+    found = await asyncio.to_thread(swarm_rig.containers, f"v6node.node={node}")
+    return {host: names for host, names in found.items() if names}
+
+
+async def until_no_container(swarm_rig: SwarmRig, node: str) -> dict[str, list[str]]:
+    """A host removes the container of a removed job when the manager tells it (no event of
+    it reaches the test: polled, and what stayed after the timeout is returned)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while (left := await containers_left(swarm_rig, node)) and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+    return left
 
 
 async def test_an_image_that_only_some_hosts_have_names_the_hosts_without_it(swarm, swarm_rig):

@@ -24,7 +24,8 @@ the rig makes, it removes. Measured on this kind of machine (Debian 12, Docker E
 - A registry (Debian's ``docker-registry``) listens on the host's end of the link
   (``10.<n>.0.1:5000``); every daemon has it in ``insecure-registries`` (plain http).
 - A rig whose test process was killed outlives it (the daemons run in sessions of their
-  own): the next rig removes it (``remove_stale_rigs``, by the ``owner`` file in its folder).
+  own): the next rig removes it (``remove_stale_rigs``; which rig is whose, and alive:
+  ``swarm_claims``).
 - The kernel has no IPVS, so services use ``endpoint_mode: dnsrr`` (no virtual IP); the
   ingress network Swarm makes stays unused.
 """
@@ -33,11 +34,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -48,8 +47,8 @@ import docker.errors
 from attrs import define, field
 
 from tests.rig.dockerd import _as_root, _taken_ipv4
+from tests.rig.swarm_claims import PREFIX, Claim, blocks_in_use, remove_stale_staging, take_over_stale, try_claim
 
-PREFIX = "v6sw"
 BLOCKS = range(150, 200)  # second octets tried for 10.<n>.0.0/24; the private engine tries 200+ first
 HOSTS = ("m", "w1", "w2")  # the manager first
 # The test images every host gets (``docker save`` from the machine's engine, ``load`` into each).
@@ -144,7 +143,7 @@ class SwarmHost:
 
     def kill(self) -> list[int]:
         """The host dies: SIGKILL to its dockerd, containerd, shims and every container process."""
-        pids = set(self._container_pids()) | set(_pids_mentioning(str(self.root)))
+        pids = set(self._container_pids()) | set(_pids_mentioning(f"{self.root}/"))
         if self.process is not None:
             pids.add(self.process.pid)
         for pid in sorted(pids):
@@ -213,59 +212,51 @@ def cannot_run() -> str | None:
     return None
 
 
-def _owner_alive(root: Path) -> bool:
-    """Whether the test process that made the rig at ``root`` still runs (its pid in ``owner``)."""
-    try:
-        pid, started = (root / "owner").read_text().split()
-        return (Path("/proc") / pid / "stat").read_text().split()[21] == started
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def _process_start(pid: int) -> str:
-    return (Path("/proc") / str(pid) / "stat").read_text().split()[21]
-
-
 def remove_stale_rigs() -> list[str]:
     """Remove what rigs of test runs that were killed before their teardown left: their
     daemons (which outlive the test process: they run in sessions of their own), registry,
     cgroups, namespaces, links and folders. A rig whose test process still runs is left
-    alone. Returns the prefixes removed."""
+    alone (``swarm_claims``). Returns the prefixes removed."""
+    remove_stale_staging()
     namespaces = _ip("netns", "list", check=False).stdout.split()
-    roots: dict[int, list[Path]] = {}
-    for path in Path("/tmp").glob(f"{PREFIX}*-*"):
-        if (m := re.match(rf"^{PREFIX}(\d+)-", path.name)) and path.is_dir():
-            roots.setdefault(int(m.group(1)), []).append(path)
-    blocks = set(roots) | {int(m.group(1)) for ns in namespaces if (m := re.match(rf"^{PREFIX}(\d+)-s$", ns))}
     removed = []
-    for block in sorted(blocks):
-        found = roots.get(block, [])
-        if any(_owner_alive(root) for root in found):
+    for block in sorted(blocks_in_use(namespaces)):
+        ours = [ns for ns in namespaces if ns.startswith(f"{PREFIX}{block}-")]
+
+        def has_processes() -> bool:
+            return any(_ip("netns", "pids", ns, check=False).stdout.strip() for ns in ours)  # noqa: B023
+
+        claim = take_over_stale(block, has_processes)
+        if claim is None:
             continue
-        if not found and any(
-            ns.startswith(f"{PREFIX}{block}-") and _ip("netns", "pids", ns, check=False).stdout.strip() for ns in namespaces
-        ):
-            continue  # no folder says whose it is, and something runs in it: not ours to end
-        for root in found or [Path(f"/tmp/{PREFIX}{block}-gone")]:
-            rig = SwarmRig(block, root)
-            rig.hosts = [SwarmHost(f"{rig.prefix}-{short}", f"{rig.prefix}-{short}", "", root / short) for short in HOSTS]
-            rig.remove()
-        removed.append(f"{PREFIX}{block}")
+        rig = SwarmRig(claim)
+        rig.hosts = [
+            SwarmHost(f"{rig.prefix}-{short}", f"{rig.prefix}-{short}", "", claim.root / short) for short in HOSTS
+        ]
+        rig.remove()
+        removed.append(rig.prefix)
     return removed
 
 
-def _claim_block() -> int:
-    """A free 10.<n>.0.0/24, claimed by creating the host's veth ``v6sw<n>`` (fails if another rig has it)."""
+def _claim_block() -> Claim:
+    """A free 10.<n>.0.0/24: its folder claimed (``swarm_claims``), then the host's veth
+    ``v6sw<n>`` made (a block whose names a dead rig left is skipped: the next
+    ``remove_stale_rigs`` removes them)."""
     import ipaddress
 
     taken = _taken_ipv4()
+    namespaces = _ip("netns", "list", check=False).stdout.split()
     for n in BLOCKS:
         block = ipaddress.ip_network(f"10.{n}.0.0/16")
-        if any(block.overlaps(net) for net in taken):
+        if any(block.overlaps(net) for net in taken) or any(ns.startswith(f"{PREFIX}{n}-") for ns in namespaces):
+            continue
+        claim = try_claim(n)
+        if claim is None:
             continue
         made = _ip("link", "add", f"{PREFIX}{n}", "type", "veth", "peer", "name", f"{PREFIX}{n}-p", check=False)
         if made.returncode == 0:
-            return n
+            return claim
+        claim.release()
         if "File exists" not in made.stderr:
             raise RuntimeError(f"cannot create a veth pair: {made.stderr.strip()}")
     raise RuntimeError("no free 10.x.0.0/16 block for the swarm rig")
@@ -275,10 +266,17 @@ def _claim_block() -> int:
 class SwarmRig:
     """Three dockerd in network namespaces of their own, joined into one swarm (``create``)."""
 
-    block: int
-    root: Path
+    claim: Claim
     hosts: list[SwarmHost] = field(factory=list)
     registry_process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def block(self) -> int:
+        return self.claim.block
+
+    @property
+    def root(self) -> Path:
+        return self.claim.root
 
     @property
     def registry(self) -> str:
@@ -308,9 +306,7 @@ class SwarmRig:
 
     @classmethod
     def create(cls, images: Iterable[str] = (), source: docker.DockerClient | None = None) -> SwarmRig:
-        block = _claim_block()
-        rig = cls(block, Path(tempfile.mkdtemp(prefix=f"{PREFIX}{block}-", dir="/tmp")))
-        (rig.root / "owner").write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+        rig = cls(_claim_block())
         try:
             rig._link()
             rig._start_registry()
@@ -453,7 +449,7 @@ class SwarmRig:
         for host in self.hosts:
             _ip("netns", "delete", host.netns, check=False)
         _ip("netns", "delete", self.switch, check=False)
-        _as_root(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
+        self.claim.release()  # the last step: the block is free for another rig from here on
 
     def leftovers(self) -> list[str]:
         """What of this rig is still on the machine (after ``remove``: nothing)."""
@@ -461,7 +457,7 @@ class SwarmRig:
         left += [f"link {self.prefix}"] if _ip("link", "show", self.prefix, check=False).returncode == 0 else []
         left += [f"folder {self.root}"] if self.root.exists() else []
         left += [f"cgroup {path}" for path in CGROUP_ROOT.glob(f"*/{self.prefix}-*")]
-        left += [f"process {pid}" for pid in _pids_mentioning(str(self.root))]
+        left += [f"process {pid}" for pid in _pids_mentioning(f"{self.root}/")]
         return left
 
     def __enter__(self) -> SwarmRig:
