@@ -91,7 +91,7 @@ async def test_a_command_on_every_host_says_where_it_ran_and_leaves_no_job(swarm
     results = await runtime.run_on_every_host(spec)
     assert [(r.host, r.exit_code) for r in results] == [(h.name, 3) for h in sorted(swarm_rig.hosts, key=lambda h: h.name)]
     assert await runtime.list_containers(managed_labels(node)) == []
-    assert await containers_left(swarm_rig, node) == {}
+    assert await until_no_container(swarm_rig, node) == {}
 
 
 async def test_removed_jobs_leave_no_container_on_any_host_also_when_killed(swarm, swarm_rig, tmp_path):
