@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import time
+import uuid
 
 import docker
 import pytest
@@ -119,6 +120,22 @@ def test_start_up_checks_the_cluster_and_the_basic_runs_pass(
 
     assert len(placements(node.output, node.name)) == 3  # echo, wrapper, crash: each job placed once
     assert node.stop() == 0
+    assert until_nothing_left(swarm, node.name) == {"services": [], "networks": []}
+
+
+def test_a_task_folder_that_a_host_does_not_see_stops_the_node_naming_that_host(make_federation, start_swarm_node, swarm):
+    federation = make_federation(n_orgs=1)
+    home = swarm.unshared / f"node-{uuid.uuid4().hex[:8]}"  # not on the unsharing host
+    directories = {"data": str(home / "data"), "log": str(home / "log")}
+    node = start_swarm_node(federation.nodes[0], wait=False, directories=directories)
+    tasks = home / "data" / "tasks"
+    assert node.wait_exit(timeout=180) != 0
+    output = node.output
+    assert f"the task folder {tasks}" in output and "these hosts do not see it: " in output, output[-3000:]
+    named = output.split("these hosts do not see it: ", 1)[1].split(". Mount it there", 1)[0]
+    assert named.startswith(f"{swarm.unsharing_host.name} ("), named
+    assert all(host.name not in named for host in swarm.hosts if host is not swarm.unsharing_host), named
+    print(f"the refusal names: {named}")
     assert until_nothing_left(swarm, node.name) == {"services": [], "networks": []}
 
 

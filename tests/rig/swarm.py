@@ -26,6 +26,10 @@ the rig makes, it removes. Measured on this kind of machine (Debian 12, Docker E
 - A rig whose test process was killed outlives it (the daemons run in sessions of their
   own): the next rig removes it (``remove_stale_rigs``; which rig is whose, and alive:
   ``swarm_claims``).
+- The host ``UNSHARING`` runs in a mount namespace of its own (``unshare --mount``, private
+  propagation) with an empty tmpfs over the rig's ``unshared`` folder: a task folder there
+  is on the node's host and the other two, not on it, as on a host without the shared
+  storage (the node must refuse to start, naming it). Elsewhere it sees what the machine has.
 - The kernel has no IPVS, so services use ``endpoint_mode: dnsrr`` (no virtual IP); the
   ingress network Swarm makes stays unused.
 """
@@ -51,6 +55,7 @@ from tests.rig.swarm_claims import PREFIX, Claim, blocks_in_use, remove_stale_st
 
 BLOCKS = range(150, 200)  # second octets tried for 10.<n>.0.0/24; the private engine tries 200+ first
 HOSTS = ("m", "w1", "w2")  # the manager first
+UNSHARING = "w2"  # the host without the "shared storage" under ``SwarmRig.unshared``
 # The test images every host gets (``docker save`` from the machine's engine, ``load`` into each).
 SWARM_IMAGES = ("echo-algo", "crash-algo", "sleep-algo")
 REGISTRY_PORT = 5000
@@ -87,6 +92,9 @@ class SwarmHost:
     root: Path
     process: subprocess.Popen[bytes] | None = None
     registry: str | None = None  # host:port of the rig's registry, which this daemon may use over plain http
+    # A folder this daemon sees as an empty tmpfs of its own (its own mount namespace): a
+    # host without the shared storage there. None: it sees the machine's file system as it is.
+    unshared: Path | None = None
 
     @property
     def url(self) -> str:
@@ -97,8 +105,16 @@ class SwarmHost:
         return f"/{self.name}"
 
     def arguments(self) -> list[str]:
+        if self.unshared is None:
+            own = ["unshare", "--uts", "sh", "-c", 'hostname "$1" && shift && exec "$@"', "sh", self.name]
+        else:
+            own = [
+                "unshare", "--uts", "--mount", "--propagation", "private", "sh", "-c",
+                'hostname "$1" && mount -t tmpfs -o size=1m,mode=0755 v6sw-unshared "$2" && shift 2 && exec "$@"',
+                "sh", self.name, str(self.unshared),
+            ]
         return [
-            "unshare", "--uts", "sh", "-c", 'hostname "$1" && shift && exec "$@"', "sh", self.name,
+            *own,
             "nsenter", f"--net=/run/netns/{self.netns}",
             "dockerd",
             f"--config-file={self.root / 'daemon.json'}",
@@ -297,6 +313,16 @@ class SwarmRig:
         return f"10.{self.block}.0.1"
 
     @property
+    def unshared(self) -> Path:
+        """A folder every host but ``UNSHARING`` sees as the machine has it (shared storage);
+        that one sees an empty folder there."""
+        return self.root / "unshared"
+
+    @property
+    def unsharing_host(self) -> SwarmHost:
+        return next(host for host in self.hosts if host.unshared is not None)
+
+    @property
     def manager(self) -> SwarmHost:
         return self.hosts[0]
 
@@ -308,6 +334,7 @@ class SwarmRig:
     def create(cls, images: Iterable[str] = (), source: docker.DockerClient | None = None) -> SwarmRig:
         rig = cls(_claim_block())
         try:
+            rig.unshared.mkdir()
             rig._link()
             rig._start_registry()
             for host in rig.hosts:
@@ -334,7 +361,8 @@ class SwarmRig:
         for i, short in enumerate(HOSTS):
             ns = f"{p}-{short}"
             host = SwarmHost(
-                name=ns, netns=ns, address=f"10.{n}.0.{11 + i}", root=self.root / short, registry=self.registry
+                name=ns, netns=ns, address=f"10.{n}.0.{11 + i}", root=self.root / short, registry=self.registry,
+                unshared=self.unshared if short == UNSHARING else None,
             )
             self.hosts.append(host)
             _ip("netns", "add", ns)
