@@ -13,6 +13,7 @@ part-way through its removal) are removed by whoever claims that block for the p
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -47,10 +48,16 @@ class Claim:
         if self.root.exists():
             gone = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-gone-", dir=TMP))
             os.rename(self.root, gone / "rig")
-            _as_root(["rm", "-rf", "--one-file-system", str(gone)], check=False)
+            _delete(gone)
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _delete(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # no sudo at all
+        _as_root(["rm", "-rf", "--one-file-system", str(folder)], check=False)  # the daemons' files are root's
+    shutil.rmtree(folder, ignore_errors=True)  # without root: the test's own files
 
 
 def _locked(path: Path, wait: bool) -> int | None:
@@ -120,4 +127,4 @@ def remove_stale_staging() -> None:
             continue  # made a moment ago, its lock next
         shutil.rmtree(path, ignore_errors=True)
     for path in TMP.glob(f"{PREFIX}-gone-*"):  # nothing in it is anyone's: deleting it twice is harmless
-        _as_root(["rm", "-rf", "--one-file-system", str(path)], check=False)
+        _delete(path)
