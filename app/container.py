@@ -87,7 +87,7 @@ from v6node.app.supervise_sidecars import SuperviseSidecars
 from v6node.app.sync_runs import SyncRuns
 from v6node.app.tear_down_egress import TearDownEgress
 from v6node.domain.config import NodeConfig
-from v6node.domain.errors import CryptoError, NodeError
+from v6node.domain.errors import ConfigError, CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
@@ -118,11 +118,18 @@ async def _server_api(config: NodeConfig, clock: Clock, metrics: NodeMetrics) ->
         await api.aclose()
 
 
-def _docker_runtime(config: NodeConfig) -> Iterator[DockerContainerRuntime]:
+def _docker_runtime(config: NodeConfig, own_container: str | None) -> Iterator[DockerContainerRuntime]:
     """The local engine, or a swarm through the manager ``DOCKER_HOST`` names (``runtime.kind``)."""
     settings = config.runtime
     runtime: DockerContainerRuntime
     if settings.kind == "swarm":
+        if own_container is not None:
+            raise ConfigError(
+                str(config.source or ""), "runtime.kind",
+                "swarm is for a node on a swarm manager's host, not one in a container "
+                "(v6node start --docker): the jobs bind-mount the task folders at the same path on every "
+                "host, and a node in a container has them at other paths"
+            )
         assert config.proxy_check_image is not None  # the config loader insists on it
         runtime = SwarmContainerRuntime(
             placement=Placement(
@@ -134,7 +141,7 @@ def _docker_runtime(config: NodeConfig) -> Iterator[DockerContainerRuntime]:
             volumes_dir=os.path.join(_tasks_dir(config), ".volumes"),
         )
     else:
-        runtime = DockerContainerRuntime()
+        runtime = DockerContainerRuntime(own_container=own_container)
     try:
         yield runtime
     finally:
@@ -181,13 +188,15 @@ class Adapters(containers.DeclarativeContainer):
     """The production adapters, one per port; each gets plain values, never the whole config."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    # The name of the container the node runs in (`v6node start --dockerized`); None on the host.
+    own_container: providers.Object[str | None] = providers.Object(None)
     clock = providers.Singleton(SystemClock)
     node_metrics = providers.Singleton(PrometheusNodeMetrics)
     server = providers.Resource(_server_api, config=config, clock=clock, metrics=node_metrics)
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
-    runtime = providers.Resource(_docker_runtime, config=config)
+    runtime = providers.Resource(_docker_runtime, config=config, own_container=own_container)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
     # How the proxy reaches the server: None is the network; an in-memory server gives its own.
@@ -212,6 +221,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     """The in-memory adapters under the same names: the test harness that ships with v6node."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    own_container: providers.Object[str | None] = providers.Object(None)  # no engine, no host paths
     clock = providers.Singleton(ManualClock)
     server = providers.Singleton(MemoryServerApi, api_key=config.provided.api_key, clock=clock)
     events = providers.Singleton(MemoryEventStream, token_provider=server.provided.access_token)
@@ -236,8 +246,9 @@ class NodeContainer(containers.DeclarativeContainer):
     """The node: its adapters, the small objects its use cases share, the use cases, the Node."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    own_container: providers.Object[str | None] = providers.Object(None)
     timings = providers.Object(NodeTimings())
-    adapters = providers.Container(Adapters, config=config)
+    adapters = providers.Container(Adapters, config=config, own_container=own_container)
 
     # Shared by several use cases: one each per node.
     session = providers.Singleton(NodeSession)
