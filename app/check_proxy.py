@@ -10,8 +10,6 @@ from v6node.ports.container_runtime import ContainerRuntime
 
 log = logging.getLogger("v6node.node")
 
-PROBE_LOG_LIMIT = 64 * 1024
-
 
 class CheckProxyReachable:
     """Run ``proxy_check_image`` on the algorithm network and ask the proxy for ``/health``.
@@ -48,18 +46,21 @@ class CheckProxyReachable:
                 return f"reachability not checked: {image} could not be pulled"
         spec = proxy_check_spec(self.config.name, image, network, host, port)
         await self.runtime.remove_labelled({**managed_labels(self.config.name), "vantage6-type": "proxy-check"})
-        container_id = await self.runtime.run(spec)
-        try:
-            exit_ = await self.runtime.wait(container_id)
-            output = await self.runtime.logs(container_id, PROBE_LOG_LIMIT)
-        finally:
-            await self.runtime.remove(container_id)
-        if exit_.exit_code != 0 or '"ok"' not in output:
+        # From every host that may run algorithms (one, on a single engine).
+        results = await self.runtime.run_on_every_host(spec)
+        failed = [
+            f"{result.host}: exit code {result.exit_code}: {result.output.strip()[:300]!r}"
+            for result in results
+            if result.exit_code != 0 or '"ok"' not in result.output
+        ]
+        if failed:
             raise NodeError(
                 f"algorithm containers on Docker network {network} cannot reach the node's proxy at "
-                f"http://{host}:{port} (check container exited with {exit_.exit_code}: {output.strip()[:300]!r}). "
+                f"http://{host}:{port} (check container on {'; '.join(failed)}). "
                 "The Docker engine may not route an internal network to its gateway, or a firewall "
                 "blocks the port; see 'Networking' in the README."
             )
         log.info("algorithm containers reach the proxy at %s:%s", host, port)
+        if len(results) > 1:
+            return f"reachable from a container on the algorithm network on each of {len(results)} hosts"
         return "reachable from a container on the algorithm network"

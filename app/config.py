@@ -32,6 +32,7 @@ from v6node.domain.config import (
     PolicyConfig,
     RegistryLogin,
 )
+from v6node.app.config_runtime import check_runtime_egress, parse_runtime
 from v6node.app.config_egress import EGRESS_KEYS, V6NODE_EGRESS_KEYS, parse_egress
 from v6node.app.config_section import Section, resolve_path
 from v6node.domain.errors import ConfigError
@@ -56,6 +57,7 @@ _V6NODE_KEYS = frozenset(
         "algorithm_memory", "algorithm_pids_limit", "algorithm_time_limit", "algorithm_read_only_root",
         "algorithm_tmp_size", "algorithm_user", "keep_task_folders", "sync_interval",
         "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring", "audit_log", "run_log_retention_days",
+        "runtime",
     }
 )
 _POLICY_KEYS = frozenset(
@@ -259,6 +261,10 @@ def parse_config(
     log_dir = directories.string("log", nullable=True)
     data_dir = resolve_path(base, data_dir) if data_dir else default_data_dir
     device_requests = root.mapping("algorithm_device_requests")
+    proxy_check_image = root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None
+    runtime = parse_runtime(root, proxy_check_image)
+    egress = parse_egress(root, base)
+    check_runtime_egress(root, runtime, egress)
 
     return NodeConfig(
         name=name,
@@ -288,13 +294,14 @@ def parse_config(
         keep_task_folders=root.boolean("keep_task_folders", False),
         proxy_port=root.integer("proxy_port", 0, minimum=0),
         docker_registries=_registries(root),
-        proxy_check_image=root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None,
+        proxy_check_image=proxy_check_image,
         proxy_check_pull=root.boolean("proxy_check_pull", False),
         monitoring=_monitoring(root),
         audit_log=root.boolean("audit_log", True),
         run_log_retention_days=root.number("run_log_retention_days", default=30.0) or 30.0,
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
-        egress=parse_egress(root, base),
+        runtime=runtime,
+        egress=egress,
     )
 
 

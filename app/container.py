@@ -14,6 +14,8 @@ from dependency_injector import containers, providers
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
+from v6node.adapters.docker.swarm_specs import Placement
 from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
 from v6node.adapters.docker.docker_service_linker import DockerServiceLinker
 from v6node.adapters.docker.sidecars import SidecarLauncher
@@ -56,6 +58,7 @@ from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
 from v6node.app.check_health import CheckHealth
 from v6node.app.check_proxy import CheckProxyReachable
+from v6node.app.check_shared_folder import CheckSharedFolder
 from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
 from v6node.app.execute_run import ExecuteRun
@@ -84,7 +87,7 @@ from v6node.app.supervise_sidecars import SuperviseSidecars
 from v6node.app.sync_runs import SyncRuns
 from v6node.app.tear_down_egress import TearDownEgress
 from v6node.domain.config import NodeConfig
-from v6node.domain.errors import CryptoError, NodeError
+from v6node.domain.errors import ConfigError, CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
@@ -115,8 +118,30 @@ async def _server_api(config: NodeConfig, clock: Clock, metrics: NodeMetrics) ->
         await api.aclose()
 
 
-def _docker_runtime(own_container: str | None) -> Iterator[DockerContainerRuntime]:
-    runtime = DockerContainerRuntime(own_container=own_container)
+def _docker_runtime(config: NodeConfig, own_container: str | None) -> Iterator[DockerContainerRuntime]:
+    """The local engine, or a swarm through the manager ``DOCKER_HOST`` names (``runtime.kind``)."""
+    settings = config.runtime
+    runtime: DockerContainerRuntime
+    if settings.kind == "swarm":
+        if own_container is not None:
+            raise ConfigError(
+                str(config.source or ""), "runtime.kind",
+                "swarm is for a node on a swarm manager's host, not one in a container "
+                "(v6node start --docker): the jobs bind-mount the task folders at the same path on every "
+                "host, and a node in a container has them at other paths"
+            )
+        assert config.proxy_check_image is not None  # the config loader insists on it
+        runtime = SwarmContainerRuntime(
+            placement=Placement(
+                constraints=settings.constraints, reserve_cpus=settings.reserve_cpus,
+                reserve_memory=settings.reserve_memory, gpu_resource=settings.gpu_resource,
+            ),
+            proxy_address=settings.proxy_address,
+            relay_image=config.proxy_check_image,
+            volumes_dir=os.path.join(_tasks_dir(config), ".volumes"),
+        )
+    else:
+        runtime = DockerContainerRuntime(own_container=own_container)
     try:
         yield runtime
     finally:
@@ -171,7 +196,7 @@ class Adapters(containers.DeclarativeContainer):
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
-    runtime = providers.Resource(_docker_runtime, own_container=own_container)
+    runtime = providers.Resource(_docker_runtime, config=config, own_container=own_container)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
     # How the proxy reaches the server: None is the network; an in-memory server gives its own.
@@ -251,6 +276,9 @@ class NodeContainer(containers.DeclarativeContainer):
         workspace=adapters.workspace, session=session,
     )
     check_proxy = providers.Factory(CheckProxyReachable, config=config, runtime=adapters.runtime)
+    check_shared = providers.Factory(
+        CheckSharedFolder, config=config, runtime=adapters.runtime, workspace=adapters.workspace
+    )
     # Stateful (the jobs it watches; the caches of public keys): one per node.
     remove_job_volumes = providers.Singleton(
         RemoveJobVolumes, config=config, server=adapters.server, runtime=adapters.runtime, queue=queue
@@ -277,6 +305,7 @@ class NodeContainer(containers.DeclarativeContainer):
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
         session=session, authenticate=authenticate, set_up_encryption=set_up_encryption,
         bind_journal=bind_journal, check_proxy=check_proxy, job_volumes=remove_job_volumes,
+        check_shared=check_shared,
         set_up_egress=set_up_egress,
     )
     sync_runs = providers.Factory(

@@ -335,6 +335,8 @@ class ExecuteRun:
                 RunStatus.FAILED,
                 logs + f"\n[v6node] the algorithm was stopped after {limits.seconds:g} s (algorithm_time_limit)",
             )
+        if exit_.lost is not None:
+            return RunOutcome(RunStatus.FAILED, joined(logs, f"[v6node] {exit_.lost}"))
         if exit_.oom_killed:
             limit = f" of {limits.memory} bytes (algorithm_memory)" if limits.memory else ""
             return RunOutcome(RunStatus.FAILED, logs + f"\n[v6node] the algorithm was killed: it ran out of memory{limit}")

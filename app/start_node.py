@@ -6,6 +6,7 @@ import logging
 from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
 from v6node.app.check_proxy import CheckProxyReachable
+from v6node.app.check_shared_folder import CheckSharedFolder
 from v6node.app.checklist import step_done
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
@@ -48,6 +49,7 @@ class StartNode:
         bind_journal: BindJournal,
         check_proxy: CheckProxyReachable,
         job_volumes: RemoveJobVolumes,
+        check_shared: CheckSharedFolder,
         set_up_egress: SetUpEgress,
     ) -> None:
         self.config = config
@@ -60,6 +62,7 @@ class StartNode:
         self.bind_journal = bind_journal
         self.check_proxy = check_proxy
         self.job_volumes = job_volumes
+        self.check_shared = check_shared
         self.set_up_egress = set_up_egress
 
     async def __call__(self) -> str:
@@ -75,28 +78,34 @@ class StartNode:
         step_done("journal", f"bound to {journal_identity.describe()}")
         if not config.keep_task_folders:
             await self.job_volumes.find_leftovers()
+        if config.runtime.cluster:
+            step_done("cluster", await self.check_shared())
         network = network_name(config.name)
-        gateway = await self.runtime.ensure_network(network, managed_labels(config.name))
-        port = await self._start_proxy(gateway, cryptor)
-        checked = await self.check_proxy(network, gateway, port)
-        step_done("proxy", f"algorithms reach the node at {gateway}:{port} on network {network} ({checked})")
-        egress_env = await self.set_up_egress(gateway)
+        labels = managed_labels(config.name)
+        gateway = await self.runtime.ensure_network(network, labels)
+        listening = await self._start_proxy(gateway, cryptor)
+        # On one engine the same address; on a cluster a relay on the algorithm network.
+        host, port = await self.runtime.expose_proxy(network, gateway, listening, labels)
+        checked = await self.check_proxy(network, host, port)
+        via = "" if (host, port) == (gateway, listening) else f" (relayed to the proxy at {gateway}:{listening})"
+        step_done("proxy", f"algorithms reach the node at {host}:{port}{via} on network {network} ({checked})")
+        egress_env = await self.set_up_egress(host)
         self.session.settings = AlgorithmSettings(
             node_name=config.name,
             tasks_dir=self.workspace.tasks_dir(),
             network=network,
-            proxy_host=gateway,
+            proxy_host=host,
             proxy_port=port,
             databases=config.databases,
             algorithm_env=dict(config.algorithm_env),
-            gpu=config.gpu,
+            gpu=config.gpu or config.runtime.gpu,
             limits=config.limits,
             run_context_file=config.run_context_file,
             node_id=identity.node_id,
             identity=journal_identity.fingerprint,
             egress_env=egress_env,
         )
-        return f"algorithm proxy at {gateway}:{port} ({checked})"
+        return f"algorithm proxy at {host}:{port}{via} ({checked})"
 
     async def _log_in_to_registries(self) -> None:
         for login in self.config.docker_registries:

@@ -107,6 +107,28 @@ class Monitoring:
     endpoint_port: int = 9466
 
 
+RUNTIME_KINDS = ("docker", "swarm")
+
+
+@frozen
+class RuntimeConfig:
+    """``runtime``: where algorithms run. ``docker``: the local engine (the default);
+    ``swarm``: jobs on the Docker Swarm whose manager ``DOCKER_HOST`` names."""
+
+    kind: str = field(default="docker", validator=validators.in_(RUNTIME_KINDS))
+    constraints: tuple[str, ...] = ()  # Swarm placement constraints, e.g. "node.labels.v6 == yes"
+    reserve_cpus: float | None = None  # CPUs each job reserves on its host
+    reserve_memory: int | None = None  # bytes each job reserves on its host
+    gpu: bool = False  # every job reserves one GPU (a generic resource the hosts advertise)
+    gpu_resource: str = "NVIDIA-GPU"
+    # Where the node's proxy listens for the relay on the manager; None: the relay's bridge gateway.
+    proxy_address: str | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return self.kind != "docker"
+
+
 @frozen
 class NodeConfig:
     """Everything the node reads from its YAML file, with defaults filled in."""
@@ -155,6 +177,7 @@ class NodeConfig:
     audit_log: bool = True
     # Days that <log folder>/runs/<run id>.log files are kept (v6node's own key).
     run_log_retention_days: float = 30.0
+    runtime: RuntimeConfig = RuntimeConfig()
     # Squid, SSH tunnels and linked containers: what algorithms may reach besides the proxy.
     egress: EgressConfig = EgressConfig()
 

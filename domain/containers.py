@@ -79,6 +79,17 @@ class ContainerInfo:
 class ContainerExit:
     exit_code: int
     oom_killed: bool = False
+    # Why the end is not known (a cluster host that ran it went down); exit_code is then -1.
+    lost: str | None = None
+
+
+@frozen
+class HostRun:
+    """One container of ``ContainerRuntime.run_on_every_host``: where it ran and how it ended."""
+
+    host: str
+    exit_code: int
+    output: str
 
 
 @frozen

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, HostRun
 
 # Bytes of a container's output read back when the caller names no limit.
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
@@ -19,6 +19,23 @@ class ContainerRuntime(Protocol):
     Errors: ``RuntimeUnavailable`` (engine unreachable, retryable), ``ImageNotFound``,
     ``ContainerStartFailed``, ``ContainerNotFound``. ``ensure_*`` and ``remove*`` are
     idempotent. Cancelling ``wait`` stops waiting, not the container.
+
+    A "container" is what runs one spec: a container on one engine, or a one-task job on a
+    cluster (Docker Swarm: a service of one task that never restarts, whose id is the
+    "container id").
+    What a cluster cannot give that one engine does, each implementation states; callers
+    rely only on what is said here:
+
+    - ``wait`` may end with ``ContainerExit.lost`` set (exit code -1) when the host that ran
+      the container went away, so nobody can tell how it ended;
+    - ``oom_killed`` may be unknown (False) where the engine does not report it;
+    - ``kill`` ends the container with exit code 137 as seen by ``wait``; its output up to
+      then stays readable with ``logs`` until ``remove``;
+    - volumes are only guaranteed to be visible to the containers of this runtime, not
+      to the host; bind-mount sources must exist, at the same path, wherever a container
+      may run (``run_on_every_host`` lets the caller check that);
+    - ``ensure_network``'s address is where the node's proxy listens, and
+      ``expose_proxy`` says where the containers on the network find it.
     """
 
     async def ping(self) -> None:
@@ -34,6 +51,15 @@ class ContainerRuntime(Protocol):
         An existing network with other settings is replaced when nothing uses it, else
         ``ContainerError``.
         """
+
+    async def expose_proxy(self, network: str, host: str, port: int, labels: dict[str, str]) -> tuple[str, int]:
+        """Make a proxy listening at ``host:port`` (the address ``ensure_network`` gave) reachable
+        from containers on ``network``; returns the host and port they use. Idempotent: a
+        relay made for another address is replaced."""
+
+    async def run_on_every_host(self, spec: ContainerSpec) -> list[HostRun]:
+        """Run ``spec`` once on every host that may run containers (one, for a single engine)
+        and wait for all; returns each host's exit code and output. Nothing is left behind."""
 
     async def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
 

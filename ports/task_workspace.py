@@ -20,6 +20,13 @@ class TaskWorkspace(Protocol):
     def tasks_dir(self) -> str:
         """Host path of the folder that holds the task folders."""
 
+    async def write_marker(self, name: str, data: bytes) -> str:
+        """Write the file ``name`` beside the task folders (a check that other hosts see them);
+        returns its host path."""
+
+    async def remove_marker(self, name: str) -> None:
+        """Delete a file ``write_marker`` made; a missing one is not an error."""
+
     async def prepare(self, run_id: int, input_data: bytes, token: str) -> None:
         """Create a fresh folder (an old one is removed first) with ``input``, an empty
         ``output`` and ``token``."""

@@ -64,3 +64,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"the editable install in .venv predates {', '.join(missing[:5])}: run scripts/setup-rig "
             "(scripts/test does) to link the new modules"
         )
+
+
+@pytest.fixture(scope="session")
+def swarm_rig():
+    """Three extra dockerd in network namespaces of their own, formed into a swarm, with the
+    test images loaded into each (tests/rig/swarm.py); removed after the session, also when a
+    test failed. Skipped, with the reason, on a machine that cannot run it."""
+    import docker
+
+    from tests.rig.images import ensure_images
+    from tests.rig.paths import image
+    from tests.rig.swarm import SWARM_IMAGES, cannot_run, remove_stale_rigs, running_swarm
+
+    why = cannot_run()
+    if why is not None:
+        pytest.skip(why)
+    remove_stale_rigs()  # of a test run that was killed before its teardown
+    ensure_images(SWARM_IMAGES)
+    source = docker.from_env()
+    try:
+        with running_swarm([image(name) for name in SWARM_IMAGES], source) as rig:
+            yield rig
+    finally:
+        source.close()
+    left = rig.leftovers()
+    assert not left, f"the swarm rig left {left}"

@@ -24,7 +24,7 @@ from v6node.adapters.docker.host_paths import mount_source, of_own_container
 from v6node.adapters.docker.networks import ensure_network, remove_network
 from v6node.adapters.docker.pulls import PullProgress
 from v6node.adapters.docker.waits import PendingWait, blocking_wait
-from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec
+from v6node.domain.containers import ContainerExit, ContainerInfo, ContainerSpec, HostRun
 from v6node.domain.errors import (
     ContainerError,
     ContainerNotFound,
@@ -44,6 +44,15 @@ _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 
 def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{key}={value}" for key, value in labels.items()]}
+
+
+def _container_info(summary: dict[str, Any]) -> ContainerInfo:
+    exited = _EXITED.match(summary.get("Status") or "")
+    names = summary.get("Names") or [""]
+    return ContainerInfo(
+        id=summary["Id"], name=names[0].lstrip("/"), labels=dict(summary.get("Labels") or {}),
+        running=summary.get("State") == "running", exit_code=int(exited.group(1)) if exited else None,
+    )
 
 
 class DockerContainerRuntime(ContainerRuntime):
@@ -131,6 +140,17 @@ class DockerContainerRuntime(ContainerRuntime):
 
     def _ensure_network(self, name: str, labels: dict[str, str]) -> str:
         return ensure_network(self._api, name, labels)
+
+    async def expose_proxy(self, network: str, host: str, port: int, labels: dict[str, str]) -> tuple[str, int]:
+        return host, port  # the proxy listens on the network's gateway: nothing in between
+
+    async def run_on_every_host(self, spec: ContainerSpec) -> list[HostRun]:
+        container_id = await self.run(spec)
+        try:
+            exit_ = await self.wait(container_id)
+            return [HostRun("local", exit_.exit_code, await self.logs(container_id))]
+        finally:
+            await self.remove(container_id)
 
     async def login(self, registry: str, username: str, password: str) -> None:
         await self._call(self._login, registry, username, password)
@@ -325,20 +345,7 @@ class DockerContainerRuntime(ContainerRuntime):
 
     def _list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         with docker_errors("listing containers"):
-            summaries = self._api.containers(all=True, filters=_label_filter(labels))
-        return [self._info(summary) for summary in summaries]
-
-    @staticmethod
-    def _info(summary: dict[str, Any]) -> ContainerInfo:
-        exited = _EXITED.match(summary.get("Status") or "")
-        names = summary.get("Names") or [""]
-        return ContainerInfo(
-            id=summary["Id"],
-            name=names[0].lstrip("/"),
-            labels=dict(summary.get("Labels") or {}),
-            running=summary.get("State") == "running",
-            exit_code=int(exited.group(1)) if exited else None,
-        )
+            return [_container_info(summary) for summary in self._api.containers(all=True, filters=_label_filter(labels))]
 
     async def remove_labelled(self, labels: dict[str, str]) -> int:
         if not labels:
@@ -348,8 +355,7 @@ class DockerContainerRuntime(ContainerRuntime):
     def _remove_labelled(self, labels: dict[str, str]) -> int:
         """Containers first (networks and volumes are in use until they are gone), then the rest;
         everything is tried, and what stays is raised together as ``ResourcesLeft``."""
-        removed = 0
-        left: list[str] = []
+        removed, left = 0, list[str]()
         for info in self._list_containers(labels):
             try:
                 if self._remove(info.id):

@@ -51,6 +51,19 @@ class LocalTaskWorkspace(TaskWorkspace):
     def tasks_dir(self) -> str:
         return str(self._root)
 
+    async def write_marker(self, name: str, data: bytes) -> str:
+        return await asyncio.to_thread(self._write_marker, name, data)
+
+    def _write_marker(self, name: str, data: bytes) -> str:
+        if "/" in name or name.startswith("task-"):
+            raise ValueError(f"not a marker name: {name!r}")
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self._root / name).write_bytes(data)
+        return str(self._root / name)
+
+    async def remove_marker(self, name: str) -> None:
+        await asyncio.to_thread((self._root / name).unlink, True)
+
     def folder(self, run_id: int) -> Path:
         return self._root / task_folder_name(run_id)
 

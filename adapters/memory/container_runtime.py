@@ -14,6 +14,7 @@ from v6node.domain.containers import (
     ContainerExit,
     ContainerInfo,
     ContainerSpec,
+    HostRun,
     decode_env_value,
     log_tail,
 )
@@ -128,6 +129,17 @@ class MemoryContainerRuntime(ContainerRuntime):
     async def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         self.networks.setdefault(name, dict(labels))
         return self.gateway
+
+    async def expose_proxy(self, network: str, host: str, port: int, labels: dict[str, str]) -> tuple[str, int]:
+        return host, port
+
+    async def run_on_every_host(self, spec: ContainerSpec) -> list[HostRun]:
+        container_id = await self.run(spec)
+        try:
+            exit_ = await self.wait(container_id)
+            return [HostRun("memory", exit_.exit_code, await self.logs(container_id))]
+        finally:
+            await self.remove(container_id)
 
     async def local_image_id(self, image: str) -> str | None:
         program = self.local_images.get(image)

@@ -24,9 +24,17 @@ class MemoryTaskWorkspace(TaskWorkspace):
     def __init__(self) -> None:
         self.folders: dict[int, TaskFiles] = {}
         self.removed: list[int] = []
+        self.markers: dict[str, bytes] = {}
 
     def tasks_dir(self) -> str:
         return "/memory/tasks"
+
+    async def write_marker(self, name: str, data: bytes) -> str:
+        self.markers[name] = data
+        return f"{self.tasks_dir()}/{name}"
+
+    async def remove_marker(self, name: str) -> None:
+        self.markers.pop(name, None)
 
     async def prepare(self, run_id: int, input_data: bytes, token: str) -> None:
         self.folders[run_id] = TaskFiles(input=input_data, token=token)

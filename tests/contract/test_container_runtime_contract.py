@@ -1,4 +1,4 @@
-"""One ContainerRuntime contract, held by the in-memory twin and by the Docker adapter alike."""
+"""One ContainerRuntime contract, held by the in-memory twin, the Docker adapter and the Swarm adapter alike."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ import pytest
 from attrs import define, field
 
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
 from v6node.adapters.memory.container_runtime import AlgorithmCall, MemoryContainerRuntime
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.domain.containers import (
@@ -29,6 +30,7 @@ from v6node.domain.model import Run, TaskRef
 from v6node.ports.container_runtime import ContainerRuntime
 from tests.rig.images import ensure_images
 from tests.rig.paths import image
+from tests.rig.swarm import SwarmRig
 
 ECHO = image("echo-algo")
 CRASH = image("crash-algo")
@@ -51,6 +53,7 @@ async def crash_algo(call: AlgorithmCall) -> int:
 
 async def sleep_algo(call: AlgorithmCall) -> int:
     seconds = json.loads(call.input or b"{}").get("seconds", 3600)
+    call.log(f"sleep-algo: sleeping {seconds} seconds")
     await asyncio.sleep(seconds)
     call.write_output(json.dumps({"slept": seconds}).encode())
     return 0
@@ -121,10 +124,27 @@ async def _memory_rig() -> AsyncIterator[Rig]:
             await runtime.remove_labelled(labels)
 
 
-async def _docker_rig(tmp_path: Path) -> AsyncIterator[Rig]:
+def _swarm_runtimes(swarm: SwarmRig, tmp_path: Path) -> tuple[ContainerRuntime, ContainerRuntime]:
+    """On the rig every host shares the machine's file system, so any folder is "shared storage"."""
+    volumes = str(tmp_path / "tasks" / ".volumes")
+    runtime = SwarmContainerRuntime(
+        swarm.manager.url, proxy_address=swarm.host_address, relay_image=ECHO, volumes_dir=volumes
+    )
+    unreachable = SwarmContainerRuntime(
+        f"unix://{tmp_path}/no-engine.sock", relay_image=ECHO, volumes_dir=volumes
+    )
+    return runtime, unreachable
+
+
+async def _docker_rig(tmp_path: Path, swarm: SwarmRig | None = None) -> AsyncIterator[Rig]:
     await asyncio.to_thread(ensure_images, ["echo-algo", "crash-algo", "sleep-algo"])
-    runtime = DockerContainerRuntime()
-    unreachable = DockerContainerRuntime(base_url=f"unix://{tmp_path}/no-engine.sock")
+    runtime: ContainerRuntime
+    unreachable: ContainerRuntime
+    if swarm is None:
+        runtime = DockerContainerRuntime()
+        unreachable = DockerContainerRuntime(base_url=f"unix://{tmp_path}/no-engine.sock")
+    else:
+        runtime, unreachable = _swarm_runtimes(swarm, tmp_path)
     tasks = tmp_path / "tasks"
     node = _node_name()
     network = network_name(node)
@@ -151,13 +171,25 @@ async def _docker_rig(tmp_path: Path) -> AsyncIterator[Rig]:
     finally:
         for labels in [managed_labels(node), *(rig.label_sets if rig else [])]:
             await runtime.remove_labelled(labels)
-        runtime.close()
-        unreachable.close()
+        for made in (runtime, unreachable):
+            assert isinstance(made, DockerContainerRuntime)
+            made.close()
 
 
-@pytest.fixture(params=["memory", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=[pytest.mark.docker, pytest.mark.swarm]),
+    ]
+)
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    rigs = _memory_rig() if request.param == "memory" else _docker_rig(tmp_path)
+    if request.param == "memory":
+        rigs = _memory_rig()
+    elif request.param == "docker":
+        rigs = _docker_rig(tmp_path)
+    else:
+        rigs = _docker_rig(tmp_path, request.getfixturevalue("swarm_rig"))
     async for made in rigs:
         yield made
 
@@ -288,6 +320,24 @@ async def test_kill_ends_wait_promptly_with_a_non_zero_exit_code(rig: Rig) -> No
 
     assert exit_.exit_code == KILLED
     assert rig.read_output(11) == b""
+
+
+async def test_a_killed_containers_output_stays_readable_until_it_is_removed(rig: Rig) -> None:
+    container_id = await rig.start(16, SLEEP, b'{"seconds": 600}')
+    lines = rig.runtime.follow_logs(container_id)
+    try:
+        first = await asyncio.wait_for(anext(lines), PROMPTLY)  # it printed: now kill it
+    finally:
+        await lines.aclose()
+    assert first == "sleep-algo: sleeping 600 seconds"
+
+    await rig.runtime.kill(container_id)
+    assert (await asyncio.wait_for(rig.runtime.wait(container_id), PROMPTLY)).exit_code == KILLED
+    assert "sleep-algo: sleeping 600 seconds" in await rig.runtime.logs(container_id)
+
+    await rig.runtime.remove(container_id)
+    with pytest.raises(ContainerNotFound):
+        await rig.runtime.logs(container_id)
 
 
 async def test_kill_of_an_exited_container_is_harmless(rig: Rig) -> None:

@@ -133,7 +133,8 @@ def docker_user_rules(node: str | None = None) -> list[str]:
     rules = done.stdout.splitlines()
     if node is None:
         return rules
-    return [rule for rule in rules if not _NODE_TAG.search(rule) or f"v6node:{node}:services" in rule]
+    return [rule for rule in rules if (tag := _NODE_TAG.search(rule)) is None or tag.group(1) == node]
 
 
-_NODE_TAG = re.compile(r"v6node:[^:\s\"]+:services")
+# Any node's tag, ``services`` or other (a VPN's rules are tagged ``v6node:<node>:vpn``).
+_NODE_TAG = re.compile(r"v6node:([^:\s\"]+):\w+")

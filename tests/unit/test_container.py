@@ -1,9 +1,13 @@
 """The composition root: every dependency is provided, and the memory adapter set can stand in for the real one."""
 from __future__ import annotations
 
+import pytest
+
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
 from v6node.app.container import Adapters, MemoryAdapters, NodeContainer
 from v6node.app.node import Node
+from v6node.domain.config import RuntimeConfig
+from v6node.domain.errors import ConfigError
 
 
 def test_every_dependency_of_the_production_wiring_is_provided() -> None:
@@ -22,3 +26,10 @@ def test_the_harness_builds_its_node_through_the_production_container() -> None:
     assert h.node.use.sync_runs.queue is h.node.queue is h.node.use.queue_new_runs.queue
     assert h.node.use.execute_run.runtime is h.runtime
     assert h.node.use.report_result is h.node.use.execute_run.report
+
+
+def test_a_node_in_a_container_is_refused_a_swarm_runtime() -> None:
+    config = default_config(runtime=RuntimeConfig(kind="swarm"), proxy_check_image="busybox:stable")
+    container = NodeContainer(config=config, own_container="v6node-memnode")
+    with pytest.raises(ConfigError, match="runtime.kind.*not one in a container"):
+        container.adapters.runtime()
