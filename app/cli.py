@@ -356,14 +356,18 @@ async def _check_policy(
 @click.option("--tag", default=None, help="The images' tag (default: the v6node version).")
 @click.option("--mirror", default=DEFAULT_MIRROR, show_default=True, help="Debian mirror for debootstrap.")
 @click.option("--force", is_flag=True, help="Build even when an image is current.")
-def build_images(base: str | None, prefix: str, tag: str | None, mirror: str, force: bool) -> None:
-    """Build the Squid, SSH tunnel and firewall helper images from Debian packages (no registry).
+@click.option("--only", type=click.Choice(["egress", "vpn"]), help="Only the egress images, or only the VPN's.")
+def build_images(base: str | None, prefix: str, tag: str | None, mirror: str, force: bool, only: str | None) -> None:
+    """Build the Squid, SSH tunnel, firewall helper, VPN client and VPN helper images from
+    Debian packages (no registry).
 
     Prints each image and whether it was built or already current, then the `images`
     lines for the node config.
     """
     try:
-        built = build_sidecar_images(prefix, tag or _version(), base=base, mirror=mirror, force=force)
+        built = build_sidecar_images(
+            prefix, tag or _version(), base=base, mirror=mirror, force=force, vpn=only != "egress", egress=only != "vpn"
+        )
     except NodeError as exc:
         _fail(exc)
     for item in built:

@@ -34,6 +34,7 @@ from v6node.domain.config import (
 )
 from v6node.app.config_egress import EGRESS_KEYS, V6NODE_EGRESS_KEYS, parse_egress
 from v6node.app.config_section import Section, resolve_path
+from v6node.app.config_vpn import parse_vpn
 from v6node.domain.errors import ConfigError
 
 log = logging.getLogger("v6node.config")
@@ -295,6 +296,7 @@ def parse_config(
         run_log_retention_days=root.number("run_log_retention_days", default=30.0) or 30.0,
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
         egress=parse_egress(root, base),
+        vpn=parse_vpn(root),
     )
 
 

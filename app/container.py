@@ -21,6 +21,7 @@ from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
 from v6node.adapters.filesystem.json_lines_audit_log import in_data_folder as audit_log_in
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
+from v6node.adapters.http.httpx_vpn_server_api import HttpxVpnServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
 from v6node.adapters.memory.audit_log import MemoryAuditLog
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
@@ -40,6 +41,7 @@ from v6node.adapters.memory.sidecars import (
     MemoryTunnelManager,
     MemoryWhitelistProxy,
 )
+from v6node.adapters.memory.vpn import MemoryVpnClient, MemoryVpnServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
 from v6node.adapters.monitoring.starlette_monitoring_server import StarletteMonitoringServer
@@ -49,6 +51,7 @@ from v6node.adapters.system.proc_host_metrics import ProcHostMetrics
 from v6node.adapters.squid.docker_whitelist_proxy import DockerWhitelistProxy
 from v6node.adapters.ssh.docker_tunnel_manager import DockerTunnelManager
 from v6node.adapters.system.system_clock import SystemClock
+from v6node.adapters.vpn.docker_vpn_client import DockerVpnClient
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.apply_kill_order import ApplyKillOrder
 from v6node.app.audit_trail import AuditTrail
@@ -76,6 +79,7 @@ from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.set_up_squid_proxy import SetUpSquidProxy
 from v6node.app.set_up_ssh_tunnels import SetUpSshTunnels
+from v6node.app.set_up_vpn_connection import SetUpVpnConnection
 from v6node.app.share_node_details import ShareNodeDetails
 from v6node.app.sidecars import RunningSidecars
 from v6node.app.start_node import StartNode
@@ -83,8 +87,11 @@ from v6node.app.stream_algorithm_logs import StreamAlgorithmLogs
 from v6node.app.supervise_sidecars import SuperviseSidecars
 from v6node.app.sync_runs import SyncRuns
 from v6node.app.tear_down_egress import TearDownEgress
+from v6node.app.tear_down_vpn import TearDownVpn
+from v6node.app.vpn_run_forwarding import VpnRunForwarding
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CryptoError, NodeError
+from v6node.domain.vpn import VpnConfig
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
@@ -154,6 +161,16 @@ def _tunnels(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerTunne
     return DockerTunnelManager(_launcher(config, runtime), config.name, config.egress.images.ssh_tunnel)
 
 
+def _vpn_client(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerVpnClient:
+    # Without vpn_subnet nothing of it runs; its clean-up still finds rules a killed process left.
+    vpn = config.vpn or VpnConfig(subnet="0.0.0.0/32")
+    return DockerVpnClient(
+        runtime, _launcher(config, runtime), config.name, vpn.client_image, vpn.helper_image,
+        config.egress.images.network_config, os.path.join(config.data_dir, "vpn"),
+        os.path.join(config.data_dir, "vpn-forwarding"),
+    )
+
+
 def _service_firewall(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerServiceFirewall:
     marker = os.path.join(config.data_dir, "service-firewall")
     return DockerServiceFirewall(runtime, config.name, config.egress.images.network_config, marker)
@@ -188,6 +205,8 @@ class Adapters(containers.DeclarativeContainer):
     tunnels = providers.Singleton(_tunnels, config=config, runtime=runtime)
     service_linker = providers.Singleton(DockerServiceLinker, runtime=runtime)
     service_firewall = providers.Singleton(_service_firewall, config=config, runtime=runtime)
+    vpn_client = providers.Singleton(_vpn_client, config=config, runtime=runtime)
+    vpn_server = providers.Singleton(HttpxVpnServerApi, server=server)
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -212,6 +231,8 @@ class MemoryAdapters(containers.DeclarativeContainer):
     tunnels = providers.Singleton(MemoryTunnelManager, node_name=config.provided.name)
     service_linker = providers.Singleton(MemoryServiceLinker)
     service_firewall = providers.Singleton(MemoryServiceFirewall)
+    vpn_client = providers.Singleton(MemoryVpnClient, node_name=config.provided.name)
+    vpn_server = providers.Singleton(MemoryVpnServerApi, server=server)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -269,11 +290,22 @@ class NodeContainer(containers.DeclarativeContainer):
         sidecars=sidecars,
     )
     supervise_sidecars = providers.Factory(SuperviseSidecars, sidecars=sidecars, clock=adapters.clock)
+    set_up_vpn_connection = providers.Factory(
+        SetUpVpnConnection, config=config, client=adapters.vpn_client, server=adapters.vpn_server, session=session,
+        sidecars=sidecars,
+    )
+    tear_down_vpn = providers.Factory(
+        TearDownVpn, config=config, client=adapters.vpn_client, server=adapters.vpn_server, session=session
+    )
+    # Remembers the runs whose ports it registered: one per node.
+    vpn_run_forwarding = providers.Singleton(
+        VpnRunForwarding, config=config, client=adapters.vpn_client, server=adapters.vpn_server, session=session
+    )
     start = providers.Factory(
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
         session=session, authenticate=authenticate, set_up_encryption=set_up_encryption,
         bind_journal=bind_journal, check_proxy=check_proxy, job_volumes=remove_job_volumes,
-        set_up_egress=set_up_egress,
+        set_up_egress=set_up_egress, set_up_vpn=set_up_vpn_connection,
     )
     sync_runs = providers.Factory(
         SyncRuns, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
@@ -295,7 +327,7 @@ class NodeContainer(containers.DeclarativeContainer):
         ExecuteRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
         journal=adapters.journal, clock=adapters.clock, proxy=adapters.proxy, session=session, active=active,
         emitter=emitter, prepare=prepare_run, report=report_result, events=run_events,
-        stream_logs=stream_algorithm_logs, audit=audit,
+        stream_logs=stream_algorithm_logs, audit=audit, vpn=vpn_run_forwarding,
     )
     apply_kill_order = providers.Factory(ApplyKillOrder, runtime=adapters.runtime, session=session, active=active)
     share_node_details = providers.Factory(
@@ -315,7 +347,7 @@ class NodeContainer(containers.DeclarativeContainer):
         CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
         proxy=adapters.proxy, active=active, report=report_result,
         report_timeout=timings.provided.shutdown_report_timeout, run_events=run_events,
-        monitoring=adapters.monitoring, tear_down_egress=tear_down_egress,
+        monitoring=adapters.monitoring, tear_down_egress=tear_down_egress, tear_down_vpn=tear_down_vpn,
     )
     use_cases = providers.Factory(
         UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
@@ -324,7 +356,7 @@ class NodeContainer(containers.DeclarativeContainer):
         remove_job_volumes=remove_job_volumes, clean_up=clean_up, report_metrics=report_metrics,
         serve_monitoring=serve_monitoring, set_up_squid_proxy=set_up_squid_proxy,
         set_up_ssh_tunnels=set_up_ssh_tunnels, link_docker_services=link_docker_services,
-        supervise_sidecars=supervise_sidecars,
+        supervise_sidecars=supervise_sidecars, set_up_vpn_connection=set_up_vpn_connection,
     )
     node = providers.Singleton(
         Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,

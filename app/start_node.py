@@ -11,6 +11,7 @@ from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
 from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
+from v6node.app.set_up_vpn_connection import SetUpVpnConnection
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, stable_proxy_port
 from v6node.domain.errors import NodeError
@@ -25,7 +26,7 @@ log = logging.getLogger("v6node.node")
 class StartNode:
     """Check the engine, log in, set up encryption, bind the journal, make the algorithm
     network, start and check the proxy, then what else algorithms may reach (SSH tunnels,
-    Squid, linked containers); returns the "ready" line's details.
+    Squid, linked containers, the VPN); returns the "ready" line's details.
 
     Business rules:
     - the Docker engine must answer first (exit 4 otherwise); ``docker_registries`` logins
@@ -49,6 +50,7 @@ class StartNode:
         check_proxy: CheckProxyReachable,
         job_volumes: RemoveJobVolumes,
         set_up_egress: SetUpEgress,
+        set_up_vpn: SetUpVpnConnection,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -61,6 +63,7 @@ class StartNode:
         self.check_proxy = check_proxy
         self.job_volumes = job_volumes
         self.set_up_egress = set_up_egress
+        self.set_up_vpn = set_up_vpn
 
     async def __call__(self) -> str:
         config = self.config
@@ -81,6 +84,7 @@ class StartNode:
         checked = await self.check_proxy(network, gateway, port)
         step_done("proxy", f"algorithms reach the node at {gateway}:{port} on network {network} ({checked})")
         egress_env = await self.set_up_egress(gateway)
+        await self.set_up_vpn()
         self.session.settings = AlgorithmSettings(
             node_name=config.name,
             tasks_dir=self.workspace.tasks_dir(),
