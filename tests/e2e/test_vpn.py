@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import docker
 import pytest
 
 from tests.e2e.conftest import NO_LEFTOVERS, leftovers
-from tests.e2e.test_policies_and_data import as_json
+from tests.e2e.test_policies_and_data import as_json, container_creations, run_task
 from tests.rig.egress import Outside, docker_user_rules
 from tests.rig.images import VPN_SERVER, VPN_SIDECARS, ensure_images, sidecar_images
 from tests.rig.node_process import NodeProcess
@@ -182,3 +183,26 @@ def test_a_client_killed_mid_run_comes_back_and_a_killed_node_leaves_no_rule_aft
     for name in node_names:
         assert leftovers(docker_client, name) == NO_LEFTOVERS
     assert docker_user_rules() == rules_before
+
+
+def test_without_vpn_subnet_no_vpn_image_container_or_call(make_federation, start_node, researcher_for, docker_client) -> None:
+    since = int(time.time())
+    federation = make_federation(n_orgs=1)
+    node = start_node(federation.nodes[0])
+    user = researcher_for(federation)
+    run, _ = run_task(user, federation, image("echo-algo"), {"method": "echo"})
+    assert run["status"] == "completed"
+    assert node.stop() == 0
+
+    made = {labels.get("vantage6-type") for labels in container_creations(docker_client, node.name, since)}
+    assert made == {"algorithm", "proxy-check"}
+    pulls = docker_client.events(
+        since=since, until=int(time.time()) + 1, decode=True, filters={"type": "image", "event": "pull"}
+    )
+    try:
+        pulled = [event["Actor"]["ID"] for event in pulls]
+    finally:
+        pulls.close()
+    assert not [name for name in pulled if "vpn" in name or "alpine" in name or "configurator" in name]
+    calls = [line for line in node.lines if " -> HTTP " in line]
+    assert calls and not [line for line in calls if " vpn" in line or " port" in line or "PATCH node/" in line]
