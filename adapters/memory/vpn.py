@@ -45,14 +45,17 @@ class MemoryVpnClient(VpnClient):
         self.forwarding: tuple[str, str] | None = None  # (network, subnet) while the host forwards
         self.runs: dict[int, VpnRunNetwork] = {}
         self.released: list[int] = []
-        self._exit: asyncio.Future[SidecarExit] | None = None
+        self._exits: dict[str, asyncio.Future[SidecarExit]] = {}  # container id -> its end
 
     # --- test side ----------------------------------------------------------------------
     def stop(self, exit_code: int = 1, output: str = "stopped") -> None:
         """The client's container stops (it crashed, or someone killed it)."""
+        if self.connection is None:
+            return
+        end = self._exits[self.connection.sidecar.container_id]
         self.connection = None
-        if self._exit is not None and not self._exit.done():
-            self._exit.set_result(SidecarExit(exit_code, output))
+        if not end.done():
+            end.set_result(SidecarExit(exit_code, output))
 
     # --- the port -----------------------------------------------------------------------
     async def saved_config(self) -> str | None:
@@ -62,8 +65,7 @@ class MemoryVpnClient(VpnClient):
         self.config = ovpn_text(text)
 
     async def connect(self, network: str) -> VpnConnection:
-        if self.connection is not None:
-            self.stop(137, "replaced")
+        self.stop(137, "replaced")
         config = self.config
         self.connects.append(config or "")
         if config is None:
@@ -73,13 +75,14 @@ class MemoryVpnClient(VpnClient):
         name = vpn_client_name(self.node_name)
         sidecar = Sidecar(SIDECAR_VPN_CLIENT, name, f"vpn-{next(_ids)}", name, self.local_address, 0)
         self.connection = VpnConnection(sidecar, self.address)
-        self._exit = asyncio.get_running_loop().create_future()
+        self._exits[sidecar.container_id] = asyncio.get_running_loop().create_future()
         return self.connection
 
     async def wait(self, connection: VpnConnection) -> SidecarExit:
-        if self._exit is None or self.connection is None or self.connection.sidecar != connection.sidecar:
+        end = self._exits.get(connection.sidecar.container_id)
+        if end is None:
             return SidecarExit(-1, "its container is gone")
-        return await asyncio.shield(self._exit)
+        return await asyncio.shield(end)
 
     async def open_forwarding(self, network: str, subnet: str) -> None:
         self.forwarding = (network, subnet)
@@ -88,8 +91,7 @@ class MemoryVpnClient(VpnClient):
         self.forwarding = None
 
     async def disconnect(self) -> None:
-        if self.connection is not None:
-            self.stop(137, "removed")
+        self.stop(137, "removed")
 
     async def forward_run(self, run_id: int, image: str, network: str) -> VpnRunNetwork:
         if self.connection is None:
