@@ -126,6 +126,7 @@ class DockerVpnClient(VpnClient):
         self._connection: VpnConnection | None = None
         self._local_subnet: str | None = None
         self._address: str | None = None  # on the algorithm network: a restarted client keeps it
+        self._forwarded: set[int] = set()  # runs this process forwarded and has not released
 
     # --- configuration ----------------------------------------------------------------------
     async def saved_config(self) -> str | None:
@@ -197,14 +198,17 @@ class DockerVpnClient(VpnClient):
         return connection
 
     async def _restore(self, connection: VpnConnection, network: str) -> None:
-        """The forwarding of every run whose helper still runs (made by an earlier client)."""
+        """The forwarding of every run whose helper still runs (made by an earlier client or
+        node process). A helper of an earlier process whose algorithm no longer runs goes."""
         api = self.runtime.api
+        running = await self.runtime.call(helpers.running_algorithms, api, self.node_name)
         for found in await self.runtime.call(helpers.helpers_of, api, self.node_name):
-            if found.get("State") != "running":
-                await self.runtime.remove(found["Id"])
-                continue
             labels = found.get("Labels") or {}
             run_id = int(labels.get(LABEL_RUN) or 0)
+            ours = run_id in self._forwarded  # its algorithm may be starting right now
+            if found.get("State") != "running" or not (ours or run_id in running):
+                await self.runtime.remove(found["Id"])
+                continue
             ports = decode_ports(labels.get(helpers.PORTS_LABEL, ""))
             helper = await self.runtime.call(helpers.address_on, api, found["Id"], network)
             await self._forward(connection, run_id, found["Id"], helper, ports)
@@ -268,11 +272,13 @@ class DockerVpnClient(VpnClient):
                 with suppress(ContainerError):
                     await self.runtime.remove(helper_id)
                 raise
+            self._forwarded.add(run_id)
         return VpnRunNetwork(run_id, helper_id, ports)
 
     async def release_run(self, run_id: int) -> bool:
         api = self.runtime.api
         async with self._lock:
+            self._forwarded.discard(run_id)
             found = await self.runtime.call(helpers.helpers_of, api, self.node_name, run_id)
             if not found:
                 return False

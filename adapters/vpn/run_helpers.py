@@ -165,3 +165,12 @@ def helpers_of(api: docker.APIClient, node_name: str, run_id: int | None = None)
     filters = {"label": [f"{key}={value}" for key, value in helper_labels(node_name, run_id).items()]}
     with docker_errors("listing VPN helpers"):
         return list(api.containers(all=True, filters=filters))
+
+
+def running_algorithms(api: docker.APIClient, node_name: str) -> set[int]:
+    """Run ids of this node's algorithm containers that run."""
+    labels = {LABEL_TYPE: "algorithm", **managed_labels(node_name)}
+    filters = {"label": [f"{key}={value}" for key, value in labels.items()], "status": "running"}
+    with docker_errors("listing running algorithms"):
+        found = api.containers(filters=filters)
+    return {int(c["Labels"][LABEL_RUN]) for c in found if str((c.get("Labels") or {}).get(LABEL_RUN, "")).isdigit()}

@@ -131,10 +131,12 @@ async def connect(station: Station, subnet: str) -> VpnConnection:
     return connection
 
 
-def listen(client: docker.DockerClient, helper_id: str, node: str) -> None:
+def listen(client: docker.DockerClient, helper_id: str, node: str, run_id: int) -> None:
+    """The run's algorithm, labelled as the node labels one: it answers each line with ack:<line>."""
     client.containers.run(
         BUSYBOX, ["sh", "-c", LISTENER], detach=True, network_mode=f"container:{helper_id}",
-        labels=managed_labels(node), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        labels={**managed_labels(node), "vantage6-type": "algorithm", "run_id": str(run_id)},
+        cap_drop=["ALL"], security_opt=["no-new-privileges"],
     )
 
 
@@ -158,7 +160,7 @@ async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
 
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
     assert run_a.ports == (ForwardedPort(49152, 8888, "message"),)
-    listen(client, run_a.helper_id, a.node)
+    listen(client, run_a.helper_id, a.node, 1)
     run_b = await b.vpn.forward_run(2, ALGORITHM, b.network)
 
     assert talk(client, run_b.helper_id, at_a.vpn_address, 49152, "hello from b") == "ack:hello from b"
@@ -181,7 +183,7 @@ async def test_an_algorithm_without_a_helper_reaches_no_station(
     at_a = await connect(a, vpn_server.subnet)
     await connect(b, vpn_server.subnet)
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
-    listen(client, run_a.helper_id, a.node)
+    listen(client, run_a.helper_id, a.node, 1)
     direct = probe(client, b.network, f"echo hi | timeout 5 nc {at_a.vpn_address} 49152; echo rc=$?")
     assert "ack" not in direct and "rc=0" not in direct
 
@@ -194,7 +196,7 @@ async def test_two_runs_on_one_station_reach_each_other_at_its_vpn_address(
     listener = await a.vpn.forward_run(1, ALGORITHM, a.network)
     talker = await a.vpn.forward_run(2, ALGORITHM, a.network)
     assert talker.ports == (ForwardedPort(49153, 8888, "message"),)  # 49152 is taken
-    listen(client, listener.helper_id, a.node)
+    listen(client, listener.helper_id, a.node, 1)
     assert talk(client, talker.helper_id, at_a.vpn_address, 49152, "same node") == "ack:same node"
 
 
@@ -206,7 +208,7 @@ async def test_a_killed_client_comes_back_with_the_forwarding_of_running_runs(
     at_b = await connect(b, vpn_server.subnet)
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
     run_b = await b.vpn.forward_run(2, ALGORITHM, b.network)
-    listen(client, run_b.helper_id, b.node)
+    listen(client, run_b.helper_id, b.node, 2)
     assert talk(client, run_a.helper_id, at_b.vpn_address, 49152, "before") == "ack:before"
 
     client.api.kill(f"vantage6-{b.node}-vpn-client")
@@ -226,12 +228,15 @@ async def test_a_new_process_restores_the_forwarding_of_runs_an_earlier_one_left
     await connect(b, vpn_server.subnet)
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
     run_b = await b.vpn.forward_run(2, ALGORITHM, b.network)
-    listen(client, run_b.helper_id, b.node)
+    listen(client, run_b.helper_id, b.node, 2)
+    orphan = await b.vpn.forward_run(3, ALGORITHM, b.network)  # its algorithm never ran (or ended)
 
     restarted = station_client(engine, b.node, outside, images, b.data)  # the same data folder
     again = await restarted.connect(b.network)
     await restarted.open_forwarding(b.network, vpn_server.subnet)
     assert talk(client, run_a.helper_id, again.vpn_address, 49152, "restored") == "ack:restored"
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(orphan.helper_id)
 
 
 async def test_a_configuration_of_another_ca_fails_at_once_with_the_reason(
