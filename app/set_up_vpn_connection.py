@@ -134,4 +134,6 @@ class SetUpVpnConnection:
 
 
 def _reason(exc: NodeError) -> str:
-    return exc.reason if isinstance(exc, SidecarFailed) else str(exc)
+    if isinstance(exc, SidecarFailed):
+        return exc.reason if exc.what == WHAT else f"{exc.what}: {exc.reason}"
+    return str(exc)

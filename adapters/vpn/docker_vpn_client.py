@@ -174,14 +174,19 @@ class DockerVpnClient(VpnClient):
     async def _until_connected(self, sidecar: Sidecar) -> None:
         seen: deque[str] = deque(maxlen=5)
         lines = self.runtime.follow_logs(sidecar.container_id)
-        async for line in lines:
-            if line.strip():
-                seen.append(line.strip())
-            if READY_LINE in line:
-                return
-            reason = diagnose(line)
-            if reason is not None:
-                raise SidecarFailed(WHAT, reason)
+        try:
+            async for line in lines:
+                if line.strip():
+                    seen.append(line.strip())
+                if READY_LINE in line:
+                    return
+                reason = diagnose(line)
+                if reason is not None:
+                    raise SidecarFailed(WHAT, reason)
+        finally:
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
         raise SidecarFailed(WHAT, f"its container stopped: {' | '.join(seen) or 'no output'}")
 
     async def _configure(self, sidecar: Sidecar, network: str) -> VpnConnection:

@@ -119,13 +119,13 @@ def results_by_role(user: Any, task_id: int) -> dict[str, dict[str, Any]]:
 def test_two_stations_exchange_a_message_over_the_vpn(
     node_names, make_federation, station, researcher_for, admin, docker_client, vpn_server
 ) -> None:
-    rules_before = docker_user_rules()
+    rules_before = docker_user_rules(node_names)
     federation = make_federation(n_orgs=2)
     name_a, name_b = node_names
     a = station(federation, 0, name_a, "listen")
     b = station(federation, 1, name_b, "talk")
     user = researcher_for(federation)
-    added = sorted(rule for rule in docker_user_rules() if rule not in rules_before)
+    added = sorted(rule for rule in docker_user_rules(node_names) if rule not in rules_before)
     assert len(added) == 4 and all(vpn_tag(name_a) in r or vpn_tag(name_b) in r for r in added)
     ip_a = admin.get(f"/node/{federation.nodes[0].node_id}")["ip"]
     assert ip_a.startswith("10.76.")
@@ -145,13 +145,13 @@ def test_two_stations_exchange_a_message_over_the_vpn(
     assert admin.get(f"/node/{federation.nodes[0].node_id}")["ip"] is None
     for name in node_names:
         assert leftovers(docker_client, name) == NO_LEFTOVERS
-    assert docker_user_rules() == rules_before
+    assert docker_user_rules(node_names) == rules_before
 
 
 def test_a_client_killed_mid_run_comes_back_and_a_killed_node_leaves_no_rule_after_its_next_stop(
     node_names, make_federation, station, researcher_for, docker_client, tmp_path
 ) -> None:
-    rules_before = docker_user_rules()
+    rules_before = docker_user_rules(node_names)
     federation = make_federation(n_orgs=2)
     name_a, name_b = node_names
     gate = tmp_path / "gate"
@@ -182,7 +182,7 @@ def test_a_client_killed_mid_run_comes_back_and_a_killed_node_leaves_no_rule_aft
     assert b.stop() == 0
     for name in node_names:
         assert leftovers(docker_client, name) == NO_LEFTOVERS
-    assert docker_user_rules() == rules_before
+    assert docker_user_rules(node_names) == rules_before
 
 
 def test_without_vpn_subnet_no_vpn_image_container_or_call(make_federation, start_node, researcher_for, docker_client) -> None:

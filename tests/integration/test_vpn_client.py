@@ -144,11 +144,12 @@ async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
     stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient
 ) -> None:
     a, b = stations
-    rules_before = docker_user_rules()
+    nodes = (a.node, b.node)
+    rules_before = docker_user_rules(nodes)
     at_a, at_b = await connect(a, vpn_server.subnet), await connect(b, vpn_server.subnet)
     assert at_a.vpn_address != at_b.vpn_address
     assert all(c.vpn_address.startswith("10.76.") for c in (at_a, at_b))
-    added = sorted(rule.replace('"', "") for rule in docker_user_rules() if rule not in rules_before)
+    added = sorted(rule.replace('"', "") for rule in docker_user_rules(nodes) if rule not in rules_before)
     expected = []
     for station in (a, b):
         bridge = "br-" + client.networks.get(station.network).id[:12]
@@ -170,7 +171,7 @@ async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
     for station in (a, b):
         await station.vpn.close_forwarding()
         await station.vpn.disconnect()
-    assert docker_user_rules() == rules_before
+    assert docker_user_rules(nodes) == rules_before
     for station in (a, b):
         left = client.containers.list(all=True, filters={"label": f"v6node.node={station.node}"})
         assert [c.name for c in left if "vpn" in c.name or "helper" in c.name] == []
@@ -264,9 +265,9 @@ async def test_rules_a_killed_process_left_are_removed_by_the_next_one(
     images: dict[str, str],
 ) -> None:
     a = stations[0]
-    before = docker_user_rules()
+    before = docker_user_rules((a.node,))
     await a.vpn.open_forwarding(a.network, vpn_server.subnet)
     assert sum(vpn_tag(a.node) in rule for rule in docker_user_rules()) == 2
     next_process = station_client(engine, a.node, outside, images, a.data)
     await next_process.close_forwarding()
-    assert docker_user_rules() == before
+    assert docker_user_rules((a.node,)) == before

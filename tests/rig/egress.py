@@ -124,7 +124,14 @@ def answers(output: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)  # type: ignore[misc]
 
 
-def docker_user_rules() -> list[str]:
-    """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does)."""
+def docker_user_rules(nodes: tuple[str, ...] | None = None) -> list[str]:
+    """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does).
+
+    With ``nodes``, without the rules v6node tagged for other nodes: a test run that shares
+    the engine with another (a second checkout's suite) sees only what it can be blamed for.
+    """
     done = subprocess.run(["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True)
-    return done.stdout.splitlines()
+    rules = done.stdout.splitlines()
+    if nodes is None:
+        return rules
+    return [rule for rule in rules if "v6node:" not in rule or any(f"v6node:{node}:" in rule for node in nodes)]
