@@ -5,6 +5,7 @@ Nothing here reaches beyond the machine: the hosts are containers on networks ma
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -124,14 +125,17 @@ def answers(output: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)  # type: ignore[misc]
 
 
-def docker_user_rules(nodes: tuple[str, ...] | None = None) -> list[str]:
-    """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does).
-
-    With ``nodes``, without the rules v6node tagged for other nodes: a test run that shares
-    the engine with another (a second checkout's suite) sees only what it can be blamed for.
-    """
+def docker_user_rules(node: str | tuple[str, ...] | None = None) -> list[str]:
+    """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does). With
+    ``node`` (or several), without the rules v6node tagged for other nodes (their service
+    firewall or VPN forwarding): nodes of tests running at the same time on the machine's
+    engine (other sessions) add and remove theirs."""
     done = subprocess.run(["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True)
     rules = done.stdout.splitlines()
-    if nodes is None:
+    if node is None:
         return rules
-    return [rule for rule in rules if "v6node:" not in rule or any(f"v6node:{node}:" in rule for node in nodes)]
+    nodes = (node,) if isinstance(node, str) else node
+    return [rule for rule in rules if not _NODE_TAG.search(rule) or any(f"v6node:{n}:" in rule for n in nodes)]
+
+
+_NODE_TAG = re.compile(r"v6node:[^:\s\"]+:(services|vpn)\b")
