@@ -9,6 +9,7 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.report_result import ReportResult, RunOutcome
 from v6node.app.run_events import RunEvents
 from v6node.app.tear_down_egress import TearDownEgress
+from v6node.app.tear_down_vpn import TearDownVpn
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import LABEL_MANAGED_BY, managed_labels
 from v6node.domain.errors import CleanupIncomplete, NodeError, ResourcesLeft
@@ -31,6 +32,7 @@ class CleanUp:
       cannot be reported in time is reported at the next start;
     - runs that had not started yet stay open and run after the restart;
     - linked containers are let go and the firewall exception is removed (``TearDownEgress``);
+      the node leaves the VPN and its forwarding rules are removed (``TearDownVpn``);
     - every container (sidecars too), network and volume labelled with the node's name and
       every task folder is removed; everything is tried, and a failure is reported with what
       stays.
@@ -49,6 +51,7 @@ class CleanUp:
         run_events: RunEvents,
         monitoring: MonitoringServer,
         tear_down_egress: TearDownEgress,
+        tear_down_vpn: TearDownVpn,
     ) -> None:
         self.config = config
         self.events = events
@@ -61,6 +64,7 @@ class CleanUp:
         self.run_events = run_events
         self.monitoring = monitoring
         self.tear_down_egress = tear_down_egress
+        self.tear_down_vpn = tear_down_vpn
 
     async def __call__(self) -> None:
         try:
@@ -73,6 +77,7 @@ class CleanUp:
         with contextlib.suppress(NodeError):
             await self.events.close()
         left: list[str] = await self.tear_down_egress()
+        left += await self.tear_down_vpn()
         try:
             removed = await self.runtime.remove_labelled(managed_labels(self.config.name))
             log.info("cleanup: removed %d container(s), network(s) and volume(s)", removed)

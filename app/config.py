@@ -35,6 +35,7 @@ from v6node.domain.config import (
 from v6node.app.config_runtime import check_runtime_egress, parse_runtime
 from v6node.app.config_egress import EGRESS_KEYS, V6NODE_EGRESS_KEYS, parse_egress
 from v6node.app.config_section import Section, resolve_path
+from v6node.app.config_vpn import parse_vpn
 from v6node.domain.errors import ConfigError
 
 log = logging.getLogger("v6node.config")
@@ -264,7 +265,8 @@ def parse_config(
     proxy_check_image = root.string("proxy_check_image", default=DEFAULT_PROXY_CHECK_IMAGE, nullable=True) or None
     runtime = parse_runtime(root, proxy_check_image)
     egress = parse_egress(root, base)
-    check_runtime_egress(root, runtime, egress)
+    vpn = parse_vpn(root)
+    check_runtime_egress(root, runtime, egress, vpn)
 
     return NodeConfig(
         name=name,
@@ -302,6 +304,7 @@ def parse_config(
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
         runtime=runtime,
         egress=egress,
+        vpn=vpn,
     )
 
 

@@ -37,7 +37,7 @@ _HOST = re.compile(r"^[a-zA-Z0-9_.:-]+$")
 _FINGERPRINT = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)\s+[A-Za-z0-9+/]+={0,3}(\s.*)?$")
 _CONTAINER = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _WHITELIST_KEYS = frozenset({"domains", "ips", "ports"})
-# ``images`` keys of the reference that v6node has no use for (no VPN, the node is not a container).
+# ``images`` keys read elsewhere (the VPN's, see config_vpn) or unused (the node is not a container).
 _OTHER_IMAGE_KEYS = frozenset({"node", "alpine", "vpn_client"})
 
 

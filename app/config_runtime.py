@@ -5,6 +5,7 @@ import ipaddress
 from v6node.app.config_section import Section
 from v6node.domain.config import RUNTIME_KINDS, RuntimeConfig
 from v6node.domain.egress import EgressConfig
+from v6node.domain.vpn import VpnConfig
 
 _KEYS = frozenset({"kind", "constraints", "reserve_cpus", "reserve_memory", "gpu", "gpu_resource", "proxy_address"})
 
@@ -48,12 +49,19 @@ def parse_runtime(root: Section, proxy_check_image: str | None) -> RuntimeConfig
     )
 
 
-def check_runtime_egress(root: Section, runtime: RuntimeConfig, egress: EgressConfig) -> None:
-    """The egress sidecars (Squid, SSH tunnels, linked containers) and their firewall exception
-    are made for one engine's bridge network: on a swarm they are refused, not half made."""
+def check_runtime_egress(root: Section, runtime: RuntimeConfig, egress: EgressConfig, vpn: VpnConfig | None) -> None:
+    """The egress sidecars (Squid, SSH tunnels, linked containers), the VPN client and their
+    host forwarding rules are made for one engine's bridge network: on a swarm they are
+    refused, not half made."""
     if runtime.cluster and egress.has_services:
         raise root.fail(
             "runtime",
             "kind swarm cannot be combined with whitelist, ssh_tunnels or docker_services (the egress "
             "sidecars run on one engine only for now); remove them or use kind docker",
+        )
+    if runtime.cluster and vpn is not None:
+        raise root.fail(
+            "runtime",
+            "kind swarm cannot be combined with vpn_subnet (the VPN client and its forwarding run on one "
+            "engine only for now); remove vpn_subnet or use kind docker",
         )

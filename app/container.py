@@ -14,15 +14,12 @@ from dependency_injector import containers, providers
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
-from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
-from v6node.adapters.docker.swarm_specs import Placement
-from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
 from v6node.adapters.docker.docker_service_linker import DockerServiceLinker
-from v6node.adapters.docker.sidecars import SidecarLauncher
 from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
 from v6node.adapters.filesystem.json_lines_audit_log import in_data_folder as audit_log_in
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
 from v6node.adapters.http.httpx_server_api import HttpxServerApi
+from v6node.adapters.http.httpx_vpn_server_api import HttpxVpnServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
 from v6node.adapters.memory.audit_log import MemoryAuditLog
 from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
@@ -42,14 +39,13 @@ from v6node.adapters.memory.sidecars import (
     MemoryTunnelManager,
     MemoryWhitelistProxy,
 )
+from v6node.adapters.memory.vpn import MemoryVpnClient, MemoryVpnServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
 from v6node.adapters.monitoring.starlette_monitoring_server import StarletteMonitoringServer
 from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.adapters.system.proc_host_metrics import ProcHostMetrics
-from v6node.adapters.squid.docker_whitelist_proxy import DockerWhitelistProxy
-from v6node.adapters.ssh.docker_tunnel_manager import DockerTunnelManager
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.apply_kill_order import ApplyKillOrder
@@ -59,6 +55,7 @@ from v6node.app.bind_journal import BindJournal
 from v6node.app.check_health import CheckHealth
 from v6node.app.check_proxy import CheckProxyReachable
 from v6node.app.check_shared_folder import CheckSharedFolder
+from v6node.app import container_docker as docker_adapters
 from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
 from v6node.app.execute_run import ExecuteRun
@@ -79,6 +76,7 @@ from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.set_up_squid_proxy import SetUpSquidProxy
 from v6node.app.set_up_ssh_tunnels import SetUpSshTunnels
+from v6node.app.set_up_vpn_connection import SetUpVpnConnection
 from v6node.app.share_node_details import ShareNodeDetails
 from v6node.app.sidecars import RunningSidecars
 from v6node.app.start_node import StartNode
@@ -86,8 +84,10 @@ from v6node.app.stream_algorithm_logs import StreamAlgorithmLogs
 from v6node.app.supervise_sidecars import SuperviseSidecars
 from v6node.app.sync_runs import SyncRuns
 from v6node.app.tear_down_egress import TearDownEgress
+from v6node.app.tear_down_vpn import TearDownVpn
+from v6node.app.vpn_run_forwarding import VpnRunForwarding
 from v6node.domain.config import NodeConfig
-from v6node.domain.errors import ConfigError, CryptoError, NodeError
+from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
@@ -118,36 +118,6 @@ async def _server_api(config: NodeConfig, clock: Clock, metrics: NodeMetrics) ->
         await api.aclose()
 
 
-def _docker_runtime(config: NodeConfig, own_container: str | None) -> Iterator[DockerContainerRuntime]:
-    """The local engine, or a swarm through the manager ``DOCKER_HOST`` names (``runtime.kind``)."""
-    settings = config.runtime
-    runtime: DockerContainerRuntime
-    if settings.kind == "swarm":
-        if own_container is not None:
-            raise ConfigError(
-                str(config.source or ""), "runtime.kind",
-                "swarm is for a node on a swarm manager's host, not one in a container "
-                "(v6node start --docker): the jobs bind-mount the task folders at the same path on every "
-                "host, and a node in a container has them at other paths"
-            )
-        assert config.proxy_check_image is not None  # the config loader insists on it
-        runtime = SwarmContainerRuntime(
-            placement=Placement(
-                constraints=settings.constraints, reserve_cpus=settings.reserve_cpus,
-                reserve_memory=settings.reserve_memory, gpu_resource=settings.gpu_resource,
-            ),
-            proxy_address=settings.proxy_address,
-            relay_image=config.proxy_check_image,
-            volumes_dir=os.path.join(_tasks_dir(config), ".volumes"),
-        )
-    else:
-        runtime = DockerContainerRuntime(own_container=own_container)
-    try:
-        yield runtime
-    finally:
-        runtime.close()
-
-
 def _journal(config: NodeConfig) -> Iterator[SqliteRunJournal]:
     journal = SqliteRunJournal(os.path.join(config.data_dir, "journal.sqlite"))
     try:
@@ -162,28 +132,6 @@ def _audit_log(config: NodeConfig) -> AuditLog:
     return audit_log_in(config.data_dir)
 
 
-def _tasks_dir(config: NodeConfig) -> str:
-    return os.path.join(config.data_dir, "tasks")
-
-
-def _launcher(config: NodeConfig, runtime: DockerContainerRuntime) -> SidecarLauncher:
-    egress = config.egress
-    return SidecarLauncher(runtime, config.name, egress.sidecar_network, egress.extra_hosts, egress.ready_timeout)
-
-
-def _whitelist_proxy(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerWhitelistProxy:
-    return DockerWhitelistProxy(_launcher(config, runtime), config.name, config.egress.images.squid)
-
-
-def _tunnels(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerTunnelManager:
-    return DockerTunnelManager(_launcher(config, runtime), config.name, config.egress.images.ssh_tunnel)
-
-
-def _service_firewall(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerServiceFirewall:
-    marker = os.path.join(config.data_dir, "service-firewall")
-    return DockerServiceFirewall(runtime, config.name, config.egress.images.network_config, marker)
-
-
 class Adapters(containers.DeclarativeContainer):
     """The production adapters, one per port; each gets plain values, never the whole config."""
 
@@ -196,8 +144,8 @@ class Adapters(containers.DeclarativeContainer):
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
-    runtime = providers.Resource(_docker_runtime, config=config, own_container=own_container)
-    workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
+    runtime = providers.Resource(docker_adapters.docker_runtime, config=config, own_container=own_container)
+    workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(docker_adapters.tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
     # How the proxy reaches the server: None is the network; an in-memory server gives its own.
     proxy_transport: providers.Object[object | None] = providers.Object(None)
@@ -211,10 +159,12 @@ class Adapters(containers.DeclarativeContainer):
     host_metrics = providers.Singleton(ProcHostMetrics)
     audit_log = providers.Singleton(_audit_log, config=config)
     monitoring = providers.Singleton(StarletteMonitoringServer, metrics=node_metrics)
-    whitelist_proxy = providers.Singleton(_whitelist_proxy, config=config, runtime=runtime)
-    tunnels = providers.Singleton(_tunnels, config=config, runtime=runtime)
+    whitelist_proxy = providers.Singleton(docker_adapters.whitelist_proxy, config=config, runtime=runtime)
+    tunnels = providers.Singleton(docker_adapters.tunnels, config=config, runtime=runtime)
     service_linker = providers.Singleton(DockerServiceLinker, runtime=runtime)
-    service_firewall = providers.Singleton(_service_firewall, config=config, runtime=runtime)
+    service_firewall = providers.Singleton(docker_adapters.service_firewall, config=config, runtime=runtime)
+    vpn_client = providers.Singleton(docker_adapters.vpn_client, config=config, runtime=runtime)
+    vpn_server = providers.Singleton(HttpxVpnServerApi, server=server)
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -240,6 +190,8 @@ class MemoryAdapters(containers.DeclarativeContainer):
     tunnels = providers.Singleton(MemoryTunnelManager, node_name=config.provided.name)
     service_linker = providers.Singleton(MemoryServiceLinker)
     service_firewall = providers.Singleton(MemoryServiceFirewall)
+    vpn_client = providers.Singleton(MemoryVpnClient, node_name=config.provided.name)
+    vpn_server = providers.Singleton(MemoryVpnServerApi, server=server)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -301,12 +253,23 @@ class NodeContainer(containers.DeclarativeContainer):
         sidecars=sidecars,
     )
     supervise_sidecars = providers.Factory(SuperviseSidecars, sidecars=sidecars, clock=adapters.clock)
+    set_up_vpn_connection = providers.Factory(
+        SetUpVpnConnection, config=config, client=adapters.vpn_client, server=adapters.vpn_server, session=session,
+        sidecars=sidecars,
+    )
+    tear_down_vpn = providers.Factory(
+        TearDownVpn, config=config, client=adapters.vpn_client, server=adapters.vpn_server, session=session
+    )
+    # Remembers the runs whose ports it registered: one per node.
+    vpn_run_forwarding = providers.Singleton(
+        VpnRunForwarding, config=config, client=adapters.vpn_client, server=adapters.vpn_server, session=session
+    )
     start = providers.Factory(
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
         session=session, authenticate=authenticate, set_up_encryption=set_up_encryption,
         bind_journal=bind_journal, check_proxy=check_proxy, job_volumes=remove_job_volumes,
         check_shared=check_shared,
-        set_up_egress=set_up_egress,
+        set_up_egress=set_up_egress, set_up_vpn=set_up_vpn_connection,
     )
     sync_runs = providers.Factory(
         SyncRuns, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
@@ -328,7 +291,7 @@ class NodeContainer(containers.DeclarativeContainer):
         ExecuteRun, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
         journal=adapters.journal, clock=adapters.clock, proxy=adapters.proxy, session=session, active=active,
         emitter=emitter, prepare=prepare_run, report=report_result, events=run_events,
-        stream_logs=stream_algorithm_logs, audit=audit,
+        stream_logs=stream_algorithm_logs, audit=audit, vpn=vpn_run_forwarding,
     )
     apply_kill_order = providers.Factory(ApplyKillOrder, runtime=adapters.runtime, session=session, active=active)
     share_node_details = providers.Factory(
@@ -348,7 +311,7 @@ class NodeContainer(containers.DeclarativeContainer):
         CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
         proxy=adapters.proxy, active=active, report=report_result,
         report_timeout=timings.provided.shutdown_report_timeout, run_events=run_events,
-        monitoring=adapters.monitoring, tear_down_egress=tear_down_egress,
+        monitoring=adapters.monitoring, tear_down_egress=tear_down_egress, tear_down_vpn=tear_down_vpn,
     )
     use_cases = providers.Factory(
         UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
@@ -357,7 +320,7 @@ class NodeContainer(containers.DeclarativeContainer):
         remove_job_volumes=remove_job_volumes, clean_up=clean_up, report_metrics=report_metrics,
         serve_monitoring=serve_monitoring, set_up_squid_proxy=set_up_squid_proxy,
         set_up_ssh_tunnels=set_up_ssh_tunnels, link_docker_services=link_docker_services,
-        supervise_sidecars=supervise_sidecars,
+        supervise_sidecars=supervise_sidecars, set_up_vpn_connection=set_up_vpn_connection,
     )
     node = providers.Singleton(
         Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,

@@ -15,6 +15,7 @@ from v6node.app.retry import until_done
 from v6node.app.run_events import RunEvents
 from v6node.app.session import NodeSession
 from v6node.app.stream_algorithm_logs import StreamAlgorithmLogs
+from v6node.app.vpn_run_forwarding import VpnRunForwarding
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import (
     LABEL_IDENTITY,
@@ -79,7 +80,9 @@ class ExecuteRun:
       not be shared; a killed run is reported ``killed by user``, never as crashed;
     - ``REATTACH`` waits again for a container an earlier process started; ``REPORT``,
       ``REREPORT`` and ``FAIL_LOST`` report what the reconciliation decided, starting nothing;
-    - afterwards the container and the task folder go (unless ``keep_task_folders``).
+    - on the VPN, the algorithm gets its forwarded ports (``VpnRunForwarding``);
+    - afterwards the container, its VPN forwarding and the task folder go (the folder
+      stays with ``keep_task_folders``).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class ExecuteRun:
         events: RunEvents,
         stream_logs: StreamAlgorithmLogs,
         audit: AuditTrail,
+        vpn: VpnRunForwarding,
     ) -> None:
         self.config = config
         self.server = server
@@ -115,6 +119,7 @@ class ExecuteRun:
         self.events = events
         self.stream_logs = stream_logs
         self.audit = audit
+        self.vpn = vpn
 
     async def __call__(self, run: Run, action: RunAction | None = None) -> RunStatus | None:
         """Returns the status reported, or None when the server had finished the run before it began."""
@@ -219,8 +224,9 @@ class ExecuteRun:
         self._authorize(run, prepared.token)
         if self.active.killed(run.id):
             raise RunEnded(RunStatus.KILLED, "killed by user before the algorithm started")
+        spec = await self.vpn.attach(run, prepared.spec)
         try:
-            container_id = await self._run_container(run, prepared.spec)
+            container_id = await self._run_container(run, spec)
         except ContainerStartFailed as exc:
             raise RunEnded(RunStatus.START_FAILED, f"the algorithm container could not be started: {exc}") from exc
         self.active.started(run.id, container_id)
@@ -361,10 +367,11 @@ class ExecuteRun:
             return ""
 
     async def _clean_up(self, run: Run, container_id: str | None) -> None:
-        """Once reported, neither the container nor the task folder is needed."""
+        """Once reported, neither the container nor the task folder is needed (nor its VPN forwarding)."""
         try:
             if container_id is not None:
                 await self.runtime.remove(container_id)
+            await self.vpn.detach(run.id)
             if not self.config.keep_task_folders:
                 await self.workspace.remove(run.id)
         except (NodeError, OSError) as exc:

@@ -35,6 +35,7 @@ from v6node.domain.events import (
 from v6node.domain.kill import KilledRun, KillOrder
 from v6node.domain.model import NodeIdentity, Run
 from v6node.domain.status import RunStatus, has_failed
+from v6node.domain.vpn import VpnConnection
 from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
 from v6node.ports.event_stream import EventStream
@@ -145,6 +146,9 @@ class Node:
 
     async def link_docker_services(self) -> list[LinkedService]:
         return await self.use.link_docker_services()
+
+    async def setup_vpn_connection(self) -> VpnConnection | None:
+        return await self.use.set_up_vpn_connection()
 
     async def cleanup(self) -> None:
         """Report interrupted runs and remove everything the node made (once)."""

@@ -16,6 +16,7 @@ from v6node.app.serve_monitoring import ServeMonitoring
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.app.set_up_squid_proxy import SetUpSquidProxy
 from v6node.app.set_up_ssh_tunnels import SetUpSshTunnels
+from v6node.app.set_up_vpn_connection import SetUpVpnConnection
 from v6node.app.share_node_details import ShareNodeDetails
 from v6node.app.start_node import StartNode
 from v6node.app.supervise_sidecars import SuperviseSidecars
@@ -53,3 +54,4 @@ class UseCases:
     set_up_ssh_tunnels: SetUpSshTunnels
     link_docker_services: LinkDockerServices
     supervise_sidecars: SuperviseSidecars
+    set_up_vpn_connection: SetUpVpnConnection

@@ -6,6 +6,7 @@ from attrs import define
 from v6node.domain.containers import AlgorithmSettings
 from v6node.domain.errors import NodeError
 from v6node.domain.model import NodeIdentity
+from v6node.domain.vpn import VpnConnection
 from v6node.ports.cryptor import Cryptor
 
 
@@ -19,12 +20,14 @@ class NodeSession:
 
     ``identity``: who the node is on the server (``Authenticate``); ``cryptor``: the
     collaboration's scheme and our key (``SetUpEncryption``); ``settings``: what every
-    algorithm container gets (``StartNode``).
+    algorithm container gets (``StartNode``); ``vpn``: the VPN client while it is connected
+    (``SetUpVpnConnection``, and its supervision when it restarts the client).
     """
 
     identity: NodeIdentity | None = None
     cryptor: Cryptor | None = None
     settings: AlgorithmSettings | None = None
+    vpn: VpnConnection | None = None
 
     def me(self) -> NodeIdentity:
         if self.identity is None:

@@ -51,4 +51,6 @@ class SetUpEgress:
         parts += ["squid at squid:3128"] if squid is not None else []
         parts += [f"{len(linked)} linked container(s)"] if linked else []
         step_done("egress", ", ".join(parts))
-        return egress_environment(squid is not None, proxy_host, egress.aliases)
+        # Algorithms reach the VPN's addresses directly, never through Squid (as in the reference).
+        direct = egress.aliases + ((self.config.vpn.subnet,) if self.config.vpn is not None else ())
+        return egress_environment(squid is not None, proxy_host, direct)

@@ -1,8 +1,9 @@
-"""What ``check-config`` says about the whitelist, the SSH tunnels and the linked containers."""
+"""What ``check-config`` says about the whitelist, the SSH tunnels, the linked containers and the VPN."""
 from __future__ import annotations
 
 from v6node.domain.config import NodeConfig
 from v6node.domain.egress import SQUID_ALIAS, SQUID_PORT, whitelist_warnings
+from v6node.domain.vpn import VPN_CONFIG_FILE
 
 
 def egress_lines(config: NodeConfig) -> list[str]:
@@ -25,6 +26,13 @@ def egress_lines(config: NodeConfig) -> list[str]:
         )
     for service in egress.services:
         lines.append(f"linked:       {', '.join(service.aliases)} -> container {service.container}")
+    vpn = config.vpn
+    if vpn is not None:
+        lines += [
+            f"vpn:          vpn_subnet {vpn.subnet}; configuration <data folder>/vpn/{VPN_CONFIG_FILE} (else GET vpn)",
+            f"  images:     client {vpn.client_image}, helper {vpn.helper_image}, "
+            f"forwarding {egress.images.network_config}",
+        ]
     if egress.has_services:
         lines.append(
             f"sidecars:     reach out through Docker network {egress.sidecar_network}; firewall helper image "

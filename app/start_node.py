@@ -12,6 +12,7 @@ from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
 from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
+from v6node.app.set_up_vpn_connection import SetUpVpnConnection
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, stable_proxy_port
 from v6node.domain.errors import NodeError
@@ -26,7 +27,7 @@ log = logging.getLogger("v6node.node")
 class StartNode:
     """Check the engine, log in, set up encryption, bind the journal, make the algorithm
     network, start and check the proxy, then what else algorithms may reach (SSH tunnels,
-    Squid, linked containers); returns the "ready" line's details.
+    Squid, linked containers, the VPN); returns the "ready" line's details.
 
     Business rules:
     - the Docker engine must answer first (exit 4 otherwise); ``docker_registries`` logins
@@ -51,6 +52,7 @@ class StartNode:
         job_volumes: RemoveJobVolumes,
         check_shared: CheckSharedFolder,
         set_up_egress: SetUpEgress,
+        set_up_vpn: SetUpVpnConnection,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -64,6 +66,7 @@ class StartNode:
         self.job_volumes = job_volumes
         self.check_shared = check_shared
         self.set_up_egress = set_up_egress
+        self.set_up_vpn = set_up_vpn
 
     async def __call__(self) -> str:
         config = self.config
@@ -90,6 +93,7 @@ class StartNode:
         via = "" if (host, port) == (gateway, listening) else f" (relayed to the proxy at {gateway}:{listening})"
         step_done("proxy", f"algorithms reach the node at {host}:{port}{via} on network {network} ({checked})")
         egress_env = await self.set_up_egress(host)
+        await self.set_up_vpn()
         self.session.settings = AlgorithmSettings(
             node_name=config.name,
             tasks_dir=self.workspace.tasks_dir(),

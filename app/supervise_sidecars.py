@@ -59,5 +59,5 @@ class SuperviseSidecars:
                 log.error("%s could not be started again: %s", item.what, exc)
                 failures += 1
                 continue
-            log.info("%s is ready again (%s:%d)", item.what, item.sidecar.alias, item.sidecar.port)
+            log.info("%s is ready again (%s)", item.what, item.sidecar.where)
             return

@@ -6,6 +6,7 @@ from typing import Any
 from attrs import field, frozen, validators
 
 from v6node.domain.egress import EgressConfig
+from v6node.domain.vpn import VpnConfig
 
 FILE_DATABASE_TYPES = frozenset({"csv", "parquet", "excel"})
 FOLDER_DATABASE_TYPES = frozenset({"folder"})
@@ -180,6 +181,8 @@ class NodeConfig:
     runtime: RuntimeConfig = RuntimeConfig()
     # Squid, SSH tunnels and linked containers: what algorithms may reach besides the proxy.
     egress: EgressConfig = EgressConfig()
+    # ``vpn_subnet`` and the VPN's images; None: no VPN (nothing of it is made or asked for).
+    vpn: VpnConfig | None = None
 
     @property
     def server_root(self) -> str:

@@ -91,12 +91,17 @@ class EgressConfig:
 class Sidecar:
     """A running sidecar container: algorithms reach it at ``alias:port`` (``address`` on their network)."""
 
-    kind: str  # SIDECAR_SQUID or SIDECAR_SSH_TUNNEL
+    kind: str  # SIDECAR_SQUID, SIDECAR_SSH_TUNNEL or the VPN client
     name: str  # container name
     container_id: str
     alias: str
     address: str
-    port: int
+    port: int  # 0: it serves no port of its own (the VPN client)
+
+    @property
+    def where(self) -> str:
+        """How algorithms reach it: ``alias:port``, or its name when it serves no port."""
+        return f"{self.alias}:{self.port}" if self.port else self.alias
 
 
 @frozen

@@ -11,6 +11,8 @@ from v6node.ports.service_firewall import ServiceFirewall
 from v6node.ports.service_linker import ServiceLinker
 from v6node.ports.task_workspace import TaskWorkspace
 from v6node.ports.tunnel_manager import TunnelManager
+from v6node.ports.vpn_client import VpnClient
+from v6node.ports.vpn_server_api import VpnServerApi
 from v6node.ports.whitelist_proxy import WhitelistProxy
 
 __all__ = [
@@ -26,5 +28,7 @@ __all__ = [
     "ServiceLinker",
     "TaskWorkspace",
     "TunnelManager",
+    "VpnClient",
+    "VpnServerApi",
     "WhitelistProxy",
 ]

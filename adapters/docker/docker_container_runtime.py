@@ -67,12 +67,7 @@ class DockerContainerRuntime(ContainerRuntime):
     """
 
     def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        timeout: float = 60,
-        max_calls: int = 16,
-        max_waits: int = 256,
+        self, base_url: str | None = None, *, timeout: float = 60, max_calls: int = 16, max_waits: int = 256,
         own_container: str | None = None,
     ) -> None:
         self._base_url = base_url

@@ -1,4 +1,4 @@
-"""Sidecar containers (Squid, SSH tunnels) on the engine: made, configured, checked, watched.
+"""Sidecar containers (Squid, SSH tunnels, the VPN client) on the engine: made, configured, checked, watched.
 
 A sidecar is made on the node's sidecar network (its way out, Docker's default ``bridge``
 unless ``sidecar_network`` says otherwise) and joined to the algorithm network under its
@@ -22,7 +22,7 @@ import logging
 import socket
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -62,6 +62,12 @@ class SidecarPlan:
     tmpfs: dict[str, str] = field(factory=dict)
     # Its output -> the reason it can never become ready (None: it may still).
     diagnose: Callable[[str], str | None] = lambda output: None
+    environment: dict[str, str] = field(factory=dict)
+    devices: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(factory=dict)
+    # Returns once it is ready (or raises ``SidecarFailed``); None: once something accepts
+    # connections at its address and port. Bounded by the launcher's ready timeout.
+    ready: Callable[[Sidecar], Awaitable[None]] | None = None
 
 
 class SidecarLauncher:
@@ -130,6 +136,8 @@ class SidecarLauncher:
                 read_only=True,
                 tmpfs=dict(plan.tmpfs) or None,
                 extra_hosts=self.extra_hosts or None,
+                devices=list(plan.devices) or None,
+                sysctls=dict(plan.sysctls) or None,
                 log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m", "max-file": "2"}),
             )
             created = api.create_container(
@@ -137,6 +145,7 @@ class SidecarLauncher:
                 command=list(plan.command) if plan.command is not None else None,
                 name=plan.name,
                 labels=labels,
+                environment=dict(plan.environment) or None,
                 host_config=host_config,
                 networking_config=api.create_networking_config(
                     {self.sidecar_network: api.create_endpoint_config()}
@@ -161,6 +170,16 @@ class SidecarLauncher:
 
     # --- waiting until it is ready -----------------------------------------------------------
     async def _until_ready(self, plan: SidecarPlan, sidecar: Sidecar) -> None:
+        if plan.ready is not None:
+            try:
+                async with asyncio.timeout(self.ready_timeout):
+                    await plan.ready(sidecar)
+            except TimeoutError:
+                _, output = await self.runtime.call(self._state, sidecar.container_id)
+                raise SidecarFailed(
+                    plan.what, f"not ready after {self.ready_timeout:.0f} s; its output: {last_lines(output) or 'none'}"
+                ) from None
+            return
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if await _accepts(sidecar.address, sidecar.port):

@@ -289,6 +289,10 @@ class HttpxServerApi(ServerApi):
         log.debug("uploaded blob %s (%d bytes in %d chunks)", blob_id, body.sent_bytes, body.sent_chunks)
         return blob_id
 
+    async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None) -> Any:
+        """Any other authenticated call with a JSON answer, by the same rules (for the VPN endpoints)."""
+        return await self._request(method, path, params=params, json=json)
+
     # --- transport ---------------------------------------------------------------------------------
     def _api_url(self, path: str) -> str:
         return f"{self._api_base}/{path.lstrip('/')}"

@@ -14,6 +14,7 @@ from v6node.adapters.crypto.rsa_cryptor import RsaCryptor, create_private_key_pe
 from v6node.adapters.memory.container_tokens import ContainerTokens
 from v6node.adapters.memory.event_stream import MemoryEventStream
 from v6node.adapters.memory.server_api import MemoryServerApi
+from v6node.adapters.memory.vpn import MemoryVpnServerApi
 from v6node.adapters.memory.server_http import server_http_app
 from v6node.adapters.memory.server_state import MemoryServerState, StoredRun
 from v6node.domain.errors import CryptoError, NodeError
@@ -101,6 +102,8 @@ class MemoryFederation(LocalFederation):
             "server": self.servers[organization_id],
             "events": self.events[organization_id],
             "proxy_transport": self.transport,
+            # No VPN service: a node with vpn_subnet goes on without the VPN, saying so.
+            "vpn_server": MemoryVpnServerApi(self.servers[organization_id]),
         }
 
     # --- the server's side ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from v6node.adapters.memory.sidecars import (
     MemoryTunnelManager,
     MemoryWhitelistProxy,
 )
+from v6node.adapters.memory.vpn import MemoryVpnClient, MemoryVpnServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.app.container import MemoryAdapters, NodeContainer
 from v6node.app.node import Node
@@ -124,6 +125,14 @@ class MemoryNodeHarness:
     def service_firewall(self) -> MemoryServiceFirewall:
         return self.adapters.service_firewall()
 
+    @property
+    def vpn_client(self) -> MemoryVpnClient:
+        return self.adapters.vpn_client()
+
+    @property
+    def vpn_server(self) -> MemoryVpnServerApi:
+        return self.adapters.vpn_server()
+
     # --- lifetime -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self.node.run_forever())
@@ -142,6 +151,7 @@ class MemoryNodeHarness:
             "clock": self.clock, "workspace": self.workspace, "runtime": self.runtime, "journal": self.journal,
             # The engine's and the host's state: linked containers and the firewall outlive a process.
             "service_linker": self.service_linker, "service_firewall": self.service_firewall,
+            "vpn_client": self.vpn_client,
         }
         for name, instance in same.items():
             getattr(adapters, name).override(providers.Object(instance))

@@ -44,6 +44,11 @@ class MemoryServerState:
         self.runs: dict[int, StoredRun] = {}
         self.algorithm_stores: dict[int, str] = {}
         self.blobs: dict[str, bytes] = {}
+        # The VPN: what ``GET vpn`` issues (None: the server has no VPN service), each
+        # node's published VPN address and each run's forwarded ports (port, label).
+        self.ovpn_config: str | None = None
+        self.node_ips: dict[int, tuple[int, str]] = {}  # node id -> (organization id, address)
+        self.vpn_ports: dict[int, list[tuple[int, str | None]]] = {}
         self._ids = itertools.count(1)
 
     def new_id(self) -> int:

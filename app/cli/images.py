@@ -1,4 +1,5 @@
-"""`v6node build-images`: the egress helper images (Squid, SSH tunnel, firewall) from Debian packages."""
+"""`v6node build-images`: the egress helper images (Squid, SSH tunnel, firewall) and the VPN's
+(client, helper) from Debian packages."""
 from __future__ import annotations
 
 import click
@@ -13,14 +14,19 @@ from v6node.app.cli.common import failing_with_codes, package_version
 @click.option("--tag", default=None, help="The images' tag (default: the v6node version).")
 @click.option("--mirror", default=DEFAULT_MIRROR, show_default=True, help="Debian mirror for debootstrap.")
 @click.option("--force", is_flag=True, help="Build even when an image is current.")
+@click.option("--only", type=click.Choice(["egress", "vpn"]), help="Only the egress images, or only the VPN's.")
 @failing_with_codes
-def build_images(base: str | None, prefix: str, tag: str | None, mirror: str, force: bool) -> None:
-    """Build the Squid, SSH tunnel and firewall helper images from Debian packages (no registry).
+def build_images(base: str | None, prefix: str, tag: str | None, mirror: str, force: bool, only: str | None) -> None:
+    """Build the Squid, SSH tunnel, firewall helper, VPN client and VPN helper images from
+    Debian packages (no registry).
 
     Prints each image and whether it was built or already current, then the `images`
     lines for the node config.
     """
-    built = build_sidecar_images(prefix, tag or package_version(), base=base, mirror=mirror, force=force)
+    built = build_sidecar_images(
+        prefix, tag or package_version(), base=base, mirror=mirror, force=force, vpn=only != "egress",
+        egress=only != "vpn",
+    )
     for item in built:
         click.echo(f"{item.action:8} {item.image}")
     click.echo("images:")

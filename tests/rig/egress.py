@@ -125,16 +125,18 @@ def answers(output: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)  # type: ignore[misc]
 
 
-def docker_user_rules(node: str | None = None) -> list[str]:
+def docker_user_rules(node: str | tuple[str, ...] | None = None) -> list[str]:
     """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does). With
-    ``node``, without the rules tagged for other nodes: nodes of tests running at the same
-    time on the machine's engine (other sessions) add and remove theirs."""
+    ``node`` (or several), without the rules v6node tagged for other nodes (their service
+    firewall or VPN forwarding): nodes of tests running at the same time on the machine's
+    engine (other sessions) add and remove theirs."""
     done = subprocess.run(["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True)
     rules = done.stdout.splitlines()
     if node is None:
         return rules
-    return [rule for rule in rules if (tag := _NODE_TAG.search(rule)) is None or tag.group(1) == node]
+    nodes = (node,) if isinstance(node, str) else node
+    return [rule for rule in rules if (tag := _NODE_TAG.search(rule)) is None or tag.group(1) in nodes]
 
 
-# Any node's tag, ``services`` or other (a VPN's rules are tagged ``v6node:<node>:vpn``).
+# Any node's tag, ``services``, ``vpn`` or other (e.g. ``v6node:<node>:vpn``).
 _NODE_TAG = re.compile(r"v6node:([^:\s\"]+):\w+")

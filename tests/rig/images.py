@@ -56,6 +56,8 @@ class ShellImage:
     name: str
     files: tuple[str, ...]  # under tests/rig/algorithms, copied to /algo
     cmd: tuple[str, ...]
+    expose: tuple[str, ...] = ()  # EXPOSE entries ("8888/tcp")
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 _SH_LIB = ("lib.awk", "decode.awk", "common.sh")
@@ -71,6 +73,11 @@ SHELL_IMAGES: dict[str, ShellImage] = {
         ),
         ShellImage("db-write-algo", (*_SH_LIB, "db-write-algo.sh"), ("/bin/sh", "/algo/db-write-algo.sh")),
         ShellImage("mem-algo", (*_SH_LIB, "mem-algo.sh"), ("/bin/sh", "/algo/mem-algo.sh")),
+        # Listens on, or talks to, a peer over the VPN (its role from $VPN_ROLE).
+        ShellImage(
+            "vpn-algo", (*_SH_LIB, "vpn-algo.sh", "vpn-answer.sh"), ("/bin/sh", "/algo/vpn-algo.sh"),
+            expose=("8888/tcp",), labels=(("p8888", "message"),),
+        ),
     )
 }
 PYTHON_BASE = "python-base"
@@ -80,8 +87,11 @@ V6_ALGO_PACKAGE = ALGORITHMS / "v6_algo"
 SSHD_HOST = "sshd-host"
 # The sidecar images, built by the product's own `v6node build-images` on python-base.
 SIDECARS = "sidecars"
-ALL_IMAGES = (*SHELL_IMAGES, PYTHON_BASE, V6_ALGO, SSHD_HOST, SIDECARS)
-ON_PYTHON_BASE = (V6_ALGO, SSHD_HOST, SIDECARS)
+VPN_SIDECARS = "vpn-sidecars"
+# An OpenVPN server (and easy-rsa for its throw-away PKI), from Debian packages.
+VPN_SERVER = "vpn-server"
+ALL_IMAGES = (*SHELL_IMAGES, PYTHON_BASE, V6_ALGO, SSHD_HOST, SIDECARS, VPN_SIDECARS, VPN_SERVER)
+ON_PYTHON_BASE = (V6_ALGO, SSHD_HOST, SIDECARS, VPN_SIDECARS, VPN_SERVER)
 
 
 @frozen
@@ -131,9 +141,14 @@ def _drop_replaced(client: docker.DockerClient, old_id: str | None, name: str) -
         pass
 
 
-def _changes(cmd: Iterable[str], recipe: str, env: dict[str, str] | None = None) -> list[str]:
+def _changes(
+    cmd: Iterable[str], recipe: str, env: dict[str, str] | None = None, expose: Iterable[str] = (),
+    labels: Iterable[tuple[str, str]] = (),
+) -> list[str]:
     changes = [f"CMD {json.dumps(list(cmd))}", f"LABEL {RECIPE_LABEL}={recipe}"]
     changes += [f"ENV {key}={value}" for key, value in (env or {}).items()]
+    changes += [f"EXPOSE {port}" for port in expose]
+    changes += [f"LABEL {key}={value}" for key, value in labels]
     return changes
 
 
@@ -205,12 +220,13 @@ def _build_shell_image(client: docker.DockerClient, spec: ShellImage, force: boo
     name = image(spec.name)
     rootfs = busybox_rootfs({f"algo/{f}": (ALGORITHMS / f).read_bytes() for f in spec.files})
     env = {"PATH": "/bin"}
-    recipe = _recipe_hash(rootfs, json.dumps([spec.cmd, env]))
+    extra = [spec.expose, spec.labels] if spec.expose or spec.labels else []
+    recipe = _recipe_hash(rootfs, json.dumps([spec.cmd, env, *extra]))
     if not force and _current_recipe(client, name) == recipe:
         return "current"
     old = _image_id(client, name)
     repository, tag = name.rsplit(":", 1)
-    client.api.import_image_from_data(rootfs, repository=repository, tag=tag, changes=_changes(spec.cmd, recipe, env))
+    client.api.import_image_from_data(rootfs, repository=repository, tag=tag, changes=_changes(spec.cmd, recipe, env, spec.expose, spec.labels))
     _drop_replaced(client, old, name)
     return "built"
 
@@ -386,18 +402,47 @@ def _build_sshd_host(client: docker.DockerClient, force: bool) -> str:
     return "built"
 
 
-def sidecar_images() -> dict[str, str]:
-    """The images the tests give the node (``images`` config key -> name)."""
-    from v6node.adapters.docker.sidecar_images import CONFIG_KEYS, image_name
+def sidecar_images(vpn: bool = False) -> dict[str, str]:
+    """The images the tests give the node (``images`` config key -> name): the egress ones,
+    and with ``vpn`` the VPN's too."""
+    from v6node.adapters.docker.sidecar_images import CONFIG_KEYS, STAGES, VPN_STAGES, image_name
 
-    return {CONFIG_KEYS[stage]: image_name(stage, f"{IMAGE_PREFIX}/", "1") for stage in CONFIG_KEYS}
+    stages = (*STAGES, *VPN_STAGES) if vpn else STAGES
+    return {CONFIG_KEYS[stage]: image_name(stage, f"{IMAGE_PREFIX}/", "1") for stage in stages}
 
 
-def _build_sidecars(client: docker.DockerClient, force: bool) -> str:
+def _build_sidecars(client: docker.DockerClient, force: bool, vpn: bool = False) -> str:
     from v6node.adapters.docker.sidecar_images import build_sidecar_images
 
-    built = build_sidecar_images(f"{IMAGE_PREFIX}/", "1", base=image(PYTHON_BASE), force=force)
+    built = build_sidecar_images(f"{IMAGE_PREFIX}/", "1", base=image(PYTHON_BASE), force=force, vpn=vpn, egress=not vpn)
     return "built" if any(item.action == "built" for item in built) else "current"
+
+
+_VPN_SERVER_DOCKERFILE = """FROM {base}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openvpn easy-rsa iproute2 \\
+ && rm -rf /var/lib/apt/lists/*
+CMD ["openvpn", "--help"]
+"""
+
+
+def _build_vpn_server(client: docker.DockerClient, force: bool) -> str:
+    """Debian's OpenVPN and easy-rsa: the tests' VPN server and the tool for its throw-away PKI."""
+    tag = image(VPN_SERVER)
+    base = image(PYTHON_BASE)
+    base_recipe = _current_recipe(client, base)
+    if base_recipe is None:
+        raise RuntimeError(f"{base} is missing: build {PYTHON_BASE} first")
+    dockerfile = _VPN_SERVER_DOCKERFILE.format(base=base)
+    recipe = _recipe_hash(base_recipe, dockerfile)
+    if not force and _current_recipe(client, tag) == recipe:
+        return "current"
+    old = _image_id(client, tag)
+    with tempfile.TemporaryDirectory(prefix="v6node-vpn-server-", dir=_scratch_dir()) as context:
+        (Path(context) / "Dockerfile").write_text(dockerfile)
+        client.images.build(path=context, tag=tag, rm=True, forcerm=True, labels={RECIPE_LABEL: recipe})
+    _drop_replaced(client, old, tag)
+    return "built"
 
 
 # --- entry points -----------------------------------------------------------------------------------
@@ -412,6 +457,10 @@ def _builder(name: str) -> Callable[[docker.DockerClient, bool], str]:
         return _build_sshd_host
     if name == SIDECARS:
         return _build_sidecars
+    if name == VPN_SIDECARS:
+        return lambda client, force: _build_sidecars(client, force, vpn=True)
+    if name == VPN_SERVER:
+        return _build_vpn_server
     raise ValueError(f"unknown test image {name!r}; known: {', '.join(ALL_IMAGES)}")
 
 
@@ -450,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     for result in ensure_images(args.only, force=args.force):
-        shown = "127.0.0.1:5999/v6node-{squid,ssh-tunnel,network-config}:1" if result.name == SIDECARS else result.image
+        shown = {
+            SIDECARS: "127.0.0.1:5999/v6node-{squid,ssh-tunnel,network-config}:1",
+            VPN_SIDECARS: "127.0.0.1:5999/v6node-{vpn-client,vpn-helper}:1",
+        }.get(result.name, result.image)
         print(f"{result.action:8} {shown:45} {result.seconds:6.1f} s", flush=True)
     print(f"done in {time.monotonic() - started:.1f} s")
     return 0

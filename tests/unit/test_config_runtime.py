@@ -43,6 +43,7 @@ runtime:
         ("runtime: {kind: swarm, proxy_address: proxy.example}", "runtime.proxy_address", "an IP address"),
         ("runtime: {kind: swarm}\nproxy_check_image: null", "proxy_check_image", "busybox"),
         ("runtime: {kind: swarm}\nwhitelist: {domains: [example.org], ports: [443]}", "runtime", "one engine only"),
+        ("runtime: {kind: swarm}\nvpn_subnet: 10.76.0.0/16", "runtime", "vpn_subnet"),
     ],
 )
 def test_what_a_swarm_cannot_have_is_refused_naming_the_key(tmp_path, text, key, says):
