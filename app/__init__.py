@@ -4,6 +4,9 @@
   from a mapping of the same keys, checked (``ConfigError`` names the key);
 - ``EmbeddedNode``: run a node inside your asyncio program, through the same container as
   ``v6node start``, with any adapter replaced; ``events()`` streams ``RunEvent``s;
+- ``run_locally`` / ``RunLocal``: run an algorithm image through the node's own code path on
+  simulated organizations against a server in memory (``v6node run-local``); it returns a
+  ``LocalRunReport`` of ``TaskReport``s and ``RunReport``s;
 - ``MemoryNodeHarness`` (in ``v6node.adapters.memory.harness``): the same node on in-memory
   adapters, for tests.
 
@@ -16,29 +19,41 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from v6node.app.config import load_config
-    from v6node.app.embedded import EmbeddedNode, config_from_dict
-    from v6node.app.node import Node
-    from v6node.app.node_parts import NodeTimings
-    from v6node.app.run_events import RunEventStream
-    from v6node.domain.config import NodeConfig
-    from v6node.domain.errors import ConfigError, NodeError
-    from v6node.domain.run_events import RunEvent, Stage
-    from v6node.domain.status import RunStatus
+    # "x as x": explicit re-exports, so that users' mypy --strict sees the names (__all__ is computed).
+    from v6node.app.config import load_config as load_config
+    from v6node.app.embedded import EmbeddedNode as EmbeddedNode, config_from_dict as config_from_dict
+    from v6node.app.node import Node as Node
+    from v6node.app.node_parts import NodeTimings as NodeTimings
+    from v6node.app.run_events import RunEventStream as RunEventStream
+    from v6node.app.run_local import RunLocal as RunLocal, run_locally as run_locally
+    from v6node.domain.config import NodeConfig as NodeConfig
+    from v6node.domain.errors import ConfigError as ConfigError, NodeError as NodeError
+    from v6node.domain.local_run import (
+        LocalRunReport as LocalRunReport,
+        RunReport as RunReport,
+        TaskReport as TaskReport,
+    )
+    from v6node.domain.run_events import RunEvent as RunEvent, Stage as Stage
+    from v6node.domain.status import RunStatus as RunStatus
 
 _WHERE = {
     "ConfigError": "v6node.domain.errors",
     "EmbeddedNode": "v6node.app.embedded",
+    "LocalRunReport": "v6node.domain.local_run",
     "Node": "v6node.app.node",
     "NodeConfig": "v6node.domain.config",
     "NodeError": "v6node.domain.errors",
     "NodeTimings": "v6node.app.node_parts",
     "RunEvent": "v6node.domain.run_events",
     "RunEventStream": "v6node.app.run_events",
+    "RunLocal": "v6node.app.run_local",
+    "RunReport": "v6node.domain.local_run",
     "RunStatus": "v6node.domain.status",
     "Stage": "v6node.domain.run_events",
+    "TaskReport": "v6node.domain.local_run",
     "config_from_dict": "v6node.app.embedded",
     "load_config": "v6node.app.config",
+    "run_locally": "v6node.app.run_local",
 }
 
 __all__ = sorted(_WHERE)

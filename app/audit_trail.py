@@ -47,8 +47,15 @@ class AuditTrail:
     async def started(self, run: Run, container_id: str) -> None:
         await self._write("started", run, container_id=container_id)
 
-    async def finished(self, run: Run, status: RunStatus, result_sha256: str | None) -> None:
-        await self._write("finished", run, status=str(status), result_sha256=result_sha256)
+    async def finished(
+        self, run: Run, status: RunStatus, result_sha256: str | None, *, reported: RunStatus | None = None
+    ) -> None:
+        """``status`` is the end the server holds; ``reported`` is what the node sent when the
+        server kept another end (a run killed on the server before the node's report)."""
+        facts: dict[str, Any] = {"status": str(status), "result_sha256": result_sha256}
+        if reported is not None and reported != status:
+            facts["reported"] = str(reported)
+        await self._write("finished", run, **facts)
 
     async def _write(self, event: str, run: Run, **facts: Any) -> None:
         entry = {"at": self.clock.now().isoformat(), "event": event, "run_id": run.id, "task_id": run.task.id, **facts}

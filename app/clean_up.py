@@ -8,6 +8,7 @@ import logging
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.report_result import ReportResult, RunOutcome
 from v6node.app.run_events import RunEvents
+from v6node.app.tear_down_egress import TearDownEgress
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import LABEL_MANAGED_BY, managed_labels
 from v6node.domain.errors import CleanupIncomplete, NodeError, ResourcesLeft
@@ -29,8 +30,10 @@ class CleanUp:
       (never started again: they may have had effects), within ``report_timeout``; what
       cannot be reported in time is reported at the next start;
     - runs that had not started yet stay open and run after the restart;
-    - every container, network and volume labelled with the node's name and every task
-      folder is removed; everything is tried, and a failure is reported with what stays.
+    - linked containers are let go and the firewall exception is removed (``TearDownEgress``);
+    - every container (sidecars too), network and volume labelled with the node's name and
+      every task folder is removed; everything is tried, and a failure is reported with what
+      stays.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class CleanUp:
         report_timeout: float,
         run_events: RunEvents,
         monitoring: MonitoringServer,
+        tear_down_egress: TearDownEgress,
     ) -> None:
         self.config = config
         self.events = events
@@ -56,6 +60,7 @@ class CleanUp:
         self.report_timeout = report_timeout
         self.run_events = run_events
         self.monitoring = monitoring
+        self.tear_down_egress = tear_down_egress
 
     async def __call__(self) -> None:
         try:
@@ -67,7 +72,7 @@ class CleanUp:
             log.error("could not report the interrupted runs in time; they are reported at the next start")
         with contextlib.suppress(NodeError):
             await self.events.close()
-        left: list[str] = []
+        left: list[str] = await self.tear_down_egress()
         try:
             removed = await self.runtime.remove_labelled(managed_labels(self.config.name))
             log.info("cleanup: removed %d container(s), network(s) and volume(s)", removed)
@@ -100,7 +105,8 @@ class CleanUp:
             try:
                 if active.container_id is not None:
                     await self.runtime.remove(active.container_id)
-                await self.report(active.run, RunOutcome(RunStatus.FAILED, log_text))
+                status = RunStatus.KILLED if active.killed else RunStatus.FAILED
+                await self.report(active.run, RunOutcome(status, log_text))
                 await self.workspace.remove(active.run.id)
                 reported += 1
             except NodeError as exc:

@@ -18,13 +18,16 @@ import click
 import yaml
 
 from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem, public_key_of
+from v6node.adapters.docker.sidecar_images import CONFIG_KEYS, DEFAULT_MIRROR, build_sidecar_images
 from v6node.adapters.filesystem.run_log_files import RunLogFiles, prune, without_run_output
 from v6node.adapters.system.data_folder_lock import DataFolderLock
 from v6node.app.cli_observe import audit_group, logs_command
+from v6node.app.cli_run_local import run_local_command
 from v6node.app.config import load_config
 from v6node.app.container import NodeContainer
 from v6node.app.node import Node
 from v6node.app.set_up_encryption import EncryptionMismatch
+from v6node.app.show_egress import egress_lines
 from v6node.app.policy import CheckPolicy
 from v6node.domain.config import NodeConfig
 from v6node.domain.model import TaskRef
@@ -210,6 +213,8 @@ def check_config(config_file: str) -> None:
     click.echo(f"  encryption:   {'enabled' if config.encryption_enabled else 'disabled'}")
     for db in config.databases:
         click.echo(f"  database:     {db.label} ({db.type}, {db.mount_mode}) {db.uri}")
+    for line in egress_lines(config):
+        click.echo(f"  {line}")
 
 
 @main.command("files")
@@ -345,6 +350,29 @@ async def _check_policy(
         await container.adapters.shutdown_resources()
 
 
+@main.command("build-images")
+@click.option("--base", help="A local Debian 12 image to build on (default: make one with debootstrap, as root).")
+@click.option("--prefix", default="", show_default=True, help="Put before each image name (e.g. a registry).")
+@click.option("--tag", default=None, help="The images' tag (default: the v6node version).")
+@click.option("--mirror", default=DEFAULT_MIRROR, show_default=True, help="Debian mirror for debootstrap.")
+@click.option("--force", is_flag=True, help="Build even when an image is current.")
+def build_images(base: str | None, prefix: str, tag: str | None, mirror: str, force: bool) -> None:
+    """Build the Squid, SSH tunnel and firewall helper images from Debian packages (no registry).
+
+    Prints each image and whether it was built or already current, then the `images`
+    lines for the node config.
+    """
+    try:
+        built = build_sidecar_images(prefix, tag or _version(), base=base, mirror=mirror, force=force)
+    except NodeError as exc:
+        _fail(exc)
+    for item in built:
+        click.echo(f"{item.action:8} {item.image}")
+    click.echo("images:")
+    for item in built:
+        click.echo(f"  {CONFIG_KEYS[item.stage]}: {item.image}")
+
+
 def _version() -> str:
     try:
         return version("v6node")
@@ -359,6 +387,7 @@ def version_command() -> None:
 
 
 main.add_command(logs_command(_load, config_option))
+main.add_command(run_local_command)
 main.add_command(audit_group(_load, config_option))
 
 

@@ -9,7 +9,6 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Mapping
 from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from v6node.domain.config import (
     PolicyConfig,
     RegistryLogin,
 )
+from v6node.app.config_egress import EGRESS_KEYS, V6NODE_EGRESS_KEYS, parse_egress
+from v6node.app.config_section import Section, resolve_path
 from v6node.domain.errors import ConfigError
 
 log = logging.getLogger("v6node.config")
@@ -57,8 +58,6 @@ _V6NODE_KEYS = frozenset(
         "proxy_port", "proxy_check_image", "proxy_check_pull", "monitoring", "audit_log", "run_log_retention_days",
     }
 )
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _POLICY_KEYS = frozenset(
     {
         "allowed_algorithms", "allowed_algorithm_stores", "allow_either_whitelist_or_store",
@@ -70,111 +69,7 @@ _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?
 DEFAULT_MAX_OUTPUT_SIZE = 1024 * 1024 * 1024
 
 
-class _Section:
-    """Typed access to one mapping of the YAML, with errors that say where."""
-
-    def __init__(self, file: str, data: Mapping[str, Any], path: str = "") -> None:
-        self.file = file
-        self.data = data
-        self.path = path
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, self.key(name), problem)
-
-    def _typed(
-        self, name: str, kinds: tuple[type, ...], expected: str, default: Any, required: bool, secret: bool = False
-    ) -> Any:
-        if name not in self.data:
-            if required:
-                raise self.fail(name, f"is required ({expected})")
-            return default
-        value = self.data[name]
-        if value is None and type(None) in kinds:
-            return None
-        # A secret's value never reaches an error message (they end up in logs and tickets).
-        shown = f"a {type(value).__name__} (value not shown)" if secret else f"{type(value).__name__} {value!r}"
-        # bool is an int in Python; an int where a bool is expected (or back) is a mistake.
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(name, f"expected {expected}, got {'a bool (value not shown)' if secret else repr(value)}")
-        if not isinstance(value, kinds):
-            raise self.fail(name, f"expected {expected}, got {shown}")
-        return value
-
-    def string(
-        self, name: str, default: str | None = None, required: bool = False, nullable: bool = False, secret: bool = False
-    ) -> Any:
-        kinds: tuple[type, ...] = (str, type(None)) if nullable else (str,)
-        return self._typed(name, kinds, "a string", default, required, secret)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._typed(name, (bool, type(None)), "true or false", default, False)
-        return default if value is None else value
-
-    def integer(self, name: str, default: int | None, minimum: int | None = None, nullable: bool = False) -> Any:
-        kinds: tuple[type, ...] = (int, type(None)) if nullable else (int,)
-        value = self._typed(name, kinds, "an integer" + (" or null" if nullable else ""), default, False)
-        if value is not None and minimum is not None and value < minimum:
-            raise self.fail(name, f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    def number(self, name: str, minimum_exclusive: float = 0.0, default: float | None = None) -> float | None:
-        """A number > ``minimum_exclusive``; ``default`` when absent, None when set to null."""
-        value = self._typed(name, (int, float, type(None)), "a number", default, False)
-        if value is not None and value <= minimum_exclusive:
-            raise self.fail(name, f"expected a number > {minimum_exclusive:g}, got {value}")
-        return None if value is None else float(value)
-
-    def size(self, name: str, default: int | None = None) -> int | None:
-        """Bytes, given as an integer or as text like "512m" or "4GiB"; ``default`` when absent,
-        None when set to null."""
-        value = self._typed(name, (int, str, type(None)), "a size such as 4g or 512m", default, False)
-        if value is None or isinstance(value, int):
-            if value is not None and value <= 0:
-                raise self.fail(name, f"expected a positive size, got {value}")
-            return value
-        match = _SIZE.match(value)
-        if not match:
-            raise self.fail(name, f"expected a size such as 4g or 512m, got {value!r}")
-        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-    def mapping(self, name: str) -> _Section:
-        value = self._typed(name, (dict, type(None)), "a mapping", None, False)
-        return _Section(self.file, value or {}, self.key(name))
-
-    def string_list(self, name: str) -> tuple[str, ...]:
-        """A string or a list of scalars, as text (YAML ints become their digits)."""
-        value = self._typed(name, (str, list, type(None)), "a string or a list", None, False)
-        if value is None:
-            return ()
-        items = [value] if isinstance(value, str) else value
-        for i, item in enumerate(items):
-            if isinstance(item, bool) or not isinstance(item, (str, int)):
-                raise self.fail(f"{name}[{i}]", f"expected a string or an integer, got {item!r}")
-        return tuple(str(item) for item in items)
-
-    def scalar_mapping(self, name: str) -> dict[str, str]:
-        section = self.mapping(name)
-        result = {}
-        for key, value in section.data.items():
-            if isinstance(value, (dict, list)):
-                raise section.fail(str(key), f"expected a plain value, got {value!r}")
-            result[str(key)] = "" if value is None else str(value)
-        return result
-
-    def warn_unknown(self, known: frozenset[str]) -> None:
-        for name in sorted(set(map(str, self.data)) - known):
-            log.warning("%s: unknown key '%s' is ignored", self.file, self.key(name))
-
-
-def _resolve(base: Path, value: str) -> str:
-    path = Path(os.path.expanduser(value))
-    return str(path if path.is_absolute() else (base / path).resolve())
-
-
-def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
+def _databases(root: Section, base: Path) -> tuple[DatabaseConfig, ...]:
     raw = root.data.get("databases")
     if raw is None:
         return ()
@@ -188,7 +83,7 @@ def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise root.fail(f"databases[{i}]", f"expected a mapping with label, uri and type, got {item!r}")
-        entry = _Section(root.file, item, f"databases[{i}]")
+        entry = Section(root.file, item, f"databases[{i}]")
         label = entry.string("label", required=True)
         if not label.isidentifier():
             raise entry.fail("label", f"expected a valid identifier (letters, digits, _), got {label!r}")
@@ -203,7 +98,7 @@ def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
             raise entry.fail("mount_mode", f"expected 'ro' or 'copy', got {mount_mode!r}")
         uri = entry.string("uri", required=True)
         if db_type in FILE_DATABASE_TYPES | FOLDER_DATABASE_TYPES:
-            uri = _resolve(base, uri)
+            uri = resolve_path(base, uri)
             wanted, exists = ("folder", os.path.isdir(uri)) if db_type == "folder" else ("file", os.path.isfile(uri))
             if not exists:
                 raise entry.fail("uri", f"database '{label}' ({db_type}): no {wanted} at {uri}")
@@ -214,7 +109,7 @@ def _databases(root: _Section, base: Path) -> tuple[DatabaseConfig, ...]:
     return tuple(databases)
 
 
-def _registries(root: _Section) -> tuple[RegistryLogin, ...]:
+def _registries(root: Section) -> tuple[RegistryLogin, ...]:
     raw = root.data.get("docker_registries") or []
     if not isinstance(raw, list):
         raise root.fail("docker_registries", f"expected a list of registries, got {type(raw).__name__}")
@@ -222,7 +117,7 @@ def _registries(root: _Section) -> tuple[RegistryLogin, ...]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise root.fail(f"docker_registries[{i}]", f"expected a mapping with registry, username, password, got {item!r}")
-        entry = _Section(root.file, item, f"docker_registries[{i}]")
+        entry = Section(root.file, item, f"docker_registries[{i}]")
         logins.append(
             RegistryLogin(
                 registry=entry.string("registry", required=True),
@@ -233,7 +128,7 @@ def _registries(root: _Section) -> tuple[RegistryLogin, ...]:
     return tuple(logins)
 
 
-def _logging(root: _Section, base: Path) -> LoggingConfig:
+def _logging(root: Section, base: Path) -> LoggingConfig:
     section = root.mapping("logging")
     level = str(section.string("level", default="INFO")).upper()
     if level not in LOG_LEVELS:
@@ -252,12 +147,12 @@ def _logging(root: _Section, base: Path) -> LoggingConfig:
         max_size=section.integer("max_size", defaults.max_size, minimum=16),
         format=section.string("format", default=defaults.format),
         datefmt=section.string("datefmt", default=defaults.datefmt),
-        file=_resolve(base, file) if file and os.sep in file else file,
+        file=resolve_path(base, file) if file and os.sep in file else file,
         loggers=tuple(loggers),
     )
 
 
-def _policies(root: _Section) -> PolicyConfig:
+def _policies(root: Section) -> PolicyConfig:
     section = root.mapping("policies")
     section.warn_unknown(_POLICY_KEYS)
     defaults = PolicyConfig()
@@ -276,7 +171,7 @@ def _policies(root: _Section) -> PolicyConfig:
     )
 
 
-def _monitoring(root: _Section) -> Monitoring:
+def _monitoring(root: Section) -> Monitoring:
     defaults = Monitoring()
     prometheus = root.mapping("prometheus")
     prometheus.warn_unknown(frozenset({"enabled", "report_interval_seconds"}))
@@ -302,7 +197,7 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _bounded_size(root: _Section, name: str, default: int) -> int:
+def _bounded_size(root: Section, name: str, default: int) -> int:
     """A size that has to stay bounded: null is refused."""
     value = root.size(name, default)
     if value is None:
@@ -315,7 +210,7 @@ def default_cpus() -> float:
     return float(max(1, (os.cpu_count() or 2) // 2))
 
 
-def _limits(root: _Section) -> AlgorithmLimits:
+def _limits(root: Section) -> AlgorithmLimits:
     """Per-run limits: absent keys take the safe defaults, ``null`` lifts a limit."""
     defaults = AlgorithmLimits()
     user = root.data.get("algorithm_user")
@@ -342,8 +237,8 @@ def parse_config(
     if not _NAME_PATTERN.match(name):
         raise ConfigError(file, "", f"node name {name!r} (from the file name) must match {_NAME_PATTERN.pattern}")
     base = base_dir or Path(file).resolve().parent
-    root = _Section(file, data)
-    root.warn_unknown(_VANTAGE6_KEYS | _V6NODE_KEYS)
+    root = Section(file, data)
+    root.warn_unknown(_VANTAGE6_KEYS | _V6NODE_KEYS | EGRESS_KEYS | V6NODE_EGRESS_KEYS)
 
     server_url = root.string("server_url", required=True).rstrip("/")
     if not server_url.startswith(("http://", "https://")):
@@ -362,7 +257,7 @@ def parse_config(
     directories = root.mapping("directories")
     data_dir = directories.string("data", nullable=True)
     log_dir = directories.string("log", nullable=True)
-    data_dir = _resolve(base, data_dir) if data_dir else default_data_dir
+    data_dir = resolve_path(base, data_dir) if data_dir else default_data_dir
     device_requests = root.mapping("algorithm_device_requests")
 
     return NodeConfig(
@@ -375,7 +270,7 @@ def parse_config(
         # Accepted for compatibility and unused, as in the reference (task folders: <data>/tasks).
         task_dir=root.string("task_dir", nullable=True),
         data_dir=data_dir,
-        log_dir=_resolve(base, log_dir) if log_dir else str(Path(data_dir) / "log"),
+        log_dir=resolve_path(base, log_dir) if log_dir else str(Path(data_dir) / "log"),
         databases=_databases(root, base),
         logging=_logging(root, base),
         encryption_enabled=encryption.boolean("enabled", False),
@@ -399,6 +294,7 @@ def parse_config(
         audit_log=root.boolean("audit_log", True),
         run_log_retention_days=root.number("run_log_retention_days", default=30.0) or 30.0,
         sync_interval=root.number("sync_interval") or DEFAULT_SYNC_INTERVAL,
+        egress=parse_egress(root, base),
     )
 
 

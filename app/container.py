@@ -14,6 +14,9 @@ from dependency_injector import containers, providers
 from v6node.adapters.crypto.base64_cryptor import Base64Cryptor
 from v6node.adapters.crypto.rsa_cryptor import RsaCryptor
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
+from v6node.adapters.docker.docker_service_linker import DockerServiceLinker
+from v6node.adapters.docker.sidecars import SidecarLauncher
 from v6node.adapters.filesystem.file_database_catalog import FileDatabaseCatalog
 from v6node.adapters.filesystem.json_lines_audit_log import in_data_folder as audit_log_in
 from v6node.adapters.filesystem.local_task_workspace import LocalTaskWorkspace
@@ -24,18 +27,27 @@ from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
 from v6node.adapters.memory.cryptors import memory_cryptor_factory
 from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
 from v6node.adapters.memory.event_stream import MemoryEventStream
+from v6node.adapters.memory.federation import MemoryFederation
 from v6node.adapters.memory.host_metrics import MemoryHostMetrics
 from v6node.adapters.memory.monitoring import MemoryMonitoringServer, MemoryNodeMetrics
 from v6node.adapters.memory.journal import MemoryRunJournal
 from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.memory.proxy import MemoryProxyServer
 from v6node.adapters.memory.server_api import MemoryServerApi
+from v6node.adapters.memory.sidecars import (
+    MemoryServiceFirewall,
+    MemoryServiceLinker,
+    MemoryTunnelManager,
+    MemoryWhitelistProxy,
+)
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
 from v6node.adapters.monitoring.starlette_monitoring_server import StarletteMonitoringServer
 from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
 from v6node.adapters.system.proc_host_metrics import ProcHostMetrics
+from v6node.adapters.squid.docker_whitelist_proxy import DockerWhitelistProxy
+from v6node.adapters.ssh.docker_tunnel_manager import DockerTunnelManager
 from v6node.adapters.system.system_clock import SystemClock
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.apply_kill_order import ApplyKillOrder
@@ -47,6 +59,7 @@ from v6node.app.check_proxy import CheckProxyReachable
 from v6node.app.clean_up import CleanUp
 from v6node.app.emitter import Emitter
 from v6node.app.execute_run import ExecuteRun
+from v6node.app.link_docker_services import LinkDockerServices
 from v6node.app.node import Node
 from v6node.app.node_parts import NodeTimings, UseCases
 from v6node.app.policy import CheckPolicy
@@ -59,16 +72,23 @@ from v6node.app.run_events import RunEvents
 from v6node.app.run_queue import RunQueue
 from v6node.app.serve_monitoring import ServeMonitoring
 from v6node.app.session import NodeSession
+from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
+from v6node.app.set_up_squid_proxy import SetUpSquidProxy
+from v6node.app.set_up_ssh_tunnels import SetUpSshTunnels
 from v6node.app.share_node_details import ShareNodeDetails
+from v6node.app.sidecars import RunningSidecars
 from v6node.app.start_node import StartNode
 from v6node.app.stream_algorithm_logs import StreamAlgorithmLogs
+from v6node.app.supervise_sidecars import SuperviseSidecars
 from v6node.app.sync_runs import SyncRuns
+from v6node.app.tear_down_egress import TearDownEgress
 from v6node.domain.config import NodeConfig
 from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
+from v6node.ports.local_federation import LocalFederation
 from v6node.ports.node_metrics import NodeMetrics
 
 
@@ -121,6 +141,24 @@ def _tasks_dir(config: NodeConfig) -> str:
     return os.path.join(config.data_dir, "tasks")
 
 
+def _launcher(config: NodeConfig, runtime: DockerContainerRuntime) -> SidecarLauncher:
+    egress = config.egress
+    return SidecarLauncher(runtime, config.name, egress.sidecar_network, egress.extra_hosts, egress.ready_timeout)
+
+
+def _whitelist_proxy(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerWhitelistProxy:
+    return DockerWhitelistProxy(_launcher(config, runtime), config.name, config.egress.images.squid)
+
+
+def _tunnels(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerTunnelManager:
+    return DockerTunnelManager(_launcher(config, runtime), config.name, config.egress.images.ssh_tunnel)
+
+
+def _service_firewall(config: NodeConfig, runtime: DockerContainerRuntime) -> DockerServiceFirewall:
+    marker = os.path.join(config.data_dir, "service-firewall")
+    return DockerServiceFirewall(runtime, config.name, config.egress.images.network_config, marker)
+
+
 class Adapters(containers.DeclarativeContainer):
     """The production adapters, one per port; each gets plain values, never the whole config."""
 
@@ -134,8 +172,10 @@ class Adapters(containers.DeclarativeContainer):
     runtime = providers.Resource(_docker_runtime)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
+    # How the proxy reaches the server: None is the network; an in-memory server gives its own.
+    proxy_transport: providers.Object[object | None] = providers.Object(None)
     proxy = providers.Singleton(
-        StarletteProxyServer, api_base=config.provided.api_base, clock=clock,
+        StarletteProxyServer, api_base=config.provided.api_base, clock=clock, transport=proxy_transport,
         # No run takes an input larger than this, so no algorithm needs to upload more.
         max_upload_size=config.provided.max_input_size,
     )
@@ -144,6 +184,10 @@ class Adapters(containers.DeclarativeContainer):
     host_metrics = providers.Singleton(ProcHostMetrics)
     audit_log = providers.Singleton(_audit_log, config=config)
     monitoring = providers.Singleton(StarletteMonitoringServer, metrics=node_metrics)
+    whitelist_proxy = providers.Singleton(_whitelist_proxy, config=config, runtime=runtime)
+    tunnels = providers.Singleton(_tunnels, config=config, runtime=runtime)
+    service_linker = providers.Singleton(DockerServiceLinker, runtime=runtime)
+    service_firewall = providers.Singleton(_service_firewall, config=config, runtime=runtime)
 
 
 class MemoryAdapters(containers.DeclarativeContainer):
@@ -156,6 +200,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     workspace = providers.Singleton(MemoryTaskWorkspace)
     runtime = providers.Singleton(MemoryContainerRuntime, workspace=workspace)
     journal = providers.Singleton(MemoryRunJournal, now=clock.provided.now)
+    proxy_transport: providers.Object[object | None] = providers.Object(None)
     proxy = providers.Singleton(MemoryProxyServer)
     cryptor_factory = providers.Object(memory_cryptor_factory)
     catalog = providers.Singleton(MemoryDatabaseCatalog)
@@ -163,6 +208,10 @@ class MemoryAdapters(containers.DeclarativeContainer):
     audit_log = providers.Singleton(MemoryAuditLog)
     node_metrics = providers.Singleton(MemoryNodeMetrics)
     monitoring = providers.Singleton(MemoryMonitoringServer)
+    whitelist_proxy = providers.Singleton(MemoryWhitelistProxy, node_name=config.provided.name)
+    tunnels = providers.Singleton(MemoryTunnelManager, node_name=config.provided.name)
+    service_linker = providers.Singleton(MemoryServiceLinker)
+    service_firewall = providers.Singleton(MemoryServiceFirewall)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -179,6 +228,7 @@ class NodeContainer(containers.DeclarativeContainer):
     )
     queue = providers.Singleton(RunQueue, events=run_events)
     active = providers.Singleton(ActiveRuns)
+    sidecars = providers.Singleton(RunningSidecars)
     emitter = providers.Singleton(Emitter, events=adapters.events, session=session)
     audit = providers.Singleton(AuditTrail, audit_log=adapters.audit_log, clock=adapters.clock)
 
@@ -205,10 +255,25 @@ class NodeContainer(containers.DeclarativeContainer):
         ReportResult, config=config, server=adapters.server, workspace=adapters.workspace, journal=adapters.journal,
         clock=adapters.clock, session=session, active=active, emitter=emitter, events=run_events, audit=audit,
     )
+    set_up_squid_proxy = providers.Factory(
+        SetUpSquidProxy, config=config, proxy=adapters.whitelist_proxy, sidecars=sidecars
+    )
+    set_up_ssh_tunnels = providers.Factory(SetUpSshTunnels, config=config, tunnels=adapters.tunnels, sidecars=sidecars)
+    link_docker_services = providers.Factory(LinkDockerServices, config=config, linker=adapters.service_linker)
+    set_up_egress = providers.Factory(
+        SetUpEgress, config=config, firewall=adapters.service_firewall, set_up_ssh_tunnels=set_up_ssh_tunnels,
+        set_up_squid_proxy=set_up_squid_proxy, link_docker_services=link_docker_services,
+    )
+    tear_down_egress = providers.Factory(
+        TearDownEgress, config=config, linker=adapters.service_linker, firewall=adapters.service_firewall,
+        sidecars=sidecars,
+    )
+    supervise_sidecars = providers.Factory(SuperviseSidecars, sidecars=sidecars, clock=adapters.clock)
     start = providers.Factory(
         StartNode, config=config, runtime=adapters.runtime, workspace=adapters.workspace, proxy=adapters.proxy,
         session=session, authenticate=authenticate, set_up_encryption=set_up_encryption,
         bind_journal=bind_journal, check_proxy=check_proxy, job_volumes=remove_job_volumes,
+        set_up_egress=set_up_egress,
     )
     sync_runs = providers.Factory(
         SyncRuns, config=config, server=adapters.server, runtime=adapters.runtime, workspace=adapters.workspace,
@@ -250,14 +315,16 @@ class NodeContainer(containers.DeclarativeContainer):
         CleanUp, config=config, events=adapters.events, runtime=adapters.runtime, workspace=adapters.workspace,
         proxy=adapters.proxy, active=active, report=report_result,
         report_timeout=timings.provided.shutdown_report_timeout, run_events=run_events,
-        monitoring=adapters.monitoring,
+        monitoring=adapters.monitoring, tear_down_egress=tear_down_egress,
     )
     use_cases = providers.Factory(
         UseCases, start=start, authenticate=authenticate, set_up_encryption=set_up_encryption, sync_runs=sync_runs,
         queue_new_runs=queue_new_runs, execute_run=execute_run, report_result=report_result,
         apply_kill_order=apply_kill_order, share_node_details=share_node_details,
         remove_job_volumes=remove_job_volumes, clean_up=clean_up, report_metrics=report_metrics,
-        serve_monitoring=serve_monitoring,
+        serve_monitoring=serve_monitoring, set_up_squid_proxy=set_up_squid_proxy,
+        set_up_ssh_tunnels=set_up_ssh_tunnels, link_docker_services=link_docker_services,
+        supervise_sidecars=supervise_sidecars,
     )
     node = providers.Singleton(
         Node, config=config, timings=timings, server=adapters.server, events=adapters.events, clock=adapters.clock,
@@ -274,3 +341,8 @@ def replace_adapters(container: NodeContainer, **instances: object) -> None:
         raise TypeError(f"no adapter named {', '.join(unknown)}; the adapters are {', '.join(sorted(names))}")
     for name, instance in instances.items():
         getattr(container.adapters, name).override(providers.Object(instance))
+
+
+def local_federation(organizations: int, encrypted: bool, key_folder: str) -> LocalFederation:
+    """The server that ``run-local``'s nodes share: in memory, with ``organizations`` organizations."""
+    return MemoryFederation(organizations, encrypted=encrypted, key_folder=key_folder)

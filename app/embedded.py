@@ -33,8 +33,9 @@ class EmbeddedNode:
     it made. ``await node.serve()`` instead runs it until cancelled. ``node.events()``
     gives the run lifecycle events. Any adapter can be replaced by passing it by the
     port's name in the container (``runtime=``, ``server=``, ``events=``, ``workspace=``,
-    ``journal=``, ``clock=``, ``proxy=``, ``catalog=``, ``cryptor_factory=``): the node is
-    wired by the same container as ``v6node start``.
+    ``journal=``, ``clock=``, ``proxy=``, ``proxy_transport=`` (an httpx transport for the
+    proxy's calls to the server), ``catalog=``, ``cryptor_factory=``): the node is wired by
+    the same container as ``v6node start``.
     """
 
     def __init__(self, config: NodeConfig, **adapters: object) -> None:
@@ -75,6 +76,11 @@ class EmbeddedNode:
             await self._release()
             self._task.result()  # the start-up error
         return self
+
+    async def wait(self) -> None:
+        """Until the node started by ``async with`` stops of itself; raises the error that stopped it."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -18,6 +18,7 @@ from v6node.app.session import NodeSession
 from v6node.app.set_up_encryption import private_key_filename
 from v6node.domain.backoff import Backoff
 from v6node.domain.config import NodeConfig
+from v6node.domain.egress import LinkedService, Sidecar
 from v6node.domain.errors import NodeError, NotConnected
 from v6node.domain.events import (
     Connected,
@@ -48,9 +49,9 @@ class Node:
 
     Nothing starts in the constructor. ``run_forever`` initializes when needed and runs
     the event listener, the run executors (at most ``max_concurrent_runs`` at once), the
-    heartbeat, the token renewal and the sync loops in one task group; ``stop`` (or
-    cancelling it) ends them and ``cleanup`` removes everything the node created. Each
-    loop logs and survives its own errors; cancellation always stops it.
+    heartbeat, the token renewal, the sync loops and the sidecars' supervision in one task
+    group; ``stop`` (or cancelling it) ends them and ``cleanup`` removes everything the node
+    created. Each loop logs and survives its own errors; cancellation always stops it.
     """
 
     def __init__(
@@ -136,6 +137,15 @@ class Node:
     async def share_node_details(self) -> None:
         await self.use.share_node_details()
 
+    async def setup_squid_proxy(self) -> Sidecar | None:
+        return await self.use.set_up_squid_proxy()
+
+    async def setup_ssh_tunnels(self) -> list[Sidecar]:
+        return await self.use.set_up_ssh_tunnels()
+
+    async def link_docker_services(self) -> list[LinkedService]:
+        return await self.use.link_docker_services()
+
     async def cleanup(self) -> None:
         """Report interrupted runs and remove everything the node made (once)."""
         if self._cleaned:
@@ -161,6 +171,7 @@ class Node:
                 group.create_task(self._periodic_sync(), name="periodic-sync")
                 if self.config.monitoring.server_metrics:
                     group.create_task(self._report_metrics(), name="metrics")
+                group.create_task(self.use.supervise_sidecars(), name="sidecars")
         finally:
             self._group = None
             await self.cleanup()

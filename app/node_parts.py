@@ -7,14 +7,18 @@ from v6node.app.apply_kill_order import ApplyKillOrder
 from v6node.app.authenticate import Authenticate
 from v6node.app.clean_up import CleanUp
 from v6node.app.execute_run import ExecuteRun
+from v6node.app.link_docker_services import LinkDockerServices
 from v6node.app.queue_new_runs import QueueNewRuns
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.report_metrics import ReportMetrics
 from v6node.app.report_result import ReportResult
 from v6node.app.serve_monitoring import ServeMonitoring
 from v6node.app.set_up_encryption import SetUpEncryption
+from v6node.app.set_up_squid_proxy import SetUpSquidProxy
+from v6node.app.set_up_ssh_tunnels import SetUpSshTunnels
 from v6node.app.share_node_details import ShareNodeDetails
 from v6node.app.start_node import StartNode
+from v6node.app.supervise_sidecars import SuperviseSidecars
 from v6node.app.sync_runs import SyncRuns
 
 
@@ -45,3 +49,7 @@ class UseCases:
     clean_up: CleanUp
     report_metrics: ReportMetrics
     serve_monitoring: ServeMonitoring
+    set_up_squid_proxy: SetUpSquidProxy
+    set_up_ssh_tunnels: SetUpSshTunnels
+    link_docker_services: LinkDockerServices
+    supervise_sidecars: SuperviseSidecars

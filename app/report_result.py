@@ -93,18 +93,29 @@ class ReportResult:
         result_sha256 = await self._digest(run, outcome.output_size)
         result = await self._result_for(run, outcome.output_size)
         update = RunUpdate.finished(outcome.status, self.clock.now(), outcome.log, result)
+        on_server = outcome.status
         try:
             await until_done(lambda: self.server.update_run(run.id, update), self.clock, log, f"reporting run {run.id}")
         except RunAlreadyFinished:
             log.info("run %s was already finished on the server (killed?); %s not stored", run.id, outcome.status)
-        await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
+            on_server = await self._status_on_server(run, outcome.status)
+        # Its end is on the server from here on: a stop now must not report it again (as failed).
         self.active.reported(run.id)
+        await self.journal.advance(run.id, RunStep.REPORTED, status=outcome.status)
         # For the run's own log file (the node's other logs leave it out): see RunLogFiles.
         log.info("%s", outcome.log, extra={RUN_OUTPUT_MARK: run.id})
         log.info("run %s reported: %s", run.id, outcome.status)
         self.events.publish(Stage.FINISHED, run, outcome.status)
-        await self.audit.finished(run, outcome.status, result_sha256)
+        await self.audit.finished(run, on_server, result_sha256, reported=outcome.status)
         await self.emitter.status_changed(run, outcome.status)
+
+    async def _status_on_server(self, run: Run, fallback: RunStatus) -> RunStatus:
+        """The end the server holds for a run it would not update (for the audit log)."""
+        try:
+            return (await self.server.get_run(run.id)).status
+        except NodeError as exc:
+            log.warning("run %s: could not read the status the server holds: %s", run.id, exc)
+            return fallback
 
     async def _digest(self, run: Run, size: int | None) -> str | None:
         """SHA-256 of the output file (for the audit log), read in pieces off the event loop."""

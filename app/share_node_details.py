@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from v6node.app.emitter import Emitter
 from v6node.domain.config import NodeConfig
+from v6node.domain.egress import EgressConfig
 from v6node.ports.database_catalog import DatabaseCatalog
 
 
@@ -12,7 +13,9 @@ class ShareNodeDetails:
     Business rules:
     - nothing is sent when ``share_config`` is false;
     - only policies that are set are shared; databases with their labels and types, and
-      the column names of csv and parquet files (never their data).
+      the column names of csv and parquet files (never their data);
+    - what algorithms may reach: the whitelisted domains, IPs and ports, the SSH tunnels'
+      hostnames and the linked containers' aliases (never keys, users or fingerprints).
     """
 
     def __init__(self, config: NodeConfig, catalog: DatabaseCatalog, emitter: Emitter) -> None:
@@ -40,4 +43,18 @@ class ShareNodeDetails:
                 columns[f"columns_{db.label}"] = names
         if columns:
             details["database_columns"] = columns
+        details.update(egress_details(self.config.egress))
         await self.emitter.emit("node_info_update", details)
+
+
+def egress_details(egress: EgressConfig) -> dict[str, object]:
+    """What the node lets algorithms reach, by name only (v6node's keys; the reference shares none)."""
+    details: dict[str, object] = {}
+    if egress.whitelist is not None:
+        whitelist = egress.whitelist
+        details["whitelist"] = {"domains": list(whitelist.domains), "ips": list(whitelist.ips), "ports": list(whitelist.ports)}
+    if egress.tunnels:
+        details["ssh_tunnels"] = [f"{t.hostname}:{t.bind_port}" for t in egress.tunnels]
+    if egress.services:
+        details["docker_services"] = [alias for service in egress.services for alias in service.aliases]
+    return details

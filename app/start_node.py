@@ -9,6 +9,7 @@ from v6node.app.check_proxy import CheckProxyReachable
 from v6node.app.checklist import step_done
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
+from v6node.app.set_up_egress import SetUpEgress
 from v6node.app.set_up_encryption import SetUpEncryption
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, stable_proxy_port
@@ -23,7 +24,8 @@ log = logging.getLogger("v6node.node")
 
 class StartNode:
     """Check the engine, log in, set up encryption, bind the journal, make the algorithm
-    network, start and check the proxy; returns the "ready" line's details.
+    network, start and check the proxy, then what else algorithms may reach (SSH tunnels,
+    Squid, linked containers); returns the "ready" line's details.
 
     Business rules:
     - the Docker engine must answer first (exit 4 otherwise); ``docker_registries`` logins
@@ -46,6 +48,7 @@ class StartNode:
         bind_journal: BindJournal,
         check_proxy: CheckProxyReachable,
         job_volumes: RemoveJobVolumes,
+        set_up_egress: SetUpEgress,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -57,6 +60,7 @@ class StartNode:
         self.bind_journal = bind_journal
         self.check_proxy = check_proxy
         self.job_volumes = job_volumes
+        self.set_up_egress = set_up_egress
 
     async def __call__(self) -> str:
         config = self.config
@@ -76,6 +80,7 @@ class StartNode:
         port = await self._start_proxy(gateway, cryptor)
         checked = await self.check_proxy(network, gateway, port)
         step_done("proxy", f"algorithms reach the node at {gateway}:{port} on network {network} ({checked})")
+        egress_env = await self.set_up_egress(gateway)
         self.session.settings = AlgorithmSettings(
             node_name=config.name,
             tasks_dir=self.workspace.tasks_dir(),
@@ -89,6 +94,7 @@ class StartNode:
             run_context_file=config.run_context_file,
             node_id=identity.node_id,
             identity=journal_identity.fingerprint,
+            egress_env=egress_env,
         )
         return f"algorithm proxy at {gateway}:{port} ({checked})"
 

@@ -5,6 +5,8 @@ from typing import Any
 
 from attrs import field, frozen, validators
 
+from v6node.domain.egress import EgressConfig
+
 FILE_DATABASE_TYPES = frozenset({"csv", "parquet", "excel"})
 FOLDER_DATABASE_TYPES = frozenset({"folder"})
 DATABASE_TYPES = frozenset({"csv", "parquet", "sql", "sparql", "excel", "other", "folder", "omop"})
@@ -153,6 +155,8 @@ class NodeConfig:
     audit_log: bool = True
     # Days that <log folder>/runs/<run id>.log files are kept (v6node's own key).
     run_log_retention_days: float = 30.0
+    # Squid, SSH tunnels and linked containers: what algorithms may reach besides the proxy.
+    egress: EgressConfig = EgressConfig()
 
     @property
     def server_root(self) -> str:

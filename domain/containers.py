@@ -97,6 +97,7 @@ class AlgorithmSettings:
     run_context_file: bool = False
     node_id: int | None = None  # the server's id of this node, for the run context
     identity: str | None = None  # fingerprint of the server and node, labelled on containers
+    egress_env: dict[str, str] = field(factory=dict, hash=False)  # HTTP_PROXY etc. when Squid runs
 
 
 def log_tail(chunks: Iterable[bytes], limit: int) -> str:
@@ -286,6 +287,7 @@ def algorithm_environment(run: Run, settings: AlgorithmSettings) -> dict[str, st
     }
     env.update(_requested_database_env(run))
     env.update(_configured_database_env(settings.databases, run.id))
+    env.update(settings.egress_env)
     env.update(settings.algorithm_env)
     bad = sorted(k for k in env if not k.isidentifier() or k in ENV_NOT_SETTABLE)
     if bad:

@@ -119,3 +119,14 @@ class InvalidRunEnvironment(NodeError):
 
 class JournalError(NodeError):
     """The local run journal could not be read or written."""
+
+
+# --- sidecars ----------------------------------------------------------------------------
+class SidecarFailed(ContainerError):
+    """A sidecar (Squid, an SSH tunnel) did not become ready or could not be made; ``reason``
+    says why in the operator's terms (a wrong fingerprint, a refused key, ...)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")

@@ -101,9 +101,18 @@ class DockerContainerRuntime(ContainerRuntime):
     def _api(self) -> docker.APIClient:
         return self._docker().api
 
+    @property
+    def api(self) -> docker.APIClient:
+        """The engine's client, for the other Docker adapters (sidecars, firewall, links)."""
+        return self._api
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._calls, functools.partial(fn, *args))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call on this runtime's threads (for the other Docker adapters)."""
+        return await self._call(fn, *args)
 
     # --- the port -------------------------------------------------------------------------
     async def ping(self) -> None:

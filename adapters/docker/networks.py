@@ -1,6 +1,17 @@
-"""The node's algorithm networks: internal bridges without traffic between containers."""
+"""The node's algorithm networks: internal bridges without traffic between containers.
+
+Each network's subnet is split in two: algorithms (and every container the engine gives an
+address) get addresses from the lower half (the network's IP range); the upper half is the
+**service range**, from which sidecars and linked containers get fixed addresses. The one
+firewall exception the node makes (``DockerServiceFirewall``) lets algorithms reach the
+service range only, so an address an algorithm gets can never be one that other algorithms
+may reach: measured on Docker 20.10, a stopped container's address goes to the next
+container at once, so an exception by the address of a container would open a way between
+algorithms whenever a service stops.
+"""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from contextlib import suppress
@@ -8,9 +19,10 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.types import IPAMConfig, IPAMPool
 
 from v6node.adapters.docker.errors import docker_errors, status_code
-from v6node.domain.errors import ContainerError
+from v6node.domain.errors import ContainerError, ContainerNotFound
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +37,58 @@ def isolated(network: dict[str, Any]) -> bool:
     return bool(network.get("Internal")) and (network.get("Options") or {}).get(NO_ICC) == "false"
 
 
+def _ipv4_config(network: dict[str, Any]) -> dict[str, Any] | None:
+    for config in (network.get("IPAM") or {}).get("Config") or []:
+        if config.get("Subnet") and ipaddress.ip_network(config["Subnet"]).version == 4:
+            return dict(config)
+    return None
+
+
+def service_range(network: dict[str, Any]) -> ipaddress.IPv4Network | None:
+    """The upper half of the subnet when the engine hands out only the lower half, else None."""
+    config = _ipv4_config(network)
+    if config is None or not config.get("IPRange"):
+        return None
+    subnet = ipaddress.IPv4Network(config["Subnet"])
+    lower, upper = subnet.subnets()
+    return upper if ipaddress.IPv4Network(config["IPRange"]) == lower else None
+
+
+def bridge_name(network: dict[str, Any]) -> str:
+    """The host's interface of a bridge network (the engine's default: br-<id prefix>)."""
+    return (network.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+
+
+def _create(api: docker.APIClient, name: str, labels: dict[str, str], ipam: IPAMConfig | None = None) -> None:
+    try:
+        api.create_network(
+            name, driver="bridge", internal=True, labels=labels, options=NETWORK_OPTIONS, check_duplicate=True,
+            ipam=ipam,
+        )
+    except docker.errors.APIError as exc:
+        if status_code(exc) != 409:  # 409: created meanwhile by someone else; reuse it
+            raise
+
+
+def _with_service_range(api: docker.APIClient, name: str, labels: dict[str, str]) -> None:
+    """Let the engine pick a free subnet from its pools, then make the network again on that
+    subnet with the IP range that keeps the upper half for services. Another network may take
+    the subnet in between: then the engine picks again."""
+    for _ in range(5):
+        _create(api, name, labels)
+        network = _network_named(api, name)
+        config = None if network is None else _ipv4_config(network)
+        if network is None or config is None or service_range(network) is not None or network.get("Containers"):
+            return  # someone else's network meanwhile, or one without IPv4: use it as it is
+        api.remove_network(network["Id"])
+        subnet = ipaddress.IPv4Network(config["Subnet"])
+        pool = IPAMPool(subnet=str(subnet), gateway=config.get("Gateway"), iprange=str(next(subnet.subnets())))
+        try:
+            _create(api, name, labels, IPAMConfig(pool_configs=[pool]))
+            return
+        except docker.errors.APIError as exc:
+            log.debug("subnet %s was taken meanwhile (%s); asking for another", subnet, exc.explanation or exc)
+    _create(api, name, labels)
 
 
 def ensure_network(api: docker.APIClient, name: str, labels: dict[str, str]) -> str:
@@ -34,15 +98,18 @@ def ensure_network(api: docker.APIClient, name: str, labels: dict[str, str]) -> 
         if network is not None and not isolated(network):
             _replace_unisolated(api, name, network)
             network = None
-        if network is None:
-            try:
-                api.create_network(
-                    name, driver="bridge", internal=True, labels=labels, options=NETWORK_OPTIONS,
-                    check_duplicate=True,
+        if network is not None and service_range(network) is None:
+            if network.get("Containers"):
+                log.warning(
+                    "network %s has no service range (made by an older v6node) and containers use it: "
+                    "sidecars and linked containers cannot join it until the node re-creates it", name,
                 )
-            except docker.errors.APIError as exc:
-                if status_code(exc) != 409:  # 409: created meanwhile by someone else; reuse it
-                    raise
+            else:
+                log.info("network %s has no service range (made by an older v6node); re-creating it", name)
+                api.remove_network(network["Id"])
+                network = None
+        if network is None:
+            _with_service_range(api, name, labels)
             network = _network_named(api, name)
         if network is None:
             raise ContainerError(f"network {name} was created but cannot be found")
@@ -62,6 +129,35 @@ def _replace_unisolated(api: docker.APIClient, name: str, network: dict[str, Any
         )
     log.warning("network %s was not isolated (internal, no traffic between containers); re-creating it", name)
     api.remove_network(network["Id"])
+
+def network_named(api: docker.APIClient, name: str) -> dict[str, Any]:
+    """The network's details; ``ContainerNotFound`` when there is none."""
+    with docker_errors(f"network {name}"):
+        network = _network_named(api, name)
+    if network is None:
+        raise ContainerNotFound(f"no Docker network named {name}")
+    return network
+
+
+def free_service_address(network: dict[str, Any], preferred: str | None = None, from_top: bool = True) -> str:
+    """A free fixed address for a service: sidecars take them from the top of the service range
+    down, linked containers from the bottom up, so that a stopped linked container (which the
+    network does not list) keeps its address for when it starts again."""
+    services = service_range(network)
+    if services is None:
+        raise ContainerError(
+            f"network {network.get('Name')} has no service range (an older v6node made it while algorithms "
+            "ran on it): stop the node, remove the network (docker network rm) and start the node again"
+        )
+    used = {str(c.get("IPv4Address") or "").split("/")[0] for c in (network.get("Containers") or {}).values()}
+    if preferred and preferred not in used and ipaddress.IPv4Address(preferred) in services:
+        return preferred
+    for offset in range(1, services.num_addresses - 1):
+        candidate = str(services.broadcast_address - offset if from_top else services.network_address + offset)
+        if candidate not in used:
+            return candidate
+    raise ContainerError(f"network {network.get('Name')} has no free service address left")
+
 
 def _network_named(api: docker.APIClient, name: str) -> dict[str, Any] | None:
     # The engine's name filter matches substrings, so compare exactly.

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -259,7 +260,7 @@ class SqliteRunJournal(RunJournal):
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=self._busy_timeout)
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous = FULL")
             self._migrate(conn)
         except BaseException as exc:
@@ -298,6 +299,25 @@ class SqliteRunJournal(RunJournal):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Switch the file to WAL, waiting up to ``patience`` seconds for another opener.
+
+    SQLite answers this pragma "database is locked" at once, without its busy handler, while
+    another connection is switching the same new file (measured: 13 of 300 paired opens).
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 @contextmanager

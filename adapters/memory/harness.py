@@ -16,6 +16,12 @@ from v6node.adapters.memory.journal import MemoryRunJournal
 from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.adapters.memory.proxy import MemoryProxyServer
 from v6node.adapters.memory.server_api import MemoryServerApi
+from v6node.adapters.memory.sidecars import (
+    MemoryServiceFirewall,
+    MemoryServiceLinker,
+    MemoryTunnelManager,
+    MemoryWhitelistProxy,
+)
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.app.container import MemoryAdapters, NodeContainer
 from v6node.app.node import Node
@@ -102,6 +108,22 @@ class MemoryNodeHarness:
     def catalog(self) -> MemoryDatabaseCatalog:
         return self.adapters.catalog()
 
+    @property
+    def whitelist_proxy(self) -> MemoryWhitelistProxy:
+        return self.adapters.whitelist_proxy()
+
+    @property
+    def tunnels(self) -> MemoryTunnelManager:
+        return self.adapters.tunnels()
+
+    @property
+    def service_linker(self) -> MemoryServiceLinker:
+        return self.adapters.service_linker()
+
+    @property
+    def service_firewall(self) -> MemoryServiceFirewall:
+        return self.adapters.service_firewall()
+
     # --- lifetime -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self.node.run_forever())
@@ -116,7 +138,11 @@ class MemoryNodeHarness:
         same server unless ``server`` is another one (a re-installed or reset server)."""
         config = config or self.config
         adapters = MemoryAdapters(config=config)
-        same = {"clock": self.clock, "workspace": self.workspace, "runtime": self.runtime, "journal": self.journal}
+        same = {
+            "clock": self.clock, "workspace": self.workspace, "runtime": self.runtime, "journal": self.journal,
+            # The engine's and the host's state: linked containers and the firewall outlive a process.
+            "service_linker": self.service_linker, "service_firewall": self.service_firewall,
+        }
         for name, instance in same.items():
             getattr(adapters, name).override(providers.Object(instance))
         adapters.server.override(providers.Object(server or self.server))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import uuid
 from collections import Counter
@@ -10,8 +9,9 @@ from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from attrs import define, evolve, field
+from attrs import evolve
 
+from v6node.adapters.memory.server_state import MemoryServerState, StoredRun
 from v6node.domain.errors import (
     AuthenticationFailed,
     RunAlreadyFinished,
@@ -34,24 +34,6 @@ from v6node.ports.clock import Clock
 from v6node.ports.server_api import ServerApi
 
 
-@define
-class StoredRun:
-    """A run as the server stores it (``result`` and ``log`` included)."""
-
-    id: int
-    task_id: int
-    organization_id: int
-    input: str
-    status: RunStatus = RunStatus.PENDING
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: str | None = None
-    log: str | None = None
-    blob_storage_used: bool = False
-    assigned_at: datetime | None = None
-    patches: list[RunUpdate] = field(factory=list)
-
-
 _NO_BLOB_STORE = "The large result store is not set to blob storage, result streaming is not available."
 
 
@@ -63,6 +45,7 @@ class MemoryServerApi(ServerApi):
     large result store on or off), ``blobs`` (id -> bytes), ``blob_chunk_size``.
     Like the real server, a blob can be downloaded only once a run names it as its input
     or result, and tasks created while ``blob_store`` is on have blob runs.
+    Nodes of one server share one ``MemoryServerState`` (``state``), each with its identity.
     """
 
     def __init__(
@@ -73,6 +56,7 @@ class MemoryServerApi(ServerApi):
         token_lifetime: float = 6 * 3600,
         clock: Clock | None = None,
         blob_store: bool = False,
+        state: MemoryServerState | None = None,
     ) -> None:
         self.identity = identity or NodeIdentity(
             node_id=10, node_name="memory-node", organization_id=1, organization_name="org-1", collaboration_id=1
@@ -80,21 +64,24 @@ class MemoryServerApi(ServerApi):
         self.api_key = api_key
         self.accepted_api_key = api_key
         self.token_lifetime = token_lifetime
-        self.organizations: dict[int, Organization] = {
-            self.identity.organization_id: Organization(self.identity.organization_id, self.identity.organization_name)
-        }
-        self.collaborations: dict[int, Collaboration] = {
-            self.identity.collaboration_id: Collaboration(self.identity.collaboration_id, "collab", encrypted)
-        }
-        self.tasks: dict[int, TaskRef] = {}
-        self.runs: dict[int, StoredRun] = {}
-        self.algorithm_stores: dict[int, str] = {}
+        # Several nodes of one server share one state; each has its own identity and tokens.
+        self.state = state or MemoryServerState()
+        self.organizations = self.state.organizations
+        self.organizations.setdefault(
+            self.identity.organization_id, Organization(self.identity.organization_id, self.identity.organization_name)
+        )
+        self.collaborations = self.state.collaborations
+        self.collaborations.setdefault(
+            self.identity.collaboration_id, Collaboration(self.identity.collaboration_id, "collab", encrypted)
+        )
+        self.tasks = self.state.tasks
+        self.runs = self.state.runs
+        self.algorithm_stores = self.state.algorithm_stores
         self.blob_store = blob_store
-        self.blobs: dict[str, bytes] = {}
+        self.blobs = self.state.blobs
         self.blob_chunk_size = 1024 * 1024
         self.calls: Counter[str] = Counter()
         self._failures: dict[str, list[Exception]] = {}
-        self._ids = itertools.count(1)
         self._token = ""
         self._logins = 0
         self.clock = clock
@@ -139,7 +126,7 @@ class MemoryServerApi(ServerApi):
         )
         if self.blob_store and isinstance(input, dict):
             stored_input = self.add_blob(stored_input.encode())
-        task_id = next(self._ids)
+        task_id = self.state.new_id()
         task = TaskRef(
             id=task_id,
             image=image,
@@ -154,14 +141,14 @@ class MemoryServerApi(ServerApi):
         )
         self.tasks[task_id] = task
         for org_id in organization_ids or (self.identity.organization_id,):
-            run_id = next(self._ids)
+            run_id = self.state.new_id()
             self.runs[run_id] = StoredRun(
                 run_id, task_id, org_id, stored_input, blob_storage_used=self.blob_store, assigned_at=self._now()
             )
         return task
 
     def runs_of(self, task_id: int) -> list[StoredRun]:
-        return [run for run in self.runs.values() if run.task_id == task_id]
+        return self.state.runs_of(task_id)
 
     def our_run(self, task_id: int) -> StoredRun:
         return next(r for r in self.runs_of(task_id) if r.organization_id == self.identity.organization_id)
@@ -242,14 +229,7 @@ class MemoryServerApi(ServerApi):
 
     def task_status(self, task_id: int) -> str:
         """Derived from the task's runs, as the server derives it."""
-        statuses = [run.status for run in self.runs_of(task_id)]
-        failed = {status for status in statuses if status.has_failed}
-        if failed:
-            return failed.pop() if len(failed) == 1 else RunStatus.FAILED.value
-        for status in (RunStatus.ACTIVE, RunStatus.INITIALIZING, RunStatus.PENDING):
-            if status in statuses:
-                return status.value
-        return RunStatus.COMPLETED.value
+        return self.state.task_status(task_id)
 
     def _as_run(self, stored: StoredRun) -> Run:
         return Run(

@@ -471,3 +471,24 @@ async def test_emit_handled_raises_not_connected_when_the_connection_ends_before
 
             with pytest.raises(NotConnected, match="did not acknowledge"):
                 await asyncio.wait_for(stream.emit("algorithm_log", {"log": "x"}, handled=True), TIMEOUT)
+
+
+async def test_a_flooding_server_is_read_no_faster_than_the_node_takes_events_and_nothing_is_lost(open_streams) -> None:
+    flood = 3 * 1024
+
+    async def send_a_flood(ws: ServerConnection, connection: int) -> None:
+        for number in range(flood):
+            await ws.send(f'42/tasks,["new_task",{{"id":{number + 1},"parent_id":null}}]')
+
+    async with ScriptedEngineIO(send_a_flood) as server:
+        stream = open_streams(server.root, numbered_tokens())
+        async with contextlib.aclosing(stream.events()) as events:
+            assert await next_event(events) == Connected(reconnect=False)
+            queued = stream._queue
+            assert queued is not None and queued.maxsize == 1024
+            async with asyncio.timeout(TIMEOUT):
+                while not queued.full():  # the reader stops here until the node takes events
+                    await asyncio.sleep(0.01)
+            received = [await next_event(events) for _ in range(flood)]
+            assert queued.qsize() <= queued.maxsize
+    assert [event.task_id for event in received] == list(range(1, flood + 1))

@@ -30,7 +30,7 @@ import docker
 import docker.errors
 from attrs import frozen
 
-from tests.rig.paths import RIG_DIR, RIG_SRC, image
+from tests.rig.paths import IMAGE_PREFIX, RIG_DIR, RIG_SRC, image
 
 RECIPE_LABEL = "v6node.rig.recipe"
 ALGORITHMS = RIG_SRC / "algorithms"
@@ -76,7 +76,12 @@ SHELL_IMAGES: dict[str, ShellImage] = {
 PYTHON_BASE = "python-base"
 V6_ALGO = "v6-algo"
 V6_ALGO_PACKAGE = ALGORITHMS / "v6_algo"
-ALL_IMAGES = (*SHELL_IMAGES, PYTHON_BASE, V6_ALGO)
+# A test SSH server fronting two web services on its loopback (for the SSH tunnel tests).
+SSHD_HOST = "sshd-host"
+# The sidecar images, built by the product's own `v6node build-images` on python-base.
+SIDECARS = "sidecars"
+ALL_IMAGES = (*SHELL_IMAGES, PYTHON_BASE, V6_ALGO, SSHD_HOST, SIDECARS)
+ON_PYTHON_BASE = (V6_ALGO, SSHD_HOST, SIDECARS)
 
 
 @frozen
@@ -347,6 +352,54 @@ def build_v6_algorithm_image(
     return "built"
 
 
+# --- test hosts and sidecars ------------------------------------------------------------------------
+_SSHD_DOCKERFILE = """FROM {base}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server \\
+ && rm -rf /var/lib/apt/lists/* && mkdir -p /run/sshd /srv/one /srv/two \\
+ && echo one > /srv/one/index.html && echo two > /srv/two/index.html \\
+ && useradd -m -s /bin/sh tunnel && passwd -d tunnel
+COPY sshd-host.sh /sshd-host.sh
+CMD ["sh", "/sshd-host.sh"]
+"""
+
+
+def _build_sshd_host(client: docker.DockerClient, force: bool) -> str:
+    """Debian's sshd; the user ``tunnel`` may log in with the key in $AUTHORIZED_KEY; web
+    services on 127.0.0.1:8001 ("one") and 127.0.0.1:8002 ("two") only the tunnel reaches."""
+    tag = image(SSHD_HOST)
+    base = image(PYTHON_BASE)
+    base_recipe = _current_recipe(client, base)
+    if base_recipe is None:
+        raise RuntimeError(f"{base} is missing: build {PYTHON_BASE} first")
+    dockerfile = _SSHD_DOCKERFILE.format(base=base)
+    script = (ALGORITHMS / "sshd-host.sh").read_text()
+    recipe = _recipe_hash(base_recipe, dockerfile, script)
+    if not force and _current_recipe(client, tag) == recipe:
+        return "current"
+    old = _image_id(client, tag)
+    with tempfile.TemporaryDirectory(prefix="v6node-sshd-", dir=_scratch_dir()) as context:
+        (Path(context) / "Dockerfile").write_text(dockerfile)
+        (Path(context) / "sshd-host.sh").write_text(script)
+        client.images.build(path=context, tag=tag, rm=True, forcerm=True, labels={RECIPE_LABEL: recipe})
+    _drop_replaced(client, old, tag)
+    return "built"
+
+
+def sidecar_images() -> dict[str, str]:
+    """The images the tests give the node (``images`` config key -> name)."""
+    from v6node.adapters.docker.sidecar_images import CONFIG_KEYS, image_name
+
+    return {CONFIG_KEYS[stage]: image_name(stage, f"{IMAGE_PREFIX}/", "1") for stage in CONFIG_KEYS}
+
+
+def _build_sidecars(client: docker.DockerClient, force: bool) -> str:
+    from v6node.adapters.docker.sidecar_images import build_sidecar_images
+
+    built = build_sidecar_images(f"{IMAGE_PREFIX}/", "1", base=image(PYTHON_BASE), force=force)
+    return "built" if any(item.action == "built" for item in built) else "current"
+
+
 # --- entry points -----------------------------------------------------------------------------------
 def _builder(name: str) -> Callable[[docker.DockerClient, bool], str]:
     if name in SHELL_IMAGES:
@@ -355,17 +408,21 @@ def _builder(name: str) -> Callable[[docker.DockerClient, bool], str]:
         return _build_python_base
     if name == V6_ALGO:
         return lambda client, force: build_v6_algorithm_image(client, V6_ALGO, V6_ALGO_PACKAGE, force=force)
+    if name == SSHD_HOST:
+        return _build_sshd_host
+    if name == SIDECARS:
+        return _build_sidecars
     raise ValueError(f"unknown test image {name!r}; known: {', '.join(ALL_IMAGES)}")
 
 
 def ensure_images(names: Iterable[str] | None = None, force: bool = False) -> list[BuildResult]:
-    """Build the named test images (all when None) unless current; v6-algo brings python-base."""
+    """Build the named test images (all when None) unless current; those on python-base bring it."""
     wanted = list(ALL_IMAGES if names is None else names)
     for name in wanted:
         _builder(name)  # fail on an unknown name before building anything
-    if V6_ALGO in wanted and PYTHON_BASE not in wanted:
-        wanted.insert(wanted.index(V6_ALGO), PYTHON_BASE)
-    ordered = sorted(dict.fromkeys(wanted), key=lambda n: (n == V6_ALGO, n == PYTHON_BASE))
+    if any(name in ON_PYTHON_BASE for name in wanted) and PYTHON_BASE not in wanted:
+        wanted.append(PYTHON_BASE)
+    ordered = sorted(dict.fromkeys(wanted), key=lambda n: (n in ON_PYTHON_BASE, n != PYTHON_BASE))
     results: list[BuildResult] = []
     client = _client()
     try:
@@ -393,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     for result in ensure_images(args.only, force=args.force):
-        print(f"{result.action:8} {result.image:45} {result.seconds:6.1f} s", flush=True)
+        shown = "127.0.0.1:5999/v6node-{squid,ssh-tunnel,network-config}:1" if result.name == SIDECARS else result.image
+        print(f"{result.action:8} {shown:45} {result.seconds:6.1f} s", flush=True)
     print(f"done in {time.monotonic() - started:.1f} s")
     return 0
 

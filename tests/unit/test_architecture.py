@@ -23,3 +23,13 @@ def test_every_package_folder_is_listed_in_pyproject():
             relative = init.parent.relative_to(REPO / folder).parts
             found.add(".".join((package, *relative)))
     assert found == listed
+
+
+def test_every_module_stays_under_400_lines():
+    long = {
+        str(path.relative_to(REPO)): count
+        for folder in LAYERS
+        for path in (REPO / folder).rglob("*.py")
+        if (count := len(path.read_text().splitlines())) >= 400
+    }
+    assert long == {}

@@ -110,3 +110,49 @@ def test_private_folders_are_created_for_this_user_only_and_open_ones_are_warned
     private_folder(shared)
     assert "can be read by other users (mode 0755)" in caplog.text
     assert shared.stat().st_mode & 0o777 == 0o755  # the operator's folder is not changed behind their back
+
+
+EGRESS_YAML = """\
+api_key: k
+server_url: http://v6.example.org
+port: 7601
+whitelist:
+  domains: [.data.example.org]
+  ips: [8.8.8.8]
+  ports: [443]
+ssh-tunnels:
+  - hostname: db
+    ssh:
+      host: ssh.example.org
+      fingerprint: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl
+      identity: {username: tunnel-user, key: tunnel.pem}
+    tunnel:
+      bind: {ip: 0.0.0.0, port: 8000}
+      dest: {ip: 127.0.0.1, port: 5432}
+docker_services:
+  pg: my-postgres
+"""
+
+
+def test_check_config_shows_what_algorithms_may_reach_and_no_secret(tmp_path):
+    (tmp_path / "tunnel.pem").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n")
+    (tmp_path / "tunnel.pem").chmod(0o600)
+    result = CliRunner().invoke(main, ["check-config", "-c", write(tmp_path, EGRESS_YAML)])
+    assert result.exit_code == 0, result.output
+    for shown in (
+        "whitelist:    algorithms reach it through http://squid:3128",
+        "domains:    .data.example.org", "ips:        8.8.8.8", "ports:      443",
+        "8.8.8.8 is outside the private ranges",
+        "ssh tunnel:   db:8000 -> 127.0.0.1:5432 via ssh.example.org:22",
+        "linked:       pg -> container my-postgres",
+    ):
+        assert shown in result.output
+    for secret in ("tunnel.pem", "AAAAC3Nza", "tunnel-user", "secret"):
+        assert secret not in result.output
+
+
+def test_a_malformed_whitelist_exits_2_naming_the_key(tmp_path):
+    config = write(tmp_path, "api_key: k\nserver_url: http://s\nwhitelist:\n  domains: example.org\n  port: [443]\n")
+    result = CliRunner().invoke(main, ["check-config", "-c", config])
+    assert result.exit_code == 2
+    assert f"{config}: key 'whitelist.port': unknown key" in result.output

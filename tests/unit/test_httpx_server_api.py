@@ -484,6 +484,21 @@ async def test_open_runs_without_task_filter_and_runs_seen_twice_once(logged_in:
     assert "task_id" not in server.requests[0].url.params
 
 
+async def test_a_server_announcing_pages_without_end_is_refused_after_max_pages(
+    server: FakeServer, clock: RecordingClock
+) -> None:
+    def endless(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "1"))
+        return server.ok({"data": [run_body(1000 + page)], "links": {"next": f"/api/run?page={page + 1}"}})
+
+    server.route("GET", "/api/run", endless)
+    async with make_api(server, clock, max_pages=5) as api:
+        await api.authenticate()
+        with pytest.raises(ServerError, match="more than 5 pages; not reading further"):
+            await api.list_open_runs()
+    assert len(server.sent("GET", "/api/run")) == 5
+
+
 async def test_run_parsing_maps_the_server_shape() -> None:
     body = run_body(
         11,

@@ -1504,6 +1504,30 @@ async def test_the_audit_log_records_decisions_starts_and_ends_without_data():
     assert "patient-data" not in "\n".join(audit.lines) and "container-token" not in "\n".join(audit.lines)
 
 
+async def test_the_audit_log_keeps_the_end_the_server_holds_when_it_refused_the_nodes_report():
+    """Killed on the server, but the node stopped before the kill order reached it: the node
+    reports the interrupted run failed, the server keeps 'killed by user', and so does the audit."""
+    h = MemoryNodeHarness(default_config(policies=PolicyConfig(require_algorithm_pull=False)))
+    async with h:
+        task = await start_blocking_run(h)
+        run = h.server.our_run(task.id)
+        h.server.kill_task(task.id, h.clock.now())  # the kill_containers event never arrives
+    finished = [e for e in await h.adapters.audit_log().entries() if e["event"] == "finished"]
+    assert [(e["run_id"], e["status"], e.get("reported")) for e in finished] == [(run.id, "killed by user", "failed")]
+    assert run.status is RunStatus.KILLED
+
+
+async def test_a_run_killed_when_the_node_stops_is_reported_killed_not_failed():
+    h = MemoryNodeHarness(default_config(policies=PolicyConfig(require_algorithm_pull=False)))
+    async with h:
+        task = await start_blocking_run(h)
+        run = h.server.our_run(task.id)
+        h.node.active.mark_killed(run.id)  # the order was applied, the container not yet gone
+    assert run.status is RunStatus.KILLED
+    finished = [e for e in await h.adapters.audit_log().entries() if e["event"] == "finished"]
+    assert [(e["status"], e.get("reported")) for e in finished] == [("killed by user", None)]
+
+
 async def test_start_up_shows_a_checklist_line_per_step_in_order(caplog):
     caplog.set_level("INFO", logger="v6node.startup")
     async with MemoryNodeHarness(default_config()):

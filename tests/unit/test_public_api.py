@@ -21,6 +21,7 @@ from v6node.domain.events import NewTask
 PUBLIC = {
     "ConfigError", "EmbeddedNode", "Node", "NodeConfig", "NodeError", "NodeTimings", "RunEvent",
     "RunEventStream", "RunStatus", "Stage", "config_from_dict", "load_config",
+    "LocalRunReport", "RunLocal", "RunReport", "TaskReport", "run_locally",
 }
 
 

@@ -1,4 +1,4 @@
-"""The README's harness example runs exactly as printed, as a script of its own."""
+"""The README's Python examples: the harness one runs exactly as printed, as a script of its own."""
 import re
 import subprocess
 import sys
@@ -7,8 +7,19 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_every_python_example_compiles() -> None:
+    # The library example needs a server: examples/embed_node.py is it in full, run by the e2e tests.
+    assert len(python_blocks()) >= 2
+    for block in python_blocks():
+        compile(block, "README.md", "exec")
+
+
 def test_the_harness_example_runs_as_printed(tmp_path: Path) -> None:
-    (example,) = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    (example,) = [block for block in python_blocks() if "MemoryNodeHarness" in block]
     script = tmp_path / "example.py"
     script.write_text(example)
 

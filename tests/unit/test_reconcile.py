@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from attrs import frozen
 
-from v6node.domain.containers import LABEL_MANAGED_BY, LABEL_NODE, LABEL_RUN, LABEL_TASK, LABEL_TYPE, ContainerInfo
+from v6node.domain.containers import (
+    LABEL_IDENTITY,
+    LABEL_MANAGED_BY,
+    LABEL_NODE,
+    LABEL_RUN,
+    LABEL_TASK,
+    LABEL_TYPE,
+    ContainerInfo,
+)
 from v6node.domain.journal import JournalEntry, RunStep
 from v6node.domain.model import Run, TaskRef
 from v6node.domain.reconcile import ActionKind, Reconciliation, RunAction, reconcile
@@ -237,6 +245,18 @@ def test_a_container_labelled_with_another_task_is_not_the_runs():
     assert result.actions[0].kind is ActionKind.START
     assert result.containers_to_remove == ("c-old",)
     assert any("task 999" in note for note in result.notes)
+
+
+def test_a_container_of_another_server_or_node_is_no_evidence_and_is_removed():
+    theirs = running("c-theirs")
+    theirs.labels[LABEL_IDENTITY] = "0123456789abcdef"
+    ours = exited(0, "c-ours", run_id=8)
+    ours.labels[LABEL_IDENTITY] = "fedcba9876543210"
+    result = reconcile([run(), run(8)], [entry(RECV)], [theirs, ours], identity="fedcba9876543210")
+    assert result.action_for(R).kind is ActionKind.START  # the same run id elsewhere is not ours
+    assert result.containers_to_remove == ("c-theirs",)
+    assert any("another server or node" in note and "0123456789abcdef" in note for note in result.notes)
+    assert result.action_for(8).container_id == "c-ours"
 
 
 def test_a_journal_entry_of_another_task_is_forgotten_and_the_run_starts_fresh():

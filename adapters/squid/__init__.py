@@ -1,0 +1,1 @@
+"""Squid: the whitelist proxy sidecar."""
