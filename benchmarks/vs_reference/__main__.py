@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,9 +25,16 @@ from typing import Any
 import docker
 import docker.errors
 
-from benchmarks.vs_reference import phases
+from benchmarks.vs_reference import floors, phases
 from benchmarks.vs_reference.measure import AccessLog
-from benchmarks.vs_reference.nodes import BENCH_LABELS, NodeUnderTest, ReferenceNode, V6Node
+from benchmarks.vs_reference.nodes import (
+    BENCH_LABELS,
+    NodeUnderTest,
+    ReferenceNode,
+    V6Node,
+    operator_install,
+    remove_run_leftovers,
+)
 from benchmarks.vs_reference.reference_image import (
     BENCH_LABEL,
     REFERENCE_IMAGE,
@@ -49,6 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=1000, help="tasks created while the node is down (0 skips)")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after start-up before the idle window")
+    parser.add_argument("--floors", type=int, default=5, help="processes per floor measurement (0 skips)")
     parser.add_argument("--only", choices=KINDS, help="one node only")
     parser.add_argument("--order", default="reference,v6node", help="which node runs first")
     parser.add_argument("--json", type=Path, help="where the results go (default .rig/bench/vs_reference-<UTC>.json)")
@@ -88,20 +97,25 @@ def bench_network(client: docker.DockerClient):
 
 
 def section(kind: str, server: RealServer, admin: AdminApi, work: Path, args: argparse.Namespace,
-            client: docker.DockerClient) -> dict[str, Any]:
+            client: docker.DockerClient, executable: Path | None) -> dict[str, Any]:
     """Every phase against one node, on a collaboration (and node registration) of its own."""
     federation = create_federation(admin, f"{kind}-{uuid.uuid4().hex[:6]}", n_orgs=1)
     credentials = federation.nodes[0]
     researcher = Researcher(server, federation.user)
     home = work / kind
     node: NodeUnderTest = (
-        ReferenceNode(server, credentials, home, client) if kind == "reference" else V6Node(server, credentials, home)
+        ReferenceNode(server, credentials, home, client) if kind == "reference"
+        else V6Node(server, credentials, home, executable or Path(sys.executable).with_name("v6node"))
     )
     bench = phases.Bench(server, AccessLog(server.log_file), node, researcher, federation.collaboration_id,
                          credentials.organization_id, home)
     results: dict[str, Any] = {"node_name": node.name}
     say = lambda text: print(f"[{kind}] {text}", file=sys.stderr, flush=True)  # noqa: E731
     try:
+        if args.floors:
+            say(f"floors ({args.floors} processes each)")
+            results["floors"] = (floors.v6node_floor(node.executable.with_name("python"), args.floors)
+                                 if isinstance(node, V6Node) else floors.reference_floor(args.floors))
         say("start-up")
         results["start_up"] = phases.start_up(bench, timeout=300)
         say(f"idle ({args.idle:g} s)")
@@ -156,6 +170,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     client = docker.from_env(timeout=300)
     if "reference" in kinds:
         print(f"reference image: {ensure_reference_image(client)}", file=sys.stderr, flush=True)
+    executable = None
+    if "v6node" in kinds:
+        executable = operator_install()
+        print(f"v6node: {executable}", file=sys.stderr, flush=True)
     report: dict[str, Any] = {"machine": machine(), "arguments": {k: str(v) for k, v in vars(args).items()}, "nodes": {}}
     try:
         with tempfile.TemporaryDirectory(prefix="v6node-vs-reference-") as tmp, bench_network(client) as gateway:
@@ -166,14 +184,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 admin = AdminApi(server)
                 for kind in kinds:
-                    report["nodes"][kind] = section(kind, server, admin, work / kind, args, client)
+                    report["nodes"][kind] = section(kind, server, admin, work / kind, args, client, executable)
                 admin.close()
             finally:
                 server.stop()
     finally:
         client.close()
+        report["leftovers_removed_at_end"] = remove_run_leftovers()
     report["machine"]["load_average_at_end"] = os.getloadavg()
     return report
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,4 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Stopped with Ctrl-C or kill (even when started in the background, where SIGINT is
+    # ignored), the run still stops its nodes and server and removes what it created.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())

@@ -8,14 +8,21 @@
   pull attempt of the node image, creating the volumes) are done before the clock starts,
   so the reference's start-up is timed from the ``docker run`` alone. Stopped as ``v6 node
   stop`` does: ``docker stop`` (10 s), then its volumes are deleted.
-- ``V6Node``: ``v6node start -c <file>`` on the host, as an operator runs it.
+- ``V6Node``: ``v6node start -c <file>`` on the host, as an operator runs it: from a venv
+  of its own (``.rig/bench-venv``) where ``pip install`` put the project and its runtime
+  dependencies only, not the editable install of the project venv with its test tools
+  (some of which, such as ``rich``, httpx loads when they are present).
 
 Both get a config as ``v6 node new`` writes it for the same server, log level INFO, no
-databases, ``require_algorithm_pull: false`` (test images cannot be pulled).
+databases, ``require_algorithm_pull: false`` (test images cannot be pulled). Both load
+compiled bytecode, as installed packages do: pip compiles what it installs into the
+bench venv, and the reference image is compiled when it is built.
 """
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,9 +35,33 @@ import yaml
 from benchmarks.vs_reference.measure import process_tree
 from benchmarks.vs_reference.reference_image import BENCH_LABEL, BENCH_LABEL_VALUE, REFERENCE_IMAGE
 from tests.rig.node_process import NodeProcess, node_config
+from tests.rig.paths import REPO, RIG_DIR
 from tests.rig.server import NodeCredentials, RealServer
 
-BENCH_LABELS = {BENCH_LABEL: BENCH_LABEL_VALUE}
+# On everything the benchmark creates in Docker: the benchmark's label, and this run's, so
+# that a run removes its own leftovers and never another run's.
+BENCH_RUN_LABEL = "v6node.bench.run"
+RUN_ID = uuid.uuid4().hex[:12]
+BENCH_LABELS = {BENCH_LABEL: BENCH_LABEL_VALUE, BENCH_RUN_LABEL: RUN_ID}
+
+
+BENCH_VENV = RIG_DIR / "bench-venv"
+
+
+def operator_install() -> Path:
+    """This checkout installed with pip into ``.rig/bench-venv`` (made once; the project is
+    reinstalled every time, its dependencies only when missing); returns its ``v6node``."""
+    python = BENCH_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    log = RIG_DIR / "bench-venv-pip.log"  # pip is chatty on some machines: shown when it fails
+    for args in ([str(REPO)], ["--no-deps", "--force-reinstall", str(REPO)]):
+        with log.open("w") as out:
+            done = subprocess.run([*pip, *args], stdout=out, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"pip install {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
+    return BENCH_VENV / "bin" / "v6node"
 
 
 class NodeUnderTest(Protocol):
@@ -59,8 +90,9 @@ def _base_config(server: RealServer, credentials: NodeCredentials, home: Path) -
 class V6Node:
     kind = "v6node"
 
-    def __init__(self, server: RealServer, credentials: NodeCredentials, home: Path) -> None:
+    def __init__(self, server: RealServer, credentials: NodeCredentials, home: Path, executable: Path) -> None:
         self.credentials = credentials
+        self.executable = executable
         self.name = f"bench-v6n-{uuid.uuid4().hex[:8]}"
         self.home = home
         self.config_file = home / f"{self.name}.yaml"
@@ -69,7 +101,7 @@ class V6Node:
         self.process: NodeProcess | None = None
 
     def start(self) -> float:
-        self.process = NodeProcess(self.config_file)
+        self.process = NodeProcess(self.config_file, executable=self.executable)
         started = time.perf_counter()
         self.process.start(wait=False)
         return started
@@ -189,6 +221,11 @@ class ReferenceNode:
                     volume.remove(force=True)
                     removed.append(f"volume {volume.name}")
         return removed
+
+
+def remove_run_leftovers() -> list[str]:
+    """Whatever this run labelled and did not remove (an interrupted phase, a failed stop)."""
+    return _remove_labelled(f"{BENCH_RUN_LABEL}={RUN_ID}")
 
 
 def _remove_labelled(label: str) -> list[str]:

@@ -92,6 +92,7 @@ class Window:
             "rest_calls_researcher": ours,
             "rest_calls_per_run": node_calls / runs if runs else None,
             "rest_calls_by_endpoint": requests.by_endpoint,
+            "server_request_s": requests.server_seconds,  # the server's own time for every request
             "server_cpu_s": server_cpu,
             "server_cpu_per_run_ms": server_cpu / runs * 1000 if runs else None,
             "node_cpu_s": node_cpu / 1e9,

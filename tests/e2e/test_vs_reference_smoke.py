@@ -14,12 +14,13 @@ import pytest
 
 from benchmarks.vs_reference.__main__ import main
 from benchmarks.vs_reference.measure import AccessLog, endpoint
+from benchmarks.vs_reference.nodes import BENCH_RUN_LABEL, RUN_ID
 from benchmarks.vs_reference.reference_image import reference_image_present
 from benchmarks.vs_reference.report import ROWS, table
 
 pytestmark = [pytest.mark.docker, pytest.mark.server, pytest.mark.e2e]
 
-_PHASES = ("start_up", "idle", "sequential", "burst", "scale")
+_PHASES = ("floors", "start_up", "idle", "sequential", "burst", "scale")
 
 
 def test_access_log_lines_are_counted_by_endpoint(tmp_path: Path) -> None:
@@ -52,7 +53,8 @@ def test_every_phase_runs_with_tiny_counts(tmp_path: Path, test_images: None) ->
     finally:
         client.close()
     out = tmp_path / "results.json"
-    args = ["--sequential", "2", "--burst", "3", "--scale", "4", "--idle", "1", "--settle", "0", "--json", str(out)]
+    args = ["--sequential", "2", "--burst", "3", "--scale", "4", "--idle", "1", "--settle", "0", "--floors", "1",
+            "--json", str(out)]
     if not with_reference:
         args += ["--only", "v6node"]
     assert main(args) == 0
@@ -64,11 +66,19 @@ def test_every_phase_runs_with_tiny_counts(tmp_path: Path, test_images: None) ->
         assert results["sequential"]["rest_calls_per_run"] > 0, kind
         assert results["start_up"]["online_s"] < results["start_up"]["first_task_done_s"], kind
         assert results["idle"]["rss_mib"] > 0, kind
-    # What the nodes made in Docker is gone, and the benchmark's own network with it.
+        assert results["floors"]["imports"]["rss_mib"] > results["floors"]["interpreter"]["rss_mib"], kind
+    # What the nodes made in Docker is gone, and the benchmark's own network with it; the
+    # reference node's own containers, networks and volumes are named after it.
     client = docker.from_env()
+    label = {"label": f"{BENCH_RUN_LABEL}={RUN_ID}"}
     try:
-        assert client.containers.list(all=True, filters={"label": "v6node.bench"}) == []
-        assert client.networks.list(filters={"label": "v6node.bench"}) == []
-        assert client.volumes.list(filters={"label": "v6node.bench"}) == []
+        assert client.containers.list(all=True, filters=label) == []
+        assert client.networks.list(filters=label) == []
+        assert client.volumes.list(filters=label) == []
+        for kind, results in nodes.items():
+            name = results["node_name"]
+            assert client.containers.list(all=True, filters={"name": name}) == [], kind
+            assert [n.name for n in client.networks.list() if name in n.name] == [], kind
+            assert [v.name for v in client.volumes.list() if name in v.name] == [], kind
     finally:
         client.close()
