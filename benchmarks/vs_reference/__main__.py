@@ -1,7 +1,9 @@
-"""v6node beside the reference vantage6 4.15.2 node, on one real server, one after the other.
+"""v6node beside the reference vantage6 4.15.2 node, on one real server, part by part.
 
-Run with:  .venv/bin/python -m benchmarks.vs_reference [--sequential 20] [--burst 50] [--scale 1000]
-           .venv/bin/python -m benchmarks.vs_reference --clean   # remove the reference image and leftovers
+Run with:  scripts/bench-vs-reference [--sequential 20] [--burst 50] [--scale 1000]   # sets up the rig first
+           .venv/bin/python -m benchmarks.vs_reference [...]      # the same on a prepared rig
+           .venv/bin/python -m benchmarks.vs_reference --show F   # the tables of an earlier run's JSON
+           .venv/bin/python -m benchmarks.vs_reference --clean    # remove the reference image and leftovers
 
 See benchmarks/README.md ("v6node vs the reference node") for what each phase measures.
 """
@@ -62,6 +64,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--order", default="reference,v6node", help="which node runs first")
     parser.add_argument("--json", type=Path, help="where the results go (default .rig/bench/vs_reference-<UTC>.json)")
     parser.add_argument("--clean", action="store_true", help="remove the reference image and anything left labelled")
+    parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of an earlier run (markdown)")
     return parser.parse_args(argv)
 
 
@@ -96,37 +99,29 @@ def bench_network(client: docker.DockerClient):
         network.remove()
 
 
-def section(kind: str, server: RealServer, admin: AdminApi, work: Path, args: argparse.Namespace,
+def section(kind: str, part: str, server: RealServer, admin: AdminApi, work: Path, args: argparse.Namespace,
             client: docker.DockerClient, executable: Path | None) -> dict[str, Any]:
-    """Every phase against one node, on a collaboration (and node registration) of its own."""
-    federation = create_federation(admin, f"{kind}-{uuid.uuid4().hex[:6]}", n_orgs=1)
+    """One part of the phases against one node, on a collaboration (and node registration)
+    of its own: "main" (floors, start-up, idle, sequential, burst) or "scale" (the node is
+    started, then stopped, and drains what was created meanwhile)."""
+    federation = create_federation(admin, f"{kind}-{part}-{uuid.uuid4().hex[:6]}", n_orgs=1)
     credentials = federation.nodes[0]
     researcher = Researcher(server, federation.user)
-    home = work / kind
+    home = work / f"{kind}-{part}"
     node: NodeUnderTest = (
         ReferenceNode(server, credentials, home, client) if kind == "reference"
         else V6Node(server, credentials, home, executable or Path(sys.executable).with_name("v6node"))
     )
     bench = phases.Bench(server, AccessLog(server.log_file), node, researcher, federation.collaboration_id,
                          credentials.organization_id, home)
-    results: dict[str, Any] = {"node_name": node.name}
+    results: dict[str, Any] = {f"node_name_{part}": node.name, f"load_{part}": {"start": os.getloadavg()}}
     say = lambda text: print(f"[{kind}] {text}", file=sys.stderr, flush=True)  # noqa: E731
     try:
-        if args.floors:
-            say(f"floors ({args.floors} processes each)")
-            results["floors"] = (floors.v6node_floor(node.executable.with_name("python"), args.floors)
-                                 if isinstance(node, V6Node) else floors.reference_floor(args.floors))
-        say("start-up")
-        results["start_up"] = phases.start_up(bench, timeout=300)
-        say(f"idle ({args.idle:g} s)")
-        results["idle"] = phases.idle(bench, args.idle, args.settle)
-        if args.sequential:
-            say(f"{args.sequential} sequential tasks")
-            results["sequential"] = phases.sequential(bench, args.sequential, timeout=120)
-        if args.burst:
-            say(f"{args.burst} tasks at once")
-            results["burst"] = phases.burst(bench, args.burst, timeout=args.burst * 10 + 120)
-        if args.scale:
+        if part == "main":
+            _main_phases(bench, node, args, results, say)
+        else:
+            say("started for the scale phase")
+            bench.researcher.wait_online(credentials.node_id, node.start(), timeout=300)
             say(f"{args.scale} tasks created while the node is down, then drained")
             results["scale"] = phases.scale(bench, args.scale, timeout=args.scale * 5 + 600)
     except BaseException:
@@ -138,12 +133,31 @@ def section(kind: str, server: RealServer, admin: AdminApi, work: Path, args: ar
         raise
     finally:
         node.stop()
-        results["leftovers_removed"] = node.remove_leftovers()
+        results[f"leftovers_removed_{part}"] = node.remove_leftovers()
         researcher.close()
-        # The server checks an API key against every node's hash in turn: each node logs
-        # in on a server where it is the only one.
+        # The server checks an API key against every node's hash in turn (bcrypt): each node
+        # logs in on a server where it is the only one registered.
         admin.http.delete(f"/node/{credentials.node_id}")
+        results[f"load_{part}"]["end"] = os.getloadavg()
     return results
+
+
+def _main_phases(bench: phases.Bench, node: NodeUnderTest, args: argparse.Namespace, results: dict[str, Any],
+                 say: Any) -> None:
+    if args.floors:
+        say(f"floors ({args.floors} processes each)")
+        results["floors"] = (floors.v6node_floor(node.executable.with_name("python"), args.floors)
+                             if isinstance(node, V6Node) else floors.reference_floor(args.floors))
+    say("start-up")
+    results["start_up"] = phases.start_up(bench, timeout=300)
+    say(f"idle ({args.idle:g} s)")
+    results["idle"] = phases.idle(bench, args.idle, args.settle)
+    if args.sequential:
+        say(f"{args.sequential} sequential tasks")
+        results["sequential"] = phases.sequential(bench, args.sequential, timeout=120)
+    if args.burst:
+        say(f"{args.burst} tasks at once")
+        results["burst"] = phases.burst(bench, args.burst, timeout=args.burst * 10 + 120)
 
 
 def clean(client: docker.DockerClient) -> None:
@@ -183,8 +197,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.start()
             try:
                 admin = AdminApi(server)
-                for kind in kinds:
-                    report["nodes"][kind] = section(kind, server, admin, work / kind, args, client, executable)
+                # Part by part, the nodes one after the other: each pair of figures is measured
+                # minutes apart, under about the same load of a shared machine.
+                for part in ("main", "scale") if args.scale else ("main",):
+                    for kind in kinds:
+                        results = section(kind, part, server, admin, work, args, client, executable)
+                        report["nodes"].setdefault(kind, {}).update(results)
                 admin.close()
             finally:
                 server.stop()
@@ -208,19 +226,26 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             client.close()
         return 0
+    if args.show:
+        show(json.loads(args.show.read_text()), markdown=True)
+        return 0
     report = run(args)
     path = args.json or RIG_DIR / "bench" / f"vs_reference-{report['machine']['date'].replace(':', '')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
+    show(report)
+    print(f"\nresults: {path}")
+    return 0
+
+
+def show(report: dict[str, Any], markdown: bool = False) -> None:
     m = report["machine"]
     print(f"\n{m['date']}  {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, Docker {m['docker_engine']}, "
           f"commit {m['commit']}, load {m['load_average_at_start'][0]:.1f} -> {m['load_average_at_end'][0]:.1f}\n")
-    print(table(report["nodes"]))
-    for phase in ("sequential", "scale"):
+    print(table(report["nodes"], markdown=markdown))
+    for phase in ("start_up", "sequential", "burst", "scale"):
         if any(phase in r for r in report["nodes"].values()):
             print("\n" + endpoints(report["nodes"], phase))
-    print(f"\nresults: {path}")
-    return 0
 
 
 if __name__ == "__main__":

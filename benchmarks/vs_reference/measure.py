@@ -141,6 +141,7 @@ class Requests:
     by_endpoint: dict[str, int]
     by_client: dict[str, int]
     server_seconds: float  # the server's own time for them (the log's last column)
+    seconds_by_endpoint: dict[str, float]
 
 
 class AccessLog:
@@ -158,12 +159,12 @@ class AccessLog:
             data = log.read() if end is None else log.read(end - start)
         endpoints: Counter[str] = Counter()
         clients: Counter[str] = Counter()
-        seconds = 0.0
+        seconds: Counter[str] = Counter()
         for line in data.decode(errors="replace").splitlines():
             match = _ACCESS.match(line)
             if match is None or not match[3].startswith("/api/"):
                 continue  # other log lines, and the websocket (one long request)
             endpoints[endpoint(match[2], match[3])] += 1
             clients[match[1]] += 1
-            seconds += float(match[5])
-        return Requests(sum(endpoints.values()), dict(endpoints), dict(clients), seconds)
+            seconds[endpoint(match[2], match[3])] += float(match[5])
+        return Requests(sum(endpoints.values()), dict(endpoints), dict(clients), sum(seconds.values()), dict(seconds))

@@ -80,10 +80,20 @@ class NodeUnderTest(Protocol):
     def remove_leftovers(self) -> list[str]:
         """Remove what the node left in Docker; returns what was removed."""
 
+    def start_log(self) -> list[str]:
+        """The first lines of the node's log."""
+
+
+# Milliseconds since the node's Python process started: the start-up phase keeps the first
+# lines of each node's log, where this shows what its start-up spends its time on.
+LOG_FORMAT = "%(relativeCreated)7.0f ms %(name)s %(levelname)s %(message)s"
+START_LOG_LINES = 80
+
 
 def _base_config(server: RealServer, credentials: NodeCredentials, home: Path) -> dict[str, Any]:
     config = node_config(server, credentials, home)
     config["logging"]["level"] = "INFO"
+    config["logging"]["format"] = LOG_FORMAT
     return config
 
 
@@ -120,6 +130,10 @@ class V6Node:
 
     def remove_leftovers(self) -> list[str]:
         return _remove_labelled(f"v6node.node={self.name}")
+
+    def start_log(self) -> list[str]:
+        lines = self.process.lines if self.process is not None else []
+        return [line.rstrip("\n") for line in lines[:START_LOG_LINES]]
 
 
 class ReferenceNode:
@@ -177,8 +191,11 @@ class ReferenceNode:
         return process_tree(state["Pid"]) if state.get("Running") and state.get("Pid") else []
 
     def logs(self) -> str:
-        path = self.log_dir / f"{self.name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        """Its log file (``<instance type>_<scope>.log``: ``node_user.log``)."""
+        return "".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
+
+    def start_log(self) -> list[str]:
+        return self.logs().splitlines()[:START_LOG_LINES]
 
     def stop(self) -> None:
         if self.container is None:

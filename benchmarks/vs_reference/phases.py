@@ -93,6 +93,7 @@ class Window:
             "rest_calls_per_run": node_calls / runs if runs else None,
             "rest_calls_by_endpoint": requests.by_endpoint,
             "server_request_s": requests.server_seconds,  # the server's own time for every request
+            "server_request_s_by_endpoint": requests.seconds_by_endpoint,
             "server_cpu_s": server_cpu,
             "server_cpu_per_run_ms": server_cpu / runs * 1000 if runs else None,
             "node_cpu_s": node_cpu / 1e9,
@@ -137,6 +138,7 @@ def start_up(bench: Bench, timeout: float) -> dict[str, Any]:
         "online_s": online - started,
         "first_task_done_s": visible - started,
         **window.close(runs=1, node_cpu_from_start=True),
+        "log": bench.node.start_log(),
     }
 
 

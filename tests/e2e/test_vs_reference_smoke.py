@@ -76,9 +76,9 @@ def test_every_phase_runs_with_tiny_counts(tmp_path: Path, test_images: None) ->
         assert client.networks.list(filters=label) == []
         assert client.volumes.list(filters=label) == []
         for kind, results in nodes.items():
-            name = results["node_name"]
-            assert client.containers.list(all=True, filters={"name": name}) == [], kind
-            assert [n.name for n in client.networks.list() if name in n.name] == [], kind
-            assert [v.name for v in client.volumes.list() if name in v.name] == [], kind
+            for name in (results["node_name_main"], results["node_name_scale"]):
+                assert client.containers.list(all=True, filters={"name": name}) == [], kind
+                assert [n.name for n in client.networks.list() if name in n.name] == [], kind
+                assert [v.name for v in client.volumes.list() if name in v.name] == [], kind
     finally:
         client.close()
