@@ -161,19 +161,31 @@ def _main_phases(bench: phases.Bench, node: NodeUnderTest, args: argparse.Namesp
 
 
 def clean(client: docker.DockerClient) -> None:
-    label = f"{BENCH_LABEL}"
-    for container in client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
-        print(f"removed container {container.name}")
-    for network in client.networks.list(filters={"label": label}):
-        network.remove()
-        print(f"removed network {network.name}")
-    for volume in client.volumes.list(filters={"label": label}):
-        volume.remove(force=True)
-        print(f"removed volume {volume.name}")
+    """Everything any run left (labelled, or named after one of its nodes), and the reference image."""
+    def ours(name: str, labels: dict[str, str] | None) -> bool:
+        labels = labels or {}
+        return (BENCH_LABEL in labels or name.lstrip("/").startswith(NAME_PREFIXES)
+                or labels.get("v6node.node", "").startswith("bench-v6n-"))
+
+    for container in client.containers.list(all=True):
+        if ours(container.name, container.labels):
+            container.remove(force=True)
+            print(f"removed container {container.name}")
+    for network in client.networks.list():
+        if ours(network.name, network.attrs.get("Labels")):
+            network.remove()
+            print(f"removed network {network.name}")
+    for volume in client.volumes.list():
+        if ours(volume.name, volume.attrs.get("Labels")):
+            volume.remove(force=True)
+            print(f"removed volume {volume.name}")
     if reference_image_present(client):
         client.images.remove(REFERENCE_IMAGE)
         print(f"removed image {REFERENCE_IMAGE}")
+
+
+# The reference node names its algorithm containers, network and volumes after itself.
+NAME_PREFIXES = ("vantage6-bench-ref-", "v6bench-")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -232,7 +232,10 @@ def scale(bench: Bench, n: int, timeout: float) -> dict[str, Any]:
     with Sampler(probe) as sampler:
         researcher.wait_finished(task_ids, timeout)
         done = bench.all_visible(timeout=300)
+        last = probe()  # the sampler may not have looked since the last run finished
         peak = memory(bench.node.pids()).peak_rss_kib
+    if last is not None:
+        sampler.samples.append(last)
     samples = sampler.samples
     costs = window.close(runs=n, node_cpu_from_start=True)
     statuses = {researcher.finished[t].status for t in task_ids}
