@@ -229,7 +229,7 @@ def _limits(root: Section) -> AlgorithmLimits:
 
 
 def parse_config(
-    data: Any, *, file: str, name: str, default_data_dir: str, base_dir: Path | None = None
+    data: Any, *, file: str, name: str, default_data_dir: str, base_dir: Path | None = None, default_log_dir: str | None = None
 ) -> NodeConfig:
     """Build a ``NodeConfig`` from already-parsed YAML ``data``."""
     if not isinstance(data, dict):
@@ -270,7 +270,7 @@ def parse_config(
         # Accepted for compatibility and unused, as in the reference (task folders: <data>/tasks).
         task_dir=root.string("task_dir", nullable=True),
         data_dir=data_dir,
-        log_dir=resolve_path(base, log_dir) if log_dir else str(Path(data_dir) / "log"),
+        log_dir=resolve_path(base, log_dir) if log_dir else default_log_dir or str(Path(data_dir) / "log"),
         databases=_databases(root, base),
         logging=_logging(root, base),
         encryption_enabled=encryption.boolean("enabled", False),
@@ -298,10 +298,10 @@ def parse_config(
     )
 
 
-def load_config(path: str | os.PathLike[str], default_data_dir: str) -> NodeConfig:
+def load_config(path: str | os.PathLike[str], default_data_dir: str, default_log_dir: str | None = None) -> NodeConfig:
     """Read and validate a node config file; the node's name is the file's stem.
 
-    ``default_data_dir`` is used when the file has no ``directories.data``.
+    ``default_data_dir`` and ``default_log_dir`` (else ``<data>/log``) apply when ``directories`` has none.
     """
     file = Path(path)
     try:
@@ -312,4 +312,4 @@ def load_config(path: str | os.PathLike[str], default_data_dir: str) -> NodeConf
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(file), "", f"not valid YAML: {exc}") from exc
-    return parse_config(data, file=str(file), name=file.stem, default_data_dir=default_data_dir)
+    return parse_config(data, file=str(file), name=file.stem, default_data_dir=default_data_dir, default_log_dir=default_log_dir)

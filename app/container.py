@@ -115,8 +115,8 @@ async def _server_api(config: NodeConfig, clock: Clock, metrics: NodeMetrics) ->
         await api.aclose()
 
 
-def _docker_runtime() -> Iterator[DockerContainerRuntime]:
-    runtime = DockerContainerRuntime()
+def _docker_runtime(own_container: str | None) -> Iterator[DockerContainerRuntime]:
+    runtime = DockerContainerRuntime(own_container=own_container)
     try:
         yield runtime
     finally:
@@ -163,13 +163,15 @@ class Adapters(containers.DeclarativeContainer):
     """The production adapters, one per port; each gets plain values, never the whole config."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    # The name of the container the node runs in (`v6node start --dockerized`); None on the host.
+    own_container: providers.Object[str | None] = providers.Object(None)
     clock = providers.Singleton(SystemClock)
     node_metrics = providers.Singleton(PrometheusNodeMetrics)
     server = providers.Resource(_server_api, config=config, clock=clock, metrics=node_metrics)
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token
     )
-    runtime = providers.Resource(_docker_runtime)
+    runtime = providers.Resource(_docker_runtime, own_container=own_container)
     workspace = providers.Singleton(LocalTaskWorkspace, tasks_dir=providers.Callable(_tasks_dir, config))
     journal = providers.Resource(_journal, config=config)
     # How the proxy reaches the server: None is the network; an in-memory server gives its own.
@@ -194,6 +196,7 @@ class MemoryAdapters(containers.DeclarativeContainer):
     """The in-memory adapters under the same names: the test harness that ships with v6node."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    own_container: providers.Object[str | None] = providers.Object(None)  # no engine, no host paths
     clock = providers.Singleton(ManualClock)
     server = providers.Singleton(MemoryServerApi, api_key=config.provided.api_key, clock=clock)
     events = providers.Singleton(MemoryEventStream, token_provider=server.provided.access_token)
@@ -218,8 +221,9 @@ class NodeContainer(containers.DeclarativeContainer):
     """The node: its adapters, the small objects its use cases share, the use cases, the Node."""
 
     config = providers.Dependency(instance_of=NodeConfig)
+    own_container: providers.Object[str | None] = providers.Object(None)
     timings = providers.Object(NodeTimings())
-    adapters = providers.Container(Adapters, config=config)
+    adapters = providers.Container(Adapters, config=config, own_container=own_container)
 
     # Shared by several use cases: one each per node.
     session = providers.Singleton(NodeSession)

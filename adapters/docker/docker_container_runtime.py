@@ -20,6 +20,7 @@ from docker.utils import parse_repository_tag
 
 from v6node.adapters.docker.errors import docker_errors, status_code, translate
 from v6node.adapters.docker.logs import follow, log_config, read_tail
+from v6node.adapters.docker.host_paths import mount_source, of_own_container
 from v6node.adapters.docker.networks import ensure_network, remove_network
 from v6node.adapters.docker.pulls import PullProgress
 from v6node.adapters.docker.waits import PendingWait, blocking_wait
@@ -52,7 +53,8 @@ class DockerContainerRuntime(ContainerRuntime):
     ``DOCKER_HOST`` environment. Nothing connects before the first call. Short calls share
     ``max_calls`` threads and time out after ``timeout`` seconds; every ``wait`` holds one
     of ``max_waits`` threads and has no timeout. The HTTP connection pool is sized for both.
-    Call ``close()`` when done.
+    ``own_container`` (a node that runs in a container: that container's name) makes bind
+    mounts name the host's paths (``HostPaths``). Call ``close()`` when done.
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class DockerContainerRuntime(ContainerRuntime):
         timeout: float = 60,
         max_calls: int = 16,
         max_waits: int = 256,
+        own_container: str | None = None,
     ) -> None:
         self._base_url = base_url
+        self._host_paths = of_own_container(lambda name: self._api.inspect_container(name), own_container)
         self._timeout = timeout
         self._pool_size = max_calls + max_waits
         self._calls = ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="docker-call")
@@ -220,7 +224,7 @@ class DockerContainerRuntime(ContainerRuntime):
             api = self._api
             host_config = api.create_host_config(
                 mounts=[
-                    DockerMount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+                    DockerMount(target=m.target, source=mount_source(self._host_paths, m), type=m.kind, read_only=m.read_only)
                     for m in spec.mounts
                 ],
                 cap_drop=list(spec.cap_drop) or None,

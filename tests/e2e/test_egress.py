@@ -115,7 +115,7 @@ def stations_world(outside: Outside, docker_client: docker.DockerClient, tmp_pat
 def test_one_task_reaches_the_whitelist_two_tunnels_and_a_linked_container(
     node_name, make_federation, start_node, researcher_for, stations_world, docker_client
 ) -> None:
-    rules_before = docker_user_rules()
+    rules_before = docker_user_rules(node_name)
     federation = make_federation(n_orgs=1)
     name = node_name
     node = start_node(federation.nodes[0], name=name, **stations_world["config"])
@@ -143,13 +143,13 @@ def test_one_task_reaches_the_whitelist_two_tunnels_and_a_linked_container(
     operator.reload()
     assert operator.status == "running"  # the operator's: disconnected, never stopped
     assert network_name(name) not in operator.attrs["NetworkSettings"]["Networks"]
-    assert docker_user_rules() == rules_before
+    assert docker_user_rules(name) == rules_before
 
 
 def test_a_killed_node_leaves_its_sidecars_the_next_one_supervises_them_and_its_stop_removes_everything(
     node_name, make_federation, start_node, stations_world, docker_client
 ) -> None:
-    rules_before = docker_user_rules()
+    rules_before = docker_user_rules(node_name)
     federation = make_federation(n_orgs=1)
     name = node_name
     node = start_node(federation.nodes[0], name=name, **stations_world["config"])
@@ -170,7 +170,7 @@ def test_a_killed_node_leaves_its_sidecars_the_next_one_supervises_them_and_its_
     finally:
         assert again.stop() == 0
     assert leftovers(docker_client, name) == NO_LEFTOVERS
-    assert docker_user_rules() == rules_before
+    assert docker_user_rules(name) == rules_before
     operator = stations_world["operator"]
     operator.reload()
     assert operator.status == "running" and network_name(name) not in operator.attrs["NetworkSettings"]["Networks"]

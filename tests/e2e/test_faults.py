@@ -305,7 +305,9 @@ def test_node_sigkilled_mid_run_and_restarted(real_server, admin, make_federatio
     node = NodeUnderTest([start_node(federation.nodes[0])])
     first = node.processes[0]
     user = user_api(federation)
-    long = user.create_task(collab, [org], SLEEP, sleep_input(10))
+    # The long run must outlast the short one plus the second node's start (seconds on a loaded
+    # machine: at 10 s it once ended before the restart and was found exited, not running).
+    long = user.create_task(collab, [org], SLEEP, sleep_input(40))
     short = user.create_task(collab, [org], SLEEP, sleep_input(3))
     (short_run,), (long_run,) = run_ids(admin, short), run_ids(admin, long)
     for task, run_id in ((long, long_run), (short, short_run)):
@@ -320,7 +322,7 @@ def test_node_sigkilled_mid_run_and_restarted(real_server, admin, make_federatio
 
     second = node.restart()
     second.wait_for(f"run {short_run} reported: completed")
-    second.wait_for(f"run {long_run} reported: completed", timeout=30)
+    second.wait_for(f"run {long_run} reported: completed", timeout=90)
     # Re-attached and reported, both decided by the reconciliation, neither started again.
     assert re.search(rf"run {long_run}: container \w+ is still running; waiting for it again", second.output)
     assert re.search(rf"run {short_run}: container \w+ exited \(code 0\) but it was never reported", second.output)
@@ -329,7 +331,7 @@ def test_node_sigkilled_mid_run_and_restarted(real_server, admin, make_federatio
     runs = end_scenario(scenario, admin, collab, [node], docker_client)
     assert {run["status"] for run in runs} == {"completed"}
     results = results_of(admin, collab)
-    assert results[short_run] == {"slept": 3} and results[long_run] == {"slept": 10}
+    assert results[short_run] == {"slept": 3} and results[long_run] == {"slept": 40}
 
 
 # --- 5. 200 tasks wait for an offline node -----------------------------------------------------
@@ -495,7 +497,8 @@ def test_dockerd_restarted_while_idle_and_while_a_run_is_active(real_server, adm
     process.wait_for(f"run {active_run} reported:", since=mark, timeout=90)
     (stopped,) = admin.runs_of_task(active["id"])
     assert stopped["status"] == "crashed"
-    assert "Docker engine" in stopped["log"] and "143" in stopped["log"]
+    # The engine stops its containers with SIGTERM (143) and, past its shutdown timeout (a loaded machine), SIGKILL (137).
+    assert "Docker engine" in stopped["log"] and ("exit code 143" in stopped["log"] or "exit code 137" in stopped["log"])
 
     # And it goes on serving, its algorithms still reaching the proxy.
     later = user.create_task(collab, [org], SHELL, {"method": "health"})

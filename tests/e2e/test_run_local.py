@@ -12,7 +12,7 @@ from tests.e2e.conftest import NO_LEFTOVERS, leftovers
 from tests.e2e.test_federated_mean import AGES, expected_mean
 from tests.e2e.test_policies_and_data import csv_database, parquet_database
 from tests.rig.paths import image
-from v6node.app.cli_run_local import run_local_command
+from v6node.app.cli.run_local import run_local_command
 from v6node.app.run_local import RunLocal
 from v6node.domain.status import RunStatus
 

@@ -5,6 +5,7 @@ Nothing here reaches beyond the machine: the hosts are containers on networks ma
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -124,7 +125,15 @@ def answers(output: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)  # type: ignore[misc]
 
 
-def docker_user_rules() -> list[str]:
-    """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does)."""
+def docker_user_rules(node: str | None = None) -> list[str]:
+    """The host's DOCKER-USER chain (the tests run as root, as scripts/setup-rig does). With
+    ``node``, without the rules tagged for other nodes: nodes of tests running at the same
+    time on the machine's engine (other sessions) add and remove theirs."""
     done = subprocess.run(["iptables", "-w", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True)
-    return done.stdout.splitlines()
+    rules = done.stdout.splitlines()
+    if node is None:
+        return rules
+    return [rule for rule in rules if not _NODE_TAG.search(rule) or f"v6node:{node}:services" in rule]
+
+
+_NODE_TAG = re.compile(r"v6node:[^:\s\"]+:services")

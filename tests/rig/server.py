@@ -12,6 +12,7 @@ import httpx
 import yaml
 from attrs import frozen
 
+from tests.rig import totp
 from tests.rig.paths import RIG_DIR, RIG_SRC, SERVER_PYTHON
 
 COLLABORATION_ADMIN_ROLE = "Collaboration Admin"
@@ -89,8 +90,10 @@ class RealServer:
         token_expires_hours: float | None = None,
         blob_store: bool = False,
         access_log: bool = False,
+        two_factor_auth: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
+        self.two_factor_auth = two_factor_auth
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.token_expires_hours = token_expires_hours
@@ -146,6 +149,8 @@ class RealServer:
         }
         if self.token_expires_hours is not None:
             config["token_expires_hours"] = self.token_expires_hours
+        if self.two_factor_auth:
+            config["two_factor_auth"] = True
         if self.blob_store:
             config["large_result_store"] = {"connection_string": self._blob_connection_string, "container_name": BLOB_CONTAINER}
         path = self.workdir / "server.yaml"
@@ -271,7 +276,9 @@ class AdminApi:
     ) -> None:
         self.server = server
         self.http = httpx.Client(base_url=server.api, timeout=timeout)
-        token = self._ok(self.http.post("/token/user", json={"username": username, "password": password}))
+        # Two-factor secrets of the users logged in here (a server with two_factor_auth asks for codes).
+        self.otp_secrets: dict[str, str] = {}
+        token = totp.log_in(self.http, username, password, self.otp_secrets)
         self.http.headers["Authorization"] = f"Bearer {token['access_token']}"
 
     @staticmethod

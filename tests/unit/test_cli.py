@@ -1,4 +1,5 @@
 """The `v6node` command line: exit codes and messages an operator sees."""
+import pytest
 from click.testing import CliRunner
 
 from v6node.app.cli import exit_code_for, main
@@ -11,6 +12,13 @@ from v6node.domain.errors import (
     NodeError,
     RuntimeUnavailable,
 )
+
+
+@pytest.fixture(autouse=True)
+def own_folders(tmp_path, monkeypatch):
+    """The user's vantage6 folders in the test's tmp folder: nothing touches the real ones."""
+    for variable, folder in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(variable, str(tmp_path / "home" / folder))
 
 
 def write(tmp_path, text, name="alpha.yaml"):
@@ -46,14 +54,20 @@ def test_files_prints_the_folders(tmp_path):
     config = write(tmp_path, f"api_key: k\nserver_url: http://s\ndirectories: {{data: {tmp_path}/d}}\n")
     result = CliRunner().invoke(main, ["files", "-c", config])
     assert result.exit_code == 0
-    assert f"data folder: {tmp_path}/d" in result.output
-    assert f"log folder:  {tmp_path}/d/log" in result.output
+    assert f"config file: {tmp_path}/alpha.yaml" in result.output
+    assert f"data folder: {tmp_path}/d\n" in result.output
+    # The log folder follows the reference's rule (the user's cache folder), not the data folder.
+    log_dir = tmp_path / "home" / "cache" / "vantage6" / "log" / "node" / "alpha"
+    assert f"log folder:  {log_dir}\n" in result.output
+    assert f"log file:    {log_dir}/node_user.log\n" in result.output
+    assert f"journal:     {tmp_path}/d/journal.sqlite\n" in result.output
+    assert f"task folder: {tmp_path}/d/tasks\n" in result.output
 
 
 def test_version_prints_the_package_version():
     result = CliRunner().invoke(main, ["version"])
     assert result.exit_code == 0
-    assert result.output.strip() == "0.1.0"
+    assert result.output.strip() == "v6node 0.1.0"
 
 
 def test_exit_codes_map_each_failure_kind():
@@ -71,13 +85,16 @@ def test_check_policy_explains_a_denial_offline(tmp_path):
     text = "api_key: k\nserver_url: http://127.0.0.1:9\npolicies:\n  allowed_algorithms: ['^127\\.0\\.0\\.1:5999/approved-.*']\n  allowed_users: [7]\n"
     config = write(tmp_path, text)
     runner = CliRunner()
-    denied = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "7", "127.0.0.1:5999/other:1"])
+    denied = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user-id", "7", "127.0.0.1:5999/other:1"])
     assert denied.exit_code == 1
     assert "NOT allowed" in denied.output and "allowed_algorithms" in denied.output
-    allowed = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "7", "127.0.0.1:5999/approved-mean:1"])
+    allowed = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user-id", "7", "127.0.0.1:5999/approved-mean:1"])
     assert allowed.exit_code == 0 and "allowed" in allowed.output
-    wrong_user = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user", "8", "127.0.0.1:5999/approved-mean:1"])
+    wrong_user = runner.invoke(main, ["check-policy", "-c", config, "--offline", "--user-id", "8", "127.0.0.1:5999/approved-mean:1"])
     assert wrong_user.exit_code == 1 and "allowed_users" in wrong_user.output
+    # --user is the folder flag (with --system) here as in every command; the user's id is --user-id.
+    scoped = runner.invoke(main, ["check-policy", "-c", config, "--user", "--offline", "--user-id", "7", "127.0.0.1:5999/approved-mean:1"])
+    assert scoped.exit_code == 0, scoped.output
 
 
 def test_replace_file_replaces_a_link_instead_of_writing_through_it(tmp_path):

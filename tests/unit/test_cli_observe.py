@@ -1,6 +1,7 @@
 """`v6node logs` and `v6node audit verify|show` on files a node wrote."""
 import asyncio
 import json
+import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -108,3 +109,11 @@ def test_logs_of_an_unknown_run_says_where_it_looked(station):
     assert result.exit_code == 1
     assert f"no log for run 99 at {log}/runs/99.log" in result.stderr
     assert "run_log_retention_days (30)" in result.stderr
+
+
+def test_audit_of_the_node_in_its_container_needs_its_data_volume(tmp_path):
+    config = tmp_path / f"never-docker-{uuid.uuid4().hex[:8]}.yaml"
+    config.write_text(f"api_key: k\nserver_url: http://s\ndirectories: {{data: {tmp_path}/data}}\n")
+    result = invoke("audit", "verify", "-c", config, "--docker")
+    assert result.exit_code == 1
+    assert f"has no data volume vantage6-{config.stem}-user-vol: it never ran in its container" in result.stderr

@@ -5,7 +5,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from v6node.app.cli_run_local import organization_databases, run_local_command, task_input
+from v6node.app.cli.run_local import organization_databases, run_local_command, task_input
 from v6node.app.run_local import database_entries, organizations_of
 
 

@@ -11,14 +11,13 @@ from typing import Any
 
 import click
 
+from v6node.app.cli.common import fail
 from v6node.app.run_local import Databases, run_locally
-from v6node.domain.errors import ConfigError, NodeError, RuntimeUnavailable
+from v6node.domain.errors import NodeError
 from v6node.domain.local_run import LocalRunReport, RunReport, TaskReport
 from v6node.domain.run_events import RunEvent, Stage
 
 _DATABASE = re.compile(r"^(?:(?P<org>\d+):)?(?P<label>[A-Za-z_]\w*)=(?P<path>.+)$")
-# What ended the command -> its exit code (0: every run of the task completed; 1: one did not).
-_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = ((ConfigError, 2), (RuntimeUnavailable, 4), (NodeError, 1))
 
 
 def organization_databases(options: Sequence[str], organizations: int | None) -> tuple[list[Databases], int]:
@@ -172,9 +171,8 @@ def run_local_command(
         ))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    except NodeError as exc:
-        click.echo(f"v6node: error: {exc}", err=True)
-        sys.exit(next(code for kind, code in _EXIT_CODES if isinstance(exc, kind)))
+    except NodeError as exc:  # exit codes as every command's: 2 config, 4 no Docker, 1 otherwise
+        fail(exc)
     click.echo(f"nodes {', '.join(report.nodes)} stopped", err=True)
     if report.work_folder:
         click.echo(f"work folder kept: {report.work_folder}", err=True)

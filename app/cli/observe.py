@@ -74,7 +74,7 @@ def entry_line(entry: dict[str, Any]) -> str:
 
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-Loader = Callable[[str], NodeConfig]
+Loader = Callable[[Any], NodeConfig]  # the node option's value (the CLI passes the node it names)
 
 
 def logs_command(load: Loader, config_option: Decorator) -> click.Command:
