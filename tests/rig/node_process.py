@@ -52,8 +52,10 @@ class NodeProcess:
     ``env`` is added to the test's own environment (e.g. ``DOCKER_HOST`` for another engine).
     """
 
-    def __init__(self, config_file: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config_file: Path, env: dict[str, str] | None = None, executable: Path | None = None) -> None:
         self.config_file = Path(config_file)
+        # The project venv's ``v6node`` unless another install's is given (benchmarks).
+        self.executable = executable or Path(sys.executable).with_name("v6node")
         self.env = dict(env or {})
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -72,9 +74,8 @@ class NodeProcess:
         return "".join(self.lines)
 
     def start(self, wait: bool = True, timeout: float = 90.0) -> None:
-        executable = Path(sys.executable).with_name("v6node")
         self._process = subprocess.Popen(
-            [str(executable), "start", "-c", str(self.config_file)],
+            [str(self.executable), "start", "-c", str(self.config_file)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

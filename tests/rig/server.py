@@ -80,6 +80,7 @@ class RealServer:
 
     ``blob_store=True`` configures the server's large result store (``/blobstream``)
     on an Azurite process of its own, so runs created on it use blob storage.
+    ``access_log=True`` has it log every request to ``log_file`` (benchmarks count them).
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class RealServer:
         port: int | None = None,
         token_expires_hours: float | None = None,
         blob_store: bool = False,
+        access_log: bool = False,
         two_factor_auth: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
@@ -96,6 +98,7 @@ class RealServer:
         self.port = port or free_port()
         self.token_expires_hours = token_expires_hours
         self.blob_store = blob_store
+        self.access_log = access_log
         self._blob_port = free_port() if blob_store else 0
         # Azurite takes any account named in AZURITE_ACCOUNTS: a fresh key per server.
         self._blob_key = base64.b64encode(os.urandom(32)).decode()
@@ -113,6 +116,11 @@ class RealServer:
     @property
     def api(self) -> str:
         return f"{self.root}/api"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the server is not running"
+        return self._process.pid
 
     @property
     def log_file(self) -> Path:
@@ -199,9 +207,10 @@ class RealServer:
         else:
             launcher = [str(SERVER_PYTHON), str(RIG_SRC / "server_launcher.py")]
         config = self._write_config()
+        extra = ["--access-log"] if self.access_log and not self.blob_store else []
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                [*launcher, str(config), self.host, str(self.port)],
+                [*launcher, str(config), self.host, str(self.port), *extra],
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,6 +1,10 @@
 """Start the real vantage6 server (run with the rig's server venv, not the project's).
 
-Usage: python server_launcher.py CONFIG_YAML HOST PORT
+Usage: python server_launcher.py CONFIG_YAML HOST PORT [--access-log]
+
+``--access-log`` writes one line per request (client address, request line, status,
+seconds) to stderr, as gevent's WSGI server does when told to; the benchmarks count
+REST calls with it.
 """
 import enum
 import sys
@@ -44,13 +48,14 @@ def _answer_without_nagle_stalls() -> None:
 
 def main() -> None:
     config, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    access_log = sys.argv[4:] == ["--access-log"]
     if sys.version_info >= (3, 11):
         _format_mixed_enum_by_value()
     from vantage6.server import run_dev_server, run_server  # noqa: PLC0415 - after the shim
 
     _answer_without_nagle_stalls()
     app = run_server(config, system_folders=False)
-    run_dev_server(app, host=host, port=port)
+    run_dev_server(app, host=host, port=port, log_output=access_log)
 
 
 if __name__ == "__main__":
