@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from email.utils import formatdate
 
 import uvicorn
-from uvicorn.server import ServerState
+import uvicorn.server
+
+__all__ = ["EmbeddedServer", "listen_socket"]
 
 
-class _FreshDateState(ServerState):
+class _FreshDateState(uvicorn.server.ServerState):
     """uvicorn's shared state whose ``default_headers`` carry the current ``Date``, made when
     a request asks for them (once a second at most) instead of by a timer."""
 
