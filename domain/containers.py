@@ -14,6 +14,7 @@ from attrs import field, frozen
 from v6node.domain.config import AlgorithmLimits, DatabaseConfig
 from v6node.domain.errors import InvalidRunEnvironment
 from v6node.domain.model import Run
+from v6node.domain.proxy_alias import proxy_hosts
 
 # Where things appear inside an algorithm container (fixed by vantage6-algorithm-tools).
 CONTAINER_DATA_DIR = "/mnt/data"
@@ -62,6 +63,7 @@ class ContainerSpec:
     read_only_root: bool = False
     tmpfs: dict[str, str] = field(factory=dict, hash=False)  # mount point -> mount options
     user: str | None = None
+    extra_hosts: dict[str, str] = field(factory=dict, hash=False)  # name -> IP address, in /etc/hosts
 
 
 @frozen
@@ -348,6 +350,7 @@ def build_container_spec(run: Run, settings: AlgorithmSettings) -> ContainerSpec
         read_only_root=limits.read_only_root,
         tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}"} if limits.read_only_root else {},
         user=limits.user,
+        extra_hosts=proxy_hosts(settings.proxy_host),
     )
 
 

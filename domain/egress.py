@@ -6,6 +6,8 @@ import ipaddress
 
 from attrs import field, frozen, validators
 
+from v6node.domain.proxy_alias import PROXY_ALIAS
+
 # Where algorithms find the whitelist proxy, as in the reference.
 SQUID_ALIAS = "squid"
 SQUID_PORT = 3128
@@ -160,7 +162,7 @@ def sidecar_container_name(node_name: str, kind: str, alias: str | None = None) 
 
 def no_proxy(proxy_host: str, aliases: tuple[str, ...]) -> str:
     """Hosts algorithms reach directly, not through Squid: the node's proxy and every service."""
-    return ",".join(dict.fromkeys(("localhost", "127.0.0.1", proxy_host, *aliases)))
+    return ",".join(dict.fromkeys(("localhost", "127.0.0.1", proxy_host, PROXY_ALIAS, *aliases)))
 
 
 def egress_environment(squid: bool, proxy_host: str, aliases: tuple[str, ...]) -> dict[str, str]:

@@ -252,7 +252,7 @@ class DockerContainerRuntime(ContainerRuntime):
                 device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.gpu else None,
                 network_mode=spec.network,
                 read_only=spec.read_only_root or None,
-                tmpfs=dict(spec.tmpfs) or None,
+                tmpfs=dict(spec.tmpfs) or None, extra_hosts=dict(spec.extra_hosts) or None,
                 log_config=log_config(spec.log_size),
             )
             networking = None

@@ -92,6 +92,8 @@ def task_template(
         container["Args"] = list(spec.command)
     if spec.user is not None:
         container["User"] = spec.user
+    if spec.extra_hosts:
+        container["Hosts"] = [f"{address} {name}" for name, address in spec.extra_hosts.items()]
     template: dict[str, Any] = {
         "ContainerSpec": container,
         "Resources": _resources(spec, placement),

@@ -40,8 +40,9 @@ refused=$(http_proxy="$proxy" get -qO- http://{other}/)
 one=$(get -Y off -qO- http://one:8000/)
 two=$(get -Y off -qO- http://two:8000/)
 warehouse=$(get -Y off -qO- http://warehouse:5432/)
-printf '{{"proxy":"%s","web":"%s","refused":"%s","one":"%s","two":"%s","warehouse":"%s"}}' \\
-  "$proxy" "$web" "$refused" "$one" "$two" "$warehouse" > "$OUTPUT_FILE"
+node=$(get -Y off -qO- "http://proxyserver:$(decode "$PORT")/health")
+printf '{{"proxy":"%s","web":"%s","refused":"%s","one":"%s","two":"%s","warehouse":"%s","node":"%s"}}' \\
+  "$proxy" "$web" "$refused" "$one" "$two" "$warehouse" "$node" > "$OUTPUT_FILE"
 """
 
 
@@ -129,6 +130,8 @@ def test_one_task_reaches_the_whitelist_two_tunnels_and_a_linked_container(
     assert fetched["web"] == "from-the-whitelist"
     assert "403 Forbidden" in fetched["refused"]
     assert (fetched["one"], fetched["two"], fetched["warehouse"]) == ("one", "two", "operator-db")
+    # The reference's name of the node's proxy reaches it (a hosts entry naming the gateway).
+    assert fetched["node"] == "{status:ok}"
     log = node.output
     assert f"whitelist proxy ready: algorithms reach domains [data-" in log
     assert "ssh tunnel 'one' ready: algorithms reach one:8000" in log

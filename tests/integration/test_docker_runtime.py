@@ -161,6 +161,16 @@ async def test_containers_on_the_network_cannot_reach_each_other(
     assert "reached" not in logs and code != 0, logs
 
 
+async def test_extra_hosts_are_names_in_the_containers_hosts_file(
+    runtime: DockerContainerRuntime, network: tuple[str, str], node: str
+) -> None:
+    spec = evolve(shell(node, "hosts", "cat /etc/hosts", network[0]), extra_hosts={"proxyserver": network[1]})
+
+    code, _, logs = await run_to_end(runtime, spec)
+
+    assert code == 0 and f"{network[1]}\tproxyserver" in logs, logs
+
+
 async def test_remove_labelled_removes_a_network_that_foreign_containers_still_use(
     runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
 ) -> None:

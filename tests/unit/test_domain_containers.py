@@ -110,6 +110,12 @@ def test_env_var_names_that_cannot_be_given_are_refused(bad):
         build_container_spec(make_run(), settings(algorithm_env={bad: "x"}))
 
 
+def test_the_references_proxy_name_is_a_hosts_entry_for_the_proxys_address():
+    assert build_container_spec(make_run(), settings()).extra_hosts == {"proxyserver": "172.18.0.1"}
+    # A proxy given by name (no address to put in /etc/hosts) adds no entry.
+    assert build_container_spec(make_run(), settings(proxy_host="proxy.local")).extra_hosts == {}
+
+
 def test_run_without_job_gets_its_own_tmp_volume():
     spec = build_container_spec(make_run(job_id=None), settings())
     assert spec.mounts[1].source == "vantage6-alpha-user-run42-tmpvol"

@@ -63,7 +63,7 @@ def test_algorithms_get_the_proxy_variables_only_with_squid() -> None:
     assert egress_environment(False, "172.20.0.1", ("db",)) == {}
     env = egress_environment(True, "172.20.0.1", ("db", "pg"))
     assert {env[k] for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")} == {"http://squid:3128"}
-    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,172.20.0.1,db,pg"
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,172.20.0.1,proxyserver,db,pg"
 
 
 def test_the_ssh_config_forwards_on_the_tunnels_own_address_with_strict_host_key_checking() -> None:

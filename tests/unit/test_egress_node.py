@@ -79,7 +79,7 @@ async def test_the_start_opens_the_firewall_tunnels_squid_and_links(caplog: pyte
             assert h.service_linker.links == {"my-postgres": ("pg",)}
             env = await algorithm_env(h)
     assert env["HTTP_PROXY"] == env["https_proxy"] == "http://squid:3128"
-    assert env["NO_PROXY"] == env["no_proxy"] == f"localhost,127.0.0.1,{h.runtime.gateway},db,warehouse,pg"
+    assert env["NO_PROXY"] == env["no_proxy"] == f"localhost,127.0.0.1,{h.runtime.gateway},proxyserver,db,warehouse,pg"
     assert "whitelist proxy ready: algorithms reach domains [data.example.org], ips [10.1.2.3], ports [443]" in caplog.text
     assert "ssh tunnel 'db' ready: algorithms reach db:8000, forwarded through tunnel@ssh.example.org:22 to 127.0.0.1:5432" in caplog.text
     assert "linked docker service: algorithms reach container my-postgres as pg" in caplog.text
