@@ -48,7 +48,7 @@ class VpnRunForwarding:
             log.warning("run %s starts without the VPN: the node is not connected to it", run.id)
             return spec
         try:
-            forwarded = await self.client.forward_run(run.id, run.task.image, spec.network)
+            forwarded = await self.client.forward_run(run.id, run.task.image, spec.network, spec.extra_hosts)
         except NodeError as exc:
             log.warning("run %s starts without the VPN: its forwarding could not be made (%s)", run.id, exc)
             return spec
@@ -66,7 +66,8 @@ class VpnRunForwarding:
             for p in forwarded.ports
         )
         log.info("run %s: reached over the VPN at %s", run.id, shown)
-        return evolve(spec, network=forwarded.network_mode)
+        # The helper holds the hosts entries: the engine refuses them beside a shared namespace.
+        return evolve(spec, network=forwarded.network_mode, extra_hosts={})
 
     async def detach(self, run_id: int) -> None:
         if self.config.vpn is None:

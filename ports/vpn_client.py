@@ -1,6 +1,7 @@
 """The node's end of the VPN between stations (spec §9.3)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from v6node.domain.egress import SidecarExit
@@ -47,9 +48,12 @@ class VpnClient(Protocol):
     async def disconnect(self) -> None:
         """Stop and remove the client (the helpers of runs go with the runs)."""
 
-    async def forward_run(self, run_id: int, image: str, network: str) -> VpnRunNetwork:
+    async def forward_run(
+        self, run_id: int, image: str, network: str, extra_hosts: Mapping[str, str] | None = None
+    ) -> VpnRunNetwork:
         """Make the run's helper on ``network``, route its traffic through the client and
-        forward a free VPN port to each port ``image`` exposes."""
+        forward a free VPN port to each port ``image`` exposes. The helper holds the run's
+        network namespace, so it also holds the run's hosts entries (``extra_hosts``)."""
 
     async def release_run(self, run_id: int) -> bool:
         """Remove the run's forwarding and its helper; False when it had none."""

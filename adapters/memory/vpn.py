@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 from v6node.adapters.memory.server_api import MemoryServerApi
@@ -44,6 +45,7 @@ class MemoryVpnClient(VpnClient):
         self.connects: list[str] = []  # the configuration of every connect, in order
         self.forwarding: tuple[str, str] | None = None  # (network, subnet) while the host forwards
         self.runs: dict[int, VpnRunNetwork] = {}
+        self.helper_hosts: dict[int, dict[str, str]] = {}  # run id -> hosts entries its helper got
         self.released: list[int] = []
         self._exits: dict[str, asyncio.Future[SidecarExit]] = {}  # container id -> its end
 
@@ -93,13 +95,16 @@ class MemoryVpnClient(VpnClient):
     async def disconnect(self) -> None:
         self.stop(137, "removed")
 
-    async def forward_run(self, run_id: int, image: str, network: str) -> VpnRunNetwork:
+    async def forward_run(
+        self, run_id: int, image: str, network: str, extra_hosts: Mapping[str, str] | None = None
+    ) -> VpnRunNetwork:
         if self.connection is None:
             raise SidecarFailed(WHAT, "it is not connected")
         ports = self.exposed.get(image) or algorithm_ports((), {})
         taken = [p.vpn_port for run in self.runs.values() for p in run.ports]
         forwarded = VpnRunNetwork(run_id, f"helper-{run_id}-{next(_ids)}", forward(ports, taken))
         self.runs[run_id] = forwarded
+        self.helper_hosts[run_id] = dict(extra_hosts or {})
         return forwarded
 
     async def release_run(self, run_id: int) -> bool:

@@ -24,6 +24,7 @@ import asyncio
 import ipaddress
 import os
 from collections import deque
+from collections.abc import Mapping
 from contextlib import suppress
 
 import docker.errors
@@ -256,7 +257,9 @@ class DockerVpnClient(VpnClient):
         await self.rules.remove()
 
     # --- runs -----------------------------------------------------------------------------------
-    async def forward_run(self, run_id: int, image: str, network: str) -> VpnRunNetwork:
+    async def forward_run(
+        self, run_id: int, image: str, network: str, extra_hosts: Mapping[str, str] | None = None
+    ) -> VpnRunNetwork:
         api = self.runtime.api
         async with self._lock:
             connection = self._connection
@@ -269,7 +272,7 @@ class DockerVpnClient(VpnClient):
             except ValueError as exc:
                 raise SidecarFailed(WHAT, str(exc)) from None
             helper_id, helper = await self.runtime.call(
-                helpers.make_helper, api, self.node_name, self.helper_image, run_id, network, ports
+                helpers.make_helper, api, self.node_name, self.helper_image, run_id, network, ports, extra_hosts
             )
             try:
                 await self._forward(connection, run_id, helper_id, helper, ports)

@@ -16,6 +16,7 @@ the algorithm network, not from the tunnel); both are tagged with the run's comm
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -68,9 +69,11 @@ def taken_ports(api: docker.APIClient, client_id: str) -> set[int]:
 
 
 def make_helper(
-    api: docker.APIClient, node_name: str, image: str, run_id: int, network: str, ports: tuple[ForwardedPort, ...]
+    api: docker.APIClient, node_name: str, image: str, run_id: int, network: str, ports: tuple[ForwardedPort, ...],
+    extra_hosts: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
-    """The run's helper on ``network``: its id and address there."""
+    """The run's helper on ``network``: its id and address there. Its hosts entries are the
+    run's (a container in another's network namespace shares its /etc/hosts)."""
     name = vpn_helper_name(node_name, run_id)
     labels = {**helper_labels(node_name, run_id), LABEL_NODE: node_name, PORTS_LABEL: encode_ports(ports)}
     with docker_errors(f"making the VPN helper {name}"):
@@ -80,7 +83,7 @@ def make_helper(
             image, command=["sleep", "infinity"], name=name, labels=labels,
             host_config=api.create_host_config(
                 network_mode=network, cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True,
-                pids_limit=16, mem_limit=32 * 1024 * 1024,
+                pids_limit=16, mem_limit=32 * 1024 * 1024, extra_hosts=dict(extra_hosts or {}) or None,
                 log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "64k"}),
             ),
             networking_config=api.create_networking_config({network: api.create_endpoint_config()}),

@@ -79,9 +79,11 @@ async def test_a_run_joins_its_helper_and_its_ports_are_registered_then_withdraw
     with caplog.at_level(logging.INFO, logger="v6node"):
         async with h:
             networks: list[str] = []
+            hosts: list[dict[str, str]] = []
 
             async def program(call):  # type: ignore[no-untyped-def]
                 networks.append(call.spec.network)
+                hosts.append(call.spec.extra_hosts)
                 registered.append(list(h.server.state.vpn_ports.get(call.run_id, [])))
                 call.write_output(b"{}")
                 return 0
@@ -94,6 +96,8 @@ async def test_a_run_joins_its_helper_and_its_ports_are_registered_then_withdraw
             addresses = h.vpn_server.vpn_addresses(task.id, organization_id=2)
     assert networks == [f"container:helper-{run_id}-" + networks[0].rsplit("-", 1)[1]]
     assert registered == [[(49152, "message"), (49153, None)]]
+    # The engine refuses hosts entries beside a shared namespace: the helper holds the run's.
+    assert hosts == [{}] and h.vpn_client.helper_hosts[run_id] == {"proxyserver": h.runtime.gateway}
     assert h.vpn_client.released == [run_id] and h.server.state.vpn_ports == {}
     assert addresses == []  # withdrawn with the run
     assert f"run {run_id}: reached over the VPN at 10.76.0.2:49152 -> 8888 (message), 10.76.0.2:49153 -> 9000" in caplog.text
