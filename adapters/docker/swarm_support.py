@@ -4,9 +4,9 @@ Measured on the rig (tests/rig/swarm.py): a task on an ``--internal`` overlay ha
 its overlay subnet; the overlay's gateway address refuses connections (it is no host's
 address) and the node's host is unreachable ("Network is unreachable"). So the node's proxy
 is reached through a relay: a container on the manager's engine attached to the overlay
-(which is ``--attachable`` for this) under the alias ``RELAY_ALIAS`` and to a local bridge of
-the manager, forwarding TCP to the address where the proxy listens. A task on any host
-resolves the alias with the overlay's DNS and reached the proxy through it in every try.
+(which is ``--attachable`` for this) under the aliases ``RELAY_ALIAS`` and ``proxyserver``
+(the reference's name) and to a local bridge of the manager, forwarding TCP to the address
+where the proxy listens. A task on any host resolves the alias with the overlay's DNS and reached the proxy through it in every try.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import docker.errors
 from v6node.adapters.docker.errors import docker_errors, status_code
 from v6node.domain.containers import LABEL_TYPE
 from v6node.domain.errors import ContainerError
+from v6node.domain.proxy_alias import PROXY_ALIAS
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def ensure_relay(
             networking_config=api.create_networking_config({bridge: api.create_endpoint_config()}),
         )
         try:
-            api.connect_container_to_network(created["Id"], overlay, aliases=[RELAY_ALIAS])
+            api.connect_container_to_network(created["Id"], overlay, aliases=[RELAY_ALIAS, PROXY_ALIAS])
             api.start(created["Id"])
         except docker.errors.DockerException:
             with suppress(docker.errors.DockerException):

@@ -80,6 +80,9 @@ async def test_every_host_reaches_the_proxy_through_the_relay_also_after_the_che
     # Idempotent: the same relay again, and it still answers.
     assert await runtime.expose_proxy(network, listening, proxy_stand_in, labels) == (host, port)
     assert all(r.exit_code == 0 for r in await runtime.run_on_every_host(check))
+    # The reference's name of the proxy is the relay's second alias.
+    by_name = proxy_check_spec(node, ECHO, network, "proxyserver", port)
+    assert all(r.exit_code == 0 for r in await runtime.run_on_every_host(by_name))
 
 
 async def test_a_command_on_every_host_says_where_it_ran_and_leaves_no_job(swarm, swarm_rig):
