@@ -6,7 +6,8 @@ address) and the node's host is unreachable ("Network is unreachable"). So the n
 is reached through a relay: a container on the manager's engine attached to the overlay
 (which is ``--attachable`` for this) under the aliases ``RELAY_ALIAS`` and ``proxyserver``
 (the reference's name) and to a local bridge of the manager, forwarding TCP to the address
-where the proxy listens. A task on any host resolves the alias with the overlay's DNS and reached the proxy through it in every try.
+where the proxy listens. A task on any host resolves the alias with the overlay's DNS and
+reached the proxy through it in every try.
 """
 from __future__ import annotations
 
