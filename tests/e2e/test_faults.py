@@ -335,6 +335,19 @@ def test_node_sigkilled_mid_run_and_restarted(real_server, admin, make_federatio
 
 
 # --- 5. 200 tasks wait for an offline node -----------------------------------------------------
+def wait_for_completed_reports(process: NodeProcess, total: int, stall: float = 120.0) -> None:
+    """Until ``total`` runs are reported completed. It fails when no run is for ``stall``
+    seconds, not after a total time: a loaded machine drains slowly (two suites at once
+    took over 240 s for 200), a stuck node not at all."""
+    done = 0
+    while done < total:
+        process.wait_until(
+            lambda out, done=done: out.count("reported: completed") > done,
+            f"report another run completed ({done} of {total} so far)", timeout=stall,
+        )
+        done = process.output.count("reported: completed")
+
+
 def test_two_hundred_tasks_created_while_the_node_is_offline(real_server, admin, make_federation, start_node, user_api, docker_client):
     scenario = Scenario("200 tasks created while the node is offline")
     federation = make_federation(n_orgs=1)
@@ -342,9 +355,7 @@ def test_two_hundred_tasks_created_while_the_node_is_offline(real_server, admin,
     tasks = user_api(federation).create_tasks(200, collab, [org], ECHO)
     assert len({task["id"] for task in tasks}) == 200
     node = NodeUnderTest([start_node(federation.nodes[0])])
-    node.processes[0].wait_until(
-        lambda out: out.count("reported: completed") >= 200, "report 200 runs completed", timeout=240
-    )
+    wait_for_completed_reports(node.processes[0], 200)
     runs = end_scenario(scenario, admin, collab, [node], docker_client)
     assert len(runs) == 200 and {run["status"] for run in runs} == {"completed"}
     results = results_of(admin, collab)
