@@ -19,6 +19,7 @@ from docker.types import LogConfig
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.docker.errors import docker_errors
 from v6node.adapters.docker.sidecars import ensure_local_image, last_lines
+from v6node.adapters.docker.waits import run_once
 from v6node.domain.containers import LABEL_NODE, LABEL_TYPE, managed_labels
 from v6node.domain.egress import SIDECAR_NETWORK_CONFIG, sidecar_container_name
 from v6node.domain.errors import ContainerError
@@ -97,13 +98,7 @@ class HostRules:
                     log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "1m"}),
                 ),
             )
-            try:
-                api.start(created["Id"])
-                status = api.wait(created["Id"], timeout=120)["StatusCode"]
-                output = api.logs(created["Id"], stdout=True, stderr=True).decode("utf-8", "replace")
-            finally:
-                with suppress(docker.errors.DockerException):
-                    api.remove_container(created["Id"], force=True)
+            status, output = run_once(api, created["Id"], timeout=120)
         if status != 0:
             raise ContainerError(
                 f"{name} could not change the host's DOCKER-USER rules (exit code {status}): {last_lines(output)}"

@@ -1,10 +1,13 @@
-"""Waiting for a container to stop on the engine's wait endpoint, abortable from another thread."""
+"""Waiting for a container to stop on the engine's wait endpoint, abortable from another thread;
+running a one-shot helper container to its end."""
 from __future__ import annotations
 
 import json
 import threading
+from contextlib import suppress
 
 import docker
+import docker.errors
 import requests
 from docker.types import CancellableStream
 
@@ -70,3 +73,16 @@ def blocking_wait(api: docker.APIClient, container_id: str, pending: PendingWait
     if result.get("Error") and result["Error"].get("Message"):
         raise ContainerError(f"{what}: {result['Error']['Message']}")
     return int(result["StatusCode"])
+
+
+def run_once(api: docker.APIClient, container_id: str, timeout: float) -> tuple[int, str]:
+    """Start a created one-shot container, wait up to ``timeout`` s for it to end, and return its
+    exit code and output; the container is removed whatever happens."""
+    try:
+        api.start(container_id)
+        status = int(api.wait(container_id, timeout=timeout)["StatusCode"])
+        output = api.logs(container_id, stdout=True, stderr=True).decode("utf-8", "replace")
+    finally:
+        with suppress(docker.errors.DockerException):
+            api.remove_container(container_id, force=True)
+    return status, output

@@ -26,6 +26,7 @@ from docker.types import LogConfig
 
 from v6node.adapters.docker.errors import docker_errors
 from v6node.adapters.docker.sidecars import last_lines
+from v6node.adapters.docker.waits import run_once
 from v6node.domain.containers import LABEL_NODE, LABEL_RUN, LABEL_TYPE, managed_labels
 from v6node.domain.errors import ContainerError
 from v6node.domain.vpn import VPN_HELPER_TYPE, ForwardedPort, encode_ports, vpn_helper_name
@@ -118,13 +119,7 @@ def route_through(api: docker.APIClient, node_name: str, image: str, helper_id: 
                 security_opt=["no-new-privileges"], read_only=True, pids_limit=16,
             ),
         )
-        try:
-            api.start(created["Id"])
-            status = api.wait(created["Id"], timeout=60)["StatusCode"]
-            output = api.logs(created["Id"], stdout=True, stderr=True).decode("utf-8", "replace")
-        finally:
-            with suppress(docker.errors.DockerException):
-                api.remove_container(created["Id"], force=True)
+        status, output = run_once(api, created["Id"], timeout=60)
     if status != 0:
         raise ContainerError(f"{what} failed (exit code {status}): {last_lines(output) or 'no output'}")
 
