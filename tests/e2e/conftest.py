@@ -8,6 +8,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.rig.egress import Outside
 from tests.rig.images import ensure_images
 from tests.rig.node_process import NodeProcess, node_config
 from tests.rig.researcher import Researcher
@@ -21,6 +22,14 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.ping()
     yield client
     client.close()
+
+
+@pytest.fixture
+def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
+    """The tests' stand-in for the internet (networks, web and SSH servers), removed afterwards."""
+    made = Outside(docker_client)
+    yield made
+    made.close()
 
 
 @pytest.fixture(scope="session")

@@ -52,13 +52,6 @@ def egress_images() -> None:
 
 
 @pytest.fixture
-def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
-    made = Outside(docker_client)
-    yield made
-    made.close()
-
-
-@pytest.fixture
 def node_name(docker_client: docker.DockerClient) -> Iterator[str]:
     """A fresh node name; whatever a failed test left of that node is removed afterwards
     (containers, network, volumes by label, and its tagged DOCKER-USER rules). Ask for it

@@ -46,13 +46,6 @@ def vpn_images() -> None:
 
 
 @pytest.fixture
-def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
-    made = Outside(docker_client)
-    yield made
-    made.close()
-
-
-@pytest.fixture
 def vpn_server(docker_client: docker.DockerClient, outside: Outside) -> Iterator[VpnServer]:
     server = VpnServer(docker_client, outside.name)
     yield server
