@@ -136,7 +136,7 @@ class MemoryNodeHarness:
     # --- lifetime -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self.node.run_forever())
-        connected = asyncio.create_task(self.node.connected.wait())
+        connected = asyncio.create_task(self.node.ready.wait())
         done, _ = await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
             connected.cancel()
