@@ -24,7 +24,8 @@ from v6node.adapters.memory.sidecars import (
 )
 from v6node.adapters.memory.vpn import MemoryVpnClient, MemoryVpnServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
-from v6node.app.container import MemoryAdapters, NodeContainer
+from v6node.app.container import NodeContainer
+from v6node.app.container_memory import MemoryAdapters
 from v6node.app.node import Node
 from v6node.app.node_parts import NodeTimings
 from v6node.domain.config import NodeConfig, PolicyConfig
