@@ -1,8 +1,9 @@
 """The composition root: configuration in, adapters wired to ports, use cases and a Node out.
 
-``Adapters`` holds the production adapters and ``MemoryAdapters`` the in-memory ones under
-the same names; ``NodeContainer.adapters`` is overridden with the latter by the test
-harness (``v6node.adapters.memory.harness``), so tests exercise this very wiring.
+``Adapters`` holds the production adapters and ``MemoryAdapters`` (``container_memory``, not
+imported by a production start) the in-memory ones under the same names;
+``NodeContainer.adapters`` is overridden with the latter by the test harness
+(``v6node.adapters.memory.harness``), so tests exercise this very wiring.
 """
 from __future__ import annotations
 
@@ -22,25 +23,6 @@ from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.http.httpx_vpn_server_api import HttpxVpnServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
 from v6node.adapters.memory.audit_log import MemoryAuditLog
-from v6node.adapters.memory.container_runtime import MemoryContainerRuntime
-from v6node.adapters.memory.cryptors import memory_cryptor_factory
-from v6node.adapters.memory.database_catalog import MemoryDatabaseCatalog
-from v6node.adapters.memory.event_stream import MemoryEventStream
-from v6node.adapters.memory.federation import MemoryFederation
-from v6node.adapters.memory.host_metrics import MemoryHostMetrics
-from v6node.adapters.memory.monitoring import MemoryMonitoringServer, MemoryNodeMetrics
-from v6node.adapters.memory.journal import MemoryRunJournal
-from v6node.adapters.memory.manual_clock import ManualClock
-from v6node.adapters.memory.proxy import MemoryProxyServer
-from v6node.adapters.memory.server_api import MemoryServerApi
-from v6node.adapters.memory.sidecars import (
-    MemoryServiceFirewall,
-    MemoryServiceLinker,
-    MemoryTunnelManager,
-    MemoryWhitelistProxy,
-)
-from v6node.adapters.memory.vpn import MemoryVpnClient, MemoryVpnServerApi
-from v6node.adapters.memory.workspace import MemoryTaskWorkspace
 from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
 from v6node.adapters.monitoring.starlette_monitoring_server import StarletteMonitoringServer
 from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
@@ -91,7 +73,6 @@ from v6node.domain.errors import CryptoError, NodeError
 from v6node.ports.clock import Clock
 from v6node.ports.audit_log import AuditLog
 from v6node.ports.cryptor import Cryptor
-from v6node.ports.local_federation import LocalFederation
 from v6node.ports.node_metrics import NodeMetrics
 
 
@@ -165,33 +146,6 @@ class Adapters(containers.DeclarativeContainer):
     service_firewall = providers.Singleton(docker_adapters.service_firewall, config=config, runtime=runtime)
     vpn_client = providers.Singleton(docker_adapters.vpn_client, config=config, runtime=runtime)
     vpn_server = providers.Singleton(HttpxVpnServerApi, server=server)
-
-
-class MemoryAdapters(containers.DeclarativeContainer):
-    """The in-memory adapters under the same names: the test harness that ships with v6node."""
-
-    config = providers.Dependency(instance_of=NodeConfig)
-    own_container: providers.Object[str | None] = providers.Object(None)  # no engine, no host paths
-    clock = providers.Singleton(ManualClock)
-    server = providers.Singleton(MemoryServerApi, api_key=config.provided.api_key, clock=clock)
-    events = providers.Singleton(MemoryEventStream, token_provider=server.provided.access_token)
-    workspace = providers.Singleton(MemoryTaskWorkspace)
-    runtime = providers.Singleton(MemoryContainerRuntime, workspace=workspace)
-    journal = providers.Singleton(MemoryRunJournal, now=clock.provided.now)
-    proxy_transport: providers.Object[object | None] = providers.Object(None)
-    proxy = providers.Singleton(MemoryProxyServer)
-    cryptor_factory = providers.Object(memory_cryptor_factory)
-    catalog = providers.Singleton(MemoryDatabaseCatalog)
-    host_metrics = providers.Singleton(MemoryHostMetrics)
-    audit_log = providers.Singleton(MemoryAuditLog)
-    node_metrics = providers.Singleton(MemoryNodeMetrics)
-    monitoring = providers.Singleton(MemoryMonitoringServer)
-    whitelist_proxy = providers.Singleton(MemoryWhitelistProxy, node_name=config.provided.name)
-    tunnels = providers.Singleton(MemoryTunnelManager, node_name=config.provided.name)
-    service_linker = providers.Singleton(MemoryServiceLinker)
-    service_firewall = providers.Singleton(MemoryServiceFirewall)
-    vpn_client = providers.Singleton(MemoryVpnClient, node_name=config.provided.name)
-    vpn_server = providers.Singleton(MemoryVpnServerApi, server=server)
 
 
 class NodeContainer(containers.DeclarativeContainer):
@@ -337,8 +291,3 @@ def replace_adapters(container: NodeContainer, **instances: object) -> None:
         raise TypeError(f"no adapter named {', '.join(unknown)}; the adapters are {', '.join(sorted(names))}")
     for name, instance in instances.items():
         getattr(container.adapters, name).override(providers.Object(instance))
-
-
-def local_federation(organizations: int, encrypted: bool, key_folder: str) -> LocalFederation:
-    """The server that ``run-local``'s nodes share: in memory, with ``organizations`` organizations."""
-    return MemoryFederation(organizations, encrypted=encrypted, key_folder=key_folder)

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
 from v6node.adapters.docker.sidecars import SidecarLauncher
-from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
-from v6node.adapters.docker.swarm_specs import Placement
 from v6node.adapters.squid.docker_whitelist_proxy import DockerWhitelistProxy
 from v6node.adapters.ssh.docker_tunnel_manager import DockerTunnelManager
 from v6node.adapters.vpn.docker_vpn_client import DockerVpnClient
@@ -36,6 +34,10 @@ def docker_runtime(config: NodeConfig, own_container: str | None) -> Iterator[Do
                 "host, and a node in a container has them at other paths"
             )
         assert config.proxy_check_image is not None  # the config loader insists on it
+        # Imported here: a node on one engine does not load the swarm adapter.
+        from v6node.adapters.docker.swarm_container_runtime import SwarmContainerRuntime
+        from v6node.adapters.docker.swarm_specs import Placement
+
         runtime = SwarmContainerRuntime(
             placement=Placement(
                 constraints=settings.constraints, reserve_cpus=settings.reserve_cpus,

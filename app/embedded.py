@@ -69,7 +69,7 @@ class EmbeddedNode:
     async def __aenter__(self) -> EmbeddedNode:
         node = await self._build()
         self._task = asyncio.create_task(node.run_forever(), name="v6node")
-        online = asyncio.create_task(node.connected.wait())
+        online = asyncio.create_task(node.ready.wait())
         done, _ = await asyncio.wait({self._task, online}, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
             online.cancel()

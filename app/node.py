@@ -11,6 +11,7 @@ from v6node.app.active_runs import ActiveRuns
 from v6node.app.checklist import step_done
 from v6node.app.emitter import Emitter
 from v6node.app.node_parts import NodeTimings, UseCases
+from v6node.app.together import together
 from v6node.app.report_result import RunOutcome
 from v6node.app.retry import until_done
 from v6node.app.run_queue import RunQueue
@@ -82,6 +83,7 @@ class Node:
         self.metrics = metrics
         self.use = use
         self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # set once start-up is done (the "ready" line); never cleared
         self._stream: AsyncIterator[NodeEvent] | None = None
         self._share_details_wanted = False
         self._initialized = False
@@ -92,12 +94,22 @@ class Node:
     # --- the reference node's methods ------------------------------------------------------------
     async def initialize(self) -> None:
         """Start up (``StartNode``), then open the websocket."""
-        ready = await self.use.start()
-        await self.use.serve_monitoring()
-        await self.connect_to_socket()
+        started = await self.use.start()
+        # The proxy check runs while the node goes online; no run is taken before it passed.
+        _, checked = await together(self._go_online(), self.use.start.check_reachable(started))
+        step_done("reach", checked)
         self._initialized = True
         me = self.session.me()
-        step_done("ready", f"node '{me.node_name}' (id {me.node_id}) of organization '{me.organization_name}' ready; {ready}")
+        step_done(
+            "ready",
+            f"node '{me.node_name}' (id {me.node_id}) of organization '{me.organization_name}' ready; "
+            f"{started.summary} ({checked})",
+        )
+        self.ready.set()
+
+    async def _go_online(self) -> None:
+        await self.use.serve_monitoring()
+        await self.connect_to_socket()
 
     async def authenticate(self) -> NodeIdentity:
         return await self.use.authenticate()

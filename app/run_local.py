@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from v6node.app.container import local_federation
+from v6node.app.container_memory import local_federation
 from v6node.app.embedded import EmbeddedNode, config_from_dict
 from v6node.app.run_events import RunEventStream
 from v6node.domain.errors import NodeError

@@ -40,4 +40,4 @@ class ServeMonitoring:
         return await self.server.start(settings.endpoint_host, settings.endpoint_port, self.check_health, self._refresh)
 
     async def _refresh(self) -> None:
-        self.metrics.set_gauges(len(self.queue.held()), len(await self.journal.entries()))
+        self.metrics.set_gauges(len(self.queue.held()), await self.journal.count())

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 
+from attrs import frozen
+
 from v6node.app.authenticate import Authenticate
 from v6node.app.bind_journal import BindJournal
 from v6node.app.check_proxy import CheckProxyReachable
 from v6node.app.check_shared_folder import CheckSharedFolder
 from v6node.app.checklist import step_done
+from v6node.app.together import together
 from v6node.app.remove_job_volumes import RemoveJobVolumes
 from v6node.app.session import NodeSession
 from v6node.app.set_up_egress import SetUpEgress
@@ -16,6 +19,8 @@ from v6node.app.set_up_vpn_connection import SetUpVpnConnection
 from v6node.domain.config import NodeConfig
 from v6node.domain.containers import AlgorithmSettings, managed_labels, network_name, stable_proxy_port
 from v6node.domain.errors import NodeError
+from v6node.domain.journal import JournalIdentity
+from v6node.domain.model import NodeIdentity
 from v6node.ports.container_runtime import ContainerRuntime
 from v6node.ports.cryptor import Cryptor
 from v6node.ports.proxy_server import ProxyServer
@@ -24,10 +29,21 @@ from v6node.ports.task_workspace import TaskWorkspace
 log = logging.getLogger("v6node.node")
 
 
+@frozen
+class StartedNode:
+    """Where algorithms reach the node, for the proxy check and the "ready" line."""
+
+    network: str
+    host: str
+    port: int
+    summary: str
+
+
 class StartNode:
-    """Check the engine, log in, set up encryption, bind the journal, make the algorithm
-    network, start and check the proxy, then what else algorithms may reach (SSH tunnels,
-    Squid, linked containers, the VPN); returns the "ready" line's details.
+    """Check the engine; then, at once, log in, set up encryption and bind the journal
+    while the algorithm network is made; start the proxy, then what else algorithms may
+    reach (SSH tunnels, Squid, linked containers, the VPN). ``check_reachable`` is the proxy
+    check, run apart so that it does not delay the node's going online.
 
     Business rules:
     - the Docker engine must answer first (exit 4 otherwise); ``docker_registries`` logins
@@ -68,30 +84,23 @@ class StartNode:
         self.set_up_egress = set_up_egress
         self.set_up_vpn = set_up_vpn
 
-    async def __call__(self) -> str:
+    async def __call__(self) -> StartedNode:
         config = self.config
         await self.runtime.ping()
         step_done("engine", "the Docker engine answers")
-        await self._log_in_to_registries()
-        identity = await self.authenticate()
-        cryptor = await self.set_up_encryption()
-        step_done("encryption", "on: results are encrypted for the organization that asked"
-                  if cryptor.encrypted else "off: the collaboration is not encrypted")
-        journal_identity = await self.bind_journal()
-        step_done("journal", f"bound to {journal_identity.describe()}")
-        if not config.keep_task_folders:
-            await self.job_volumes.find_leftovers()
-        if config.runtime.cluster:
-            step_done("cluster", await self.check_shared())
         network = network_name(config.name)
         labels = managed_labels(config.name)
-        gateway = await self.runtime.ensure_network(network, labels)
+        # The engine's part and the server's part do not wait for each other.
+        (identity, cryptor, journal_identity), gateway = await together(
+            self._server_side(), self._engine_side(network, labels)
+        )
+        if config.runtime.cluster:
+            step_done("cluster", await self.check_shared())
         listening = await self._start_proxy(gateway, cryptor)
         # On one engine the same address; on a cluster a relay on the algorithm network.
         host, port = await self.runtime.expose_proxy(network, gateway, listening, labels)
-        checked = await self.check_proxy(network, host, port)
         via = "" if (host, port) == (gateway, listening) else f" (relayed to the proxy at {gateway}:{listening})"
-        step_done("proxy", f"algorithms reach the node at {host}:{port}{via} on network {network} ({checked})")
+        step_done("proxy", f"algorithms reach the node at {host}:{port}{via} on network {network}")
         egress_env = await self.set_up_egress(host)
         await self.set_up_vpn()
         self.session.settings = AlgorithmSettings(
@@ -109,7 +118,27 @@ class StartNode:
             identity=journal_identity.fingerprint,
             egress_env=egress_env,
         )
-        return f"algorithm proxy at {host}:{port}{via} ({checked})"
+        return StartedNode(network=network, host=host, port=port, summary=f"algorithm proxy at {host}:{port}{via}")
+
+    async def check_reachable(self, started: StartedNode) -> str:
+        """The proxy check (a container on the algorithm network); the node runs it while it
+        connects to the server, and takes no run before it passed."""
+        return await self.check_proxy(started.network, started.host, started.port)
+
+    async def _engine_side(self, network: str, labels: dict[str, str]) -> str:
+        await self._log_in_to_registries()
+        if not self.config.keep_task_folders:
+            await self.job_volumes.find_leftovers()
+        return await self.runtime.ensure_network(network, labels)
+
+    async def _server_side(self) -> tuple[NodeIdentity, Cryptor, JournalIdentity]:
+        identity = await self.authenticate()
+        cryptor = await self.set_up_encryption()
+        step_done("encryption", "on: results are encrypted for the organization that asked"
+                  if cryptor.encrypted else "off: the collaboration is not encrypted")
+        journal_identity = await self.bind_journal()
+        step_done("journal", f"bound to {journal_identity.describe()}")
+        return identity, cryptor, journal_identity
 
     async def _log_in_to_registries(self) -> None:
         for login in self.config.docker_registries:

@@ -68,14 +68,16 @@ class SyncRuns:
             await self._stop_runs_finished_on_the_server(here_before - {run.id for run in runs})
             containers = await self.runtime.list_containers({**managed_labels(self.config.name), LABEL_TYPE: "algorithm"})
             settings = self.session.settings
+            keep_since = self.clock.now() - JOURNAL_KEEPS
             plan = reconcile(
                 runs,
-                await self.journal.entries(),
+                # Not the whole history: the open runs' entries and those due to be forgotten.
+                await self.journal.entries_for_sync([run.id for run in runs], keep_since),
                 containers,
                 await self.workspace.runs_with_output(),
                 task_folders=await self.workspace.run_ids(),
                 in_process=self.queue.held(),
-                keep_entries_since=self.clock.now() - JOURNAL_KEEPS,
+                keep_entries_since=keep_since,
                 identity=settings.identity if settings is not None else None,
             )
             return await self._apply(plan)

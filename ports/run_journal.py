@@ -1,9 +1,9 @@
 """The node's own record of each run's progress."""
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from v6node.domain.journal import JournalBinding, JournalEntry, JournalIdentity, RunStep
 from v6node.domain.status import RunStatus
@@ -57,6 +57,17 @@ class RunJournal(Protocol):
 
     async def entries(self) -> list[JournalEntry]:
         """Every entry, by run id."""
+
+    async def entries_for_sync(self, run_ids: Iterable[int], updated_before: datetime | None) -> list[JournalEntry]:
+        """What a sync reads, by run id: the entries of ``run_ids`` (the runs the server lists
+        open) and those last updated before ``updated_before`` (every entry when None).
+
+        Costs O(what it returns), not O(the journal's history): a sync with thousands of
+        finished runs in the journal reads only the open ones and those due to be forgotten.
+        """
+
+    async def count(self) -> int:
+        """How many entries the journal holds."""
 
     async def forget(self, run_id: int) -> None:
         """Drop a run's entry (runs long finished on the server); idempotent."""

@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -23,6 +23,7 @@ from v6node.ports.run_journal import RunJournal
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
+_IDS_PER_QUERY = 500  # under SQLite's oldest limit of 999 parameters per statement
 _COLUMNS = (
     "run_id, task_id, job_id, step, container_id, exit_code, status, container_starts, "
     "token, received_at, updated_at, assigned_at, started_at"
@@ -53,6 +54,11 @@ _UPGRADE_TO_V2 = (
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _stamp(moment: datetime) -> str:
+    """One text form for every time written, so that text order is time order (the index on updated_at)."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _entry(row: tuple[Any, ...]) -> JournalEntry:
@@ -120,7 +126,7 @@ class SqliteRunJournal(RunJournal):
     async def claim(
         self, run_id: int, task_id: int, *, job_id: int | None = None, assigned_at: datetime | None = None
     ) -> bool:
-        at = self._now().isoformat()
+        at = _stamp(self._now())
         assigned = None if assigned_at is None else assigned_at.isoformat()
 
         def insert(conn: sqlite3.Connection) -> bool:
@@ -163,7 +169,7 @@ class SqliteRunJournal(RunJournal):
                         None if entry.status is None else str(entry.status),
                         entry.container_starts,
                         entry.token,
-                        at.isoformat(),
+                        _stamp(at),
                         None if entry.started_at is None else entry.started_at.isoformat(),
                         run_id,
                     ),
@@ -184,6 +190,28 @@ class SqliteRunJournal(RunJournal):
             return [_entry(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM run ORDER BY run_id")]
 
         return await self._call(select)
+
+    async def entries_for_sync(self, run_ids: Iterable[int], updated_before: datetime | None) -> list[JournalEntry]:
+        if updated_before is None:
+            return await self.entries()
+        ids = sorted(set(run_ids))
+        cutoff = _stamp(updated_before)
+
+        def select(conn: sqlite3.Connection) -> list[JournalEntry]:
+            # The index on updated_at and the primary key keep this to the rows returned.
+            rows = {row[0]: row for row in conn.execute(f"SELECT {_COLUMNS} FROM run WHERE updated_at < ?", (cutoff,))}
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                chunk = ids[start:start + _IDS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                rows.update((row[0], row) for row in conn.execute(
+                    f"SELECT {_COLUMNS} FROM run WHERE run_id IN ({marks})", chunk
+                ))
+            return [_entry(rows[run_id]) for run_id in sorted(rows)]
+
+        return await self._call(select)
+
+    async def count(self) -> int:
+        return await self._call(lambda conn: int(conn.execute("SELECT count(*) FROM run").fetchone()[0]))
 
     async def forget(self, run_id: int) -> None:
         await self._call(lambda conn: conn.execute("DELETE FROM run WHERE run_id = ?", (run_id,)))
@@ -263,6 +291,8 @@ class SqliteRunJournal(RunJournal):
             _use_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous = FULL")
             self._migrate(conn)
+            # Not part of the schema version: older versions read a journal with it unchanged.
+            conn.execute("CREATE INDEX IF NOT EXISTS run_by_updated_at ON run (updated_at)")
         except BaseException as exc:
             if conn is not None:
                 conn.close()

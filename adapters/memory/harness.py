@@ -24,7 +24,8 @@ from v6node.adapters.memory.sidecars import (
 )
 from v6node.adapters.memory.vpn import MemoryVpnClient, MemoryVpnServerApi
 from v6node.adapters.memory.workspace import MemoryTaskWorkspace
-from v6node.app.container import MemoryAdapters, NodeContainer
+from v6node.app.container import NodeContainer
+from v6node.app.container_memory import MemoryAdapters
 from v6node.app.node import Node
 from v6node.app.node_parts import NodeTimings
 from v6node.domain.config import NodeConfig, PolicyConfig
@@ -136,7 +137,7 @@ class MemoryNodeHarness:
     # --- lifetime -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self.node.run_forever())
-        connected = asyncio.create_task(self.node.connected.wait())
+        connected = asyncio.create_task(self.node.ready.wait())
         done, _ = await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
         if self._task in done:
             connected.cancel()

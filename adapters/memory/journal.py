@@ -1,7 +1,7 @@
 """In-memory run journal (forgets everything when the process ends)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from v6node.domain.errors import JournalError
@@ -69,6 +69,17 @@ class MemoryRunJournal(RunJournal):
 
     async def entries(self) -> list[JournalEntry]:
         return sorted(self._entries.values(), key=lambda e: e.run_id)
+
+    async def entries_for_sync(self, run_ids: Iterable[int], updated_before: datetime | None) -> list[JournalEntry]:
+        wanted = frozenset(run_ids)
+        return [
+            entry for entry in await self.entries()
+            if updated_before is None or entry.run_id in wanted
+            or entry.updated_at is None or entry.updated_at < updated_before
+        ]
+
+    async def count(self) -> int:
+        return len(self._entries)
 
     async def forget(self, run_id: int) -> None:
         self._entries.pop(run_id, None)

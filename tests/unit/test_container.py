@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
-from v6node.app.container import Adapters, MemoryAdapters, NodeContainer
+from v6node.app.container import Adapters, NodeContainer
+from v6node.app.container_memory import MemoryAdapters
 from v6node.app.node import Node
 from v6node.domain.config import RuntimeConfig
 from v6node.domain.errors import ConfigError

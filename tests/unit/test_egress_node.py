@@ -10,7 +10,7 @@ from dependency_injector import providers
 
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
 from v6node.adapters.memory.sidecars import MemoryServiceLinker
-from v6node.app.container import MemoryAdapters
+from v6node.app.container_memory import MemoryAdapters
 from v6node.domain.egress import EgressConfig, ServiceLink, SshTunnelConfig, WhitelistConfig
 from v6node.domain.errors import ConfigError, NodeError
 from v6node.domain.events import NewTask, SyncRequested

@@ -1533,5 +1533,5 @@ async def test_start_up_shows_a_checklist_line_per_step_in_order(caplog):
     async with MemoryNodeHarness(default_config()):
         pass
     steps = [r.getMessage().split()[1] for r in caplog.records if r.name == "v6node.startup"]
-    assert steps == ["engine", "login", "encryption", "journal", "proxy", "websocket", "ready"]
+    assert steps == ["engine", "login", "encryption", "journal", "proxy", "websocket", "reach", "ready"]
     assert all(r.getMessage().startswith("[ok] ") for r in caplog.records if r.name == "v6node.startup")

@@ -8,7 +8,7 @@ from dependency_injector import providers
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
 from v6node.adapters.memory.journal import MemoryRunJournal
 from v6node.adapters.memory.server_api import MemoryServerApi
-from v6node.app.container import MemoryAdapters
+from v6node.app.container_memory import MemoryAdapters
 from v6node.domain.events import NewTask
 from v6node.domain.journal import RunStep
 from v6node.domain.model import RunUpdate
