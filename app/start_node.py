@@ -40,8 +40,8 @@ class StartedNode:
 
 
 class StartNode:
-    """Check the engine; then, at once, log in, set up encryption and bind the journal
-    while the algorithm network is made; start the proxy, then what else algorithms may
+    """Check the engine; log in, set up encryption and bind the journal (while logging in to
+    registries); make the algorithm network, start the proxy, then what else algorithms may
     reach (SSH tunnels, Squid, linked containers, the VPN). ``check_reachable`` is the proxy
     check, run apart so that it does not delay the node's going online.
 
@@ -90,10 +90,12 @@ class StartNode:
         step_done("engine", "the Docker engine answers")
         network = network_name(config.name)
         labels = managed_labels(config.name)
-        # The engine's part and the server's part do not wait for each other.
-        (identity, cryptor, journal_identity), gateway = await together(
-            self._server_side(), self._engine_side(network, labels)
-        )
+        # Registry logins do not wait for the server; what the engine holds for this node
+        # waits for the journal's binding, which may remove it all as another server's.
+        (identity, cryptor, journal_identity), _ = await together(self._server_side(), self._log_in_to_registries())
+        if not config.keep_task_folders:
+            await self.job_volumes.find_leftovers()
+        gateway = await self.runtime.ensure_network(network, labels)
         if config.runtime.cluster:
             step_done("cluster", await self.check_shared())
         listening = await self._start_proxy(gateway, cryptor)
@@ -124,12 +126,6 @@ class StartNode:
         """The proxy check (a container on the algorithm network); the node runs it while it
         connects to the server, and takes no run before it passed."""
         return await self.check_proxy(started.network, started.host, started.port)
-
-    async def _engine_side(self, network: str, labels: dict[str, str]) -> str:
-        await self._log_in_to_registries()
-        if not self.config.keep_task_folders:
-            await self.job_volumes.find_leftovers()
-        return await self.runtime.ensure_network(network, labels)
 
     async def _server_side(self) -> tuple[NodeIdentity, Cryptor, JournalIdentity]:
         identity = await self.authenticate()
