@@ -10,7 +10,7 @@ from attrs import frozen
 
 from v6node.app.active_runs import ActiveRuns
 from v6node.app.audit_trail import AuditTrail
-from v6node.app.cache import TimedCache
+from v6node.app.cache import FACT_TTL, TimedCache
 from v6node.app.emitter import Emitter
 from v6node.app.retry import until_done
 from v6node.app.run_events import RunEvents
@@ -31,8 +31,6 @@ log = logging.getLogger("v6node.run")
 
 # A log record with this attribute is a run's algorithm output (the value is the run id).
 RUN_OUTPUT_MARK = "v6node_output_of_run"
-# Public keys and the blob store setting are asked again at most this often (seconds).
-FACT_TTL = 60.0
 
 
 @frozen

@@ -6,8 +6,9 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,11 +17,26 @@ from v6node.adapters.proxy.forwarding import ServerForwarder
 from v6node.adapters.proxy.inbound import blob_id, check_declared_length, forwardable_path, read_body
 from v6node.adapters.proxy.responses import StreamedUpstream, msg, relay
 from v6node.adapters.proxy.streams import OneShotBody, bounded, capped, prepend
+from v6node.app.cache import FACT_TTL, TimedCache
 from v6node.app.streams import through_thread
 from v6node.domain.errors import CryptoError
+from v6node.ports.clock import Clock
 from v6node.ports.cryptor import Cryptor
 
 log = logging.getLogger("v6node.proxy")
+T = TypeVar("T")
+# Server answers the proxy keeps a while when they pass by: the algorithm client asks for
+# these just before it creates a subtask, and the proxy needs them to encrypt its inputs.
+_ORGANIZATION = re.compile(r"organization/(\d+)")
+_BLOB_STATUS = "blobstream/status"
+
+
+class _NotKept(Exception):
+    """A lookup whose outcome is not a fact to keep (a refusal, an error): ``outcome`` is used once."""
+
+    def __init__(self, outcome: object) -> None:
+        super().__init__()
+        self.outcome = outcome
 
 
 class ProxyRoutes:
@@ -28,6 +44,8 @@ class ProxyRoutes:
 
     Handlers raise ``BadPath``, ``TooLarge`` and ``Unavailable`` for the caller to answer.
     ``cryptor`` gives the node's cryptor of the moment (set when the proxy starts).
+    Public keys and the blob store setting are kept ``FACT_TTL`` seconds, as the run path
+    keeps them, whether the proxy asked for them or saw the algorithm's own request pass.
     """
 
     def __init__(
@@ -35,6 +53,7 @@ class ProxyRoutes:
         server: ServerForwarder,
         cryptor: Callable[[], Cryptor],
         *,
+        clock: Clock,
         chunk_size: int,
         max_body_size: int,
         max_upload_size: int,
@@ -49,6 +68,8 @@ class ProxyRoutes:
         self._chunk_size = chunk_size
         self._max_body_size = max_body_size
         self._max_upload_size = max_upload_size
+        self._public_keys: TimedCache[int, str] = TimedCache(clock, FACT_TTL, "the public key")
+        self._blob_store: TimedCache[str, bool] = TimedCache(clock, FACT_TTL, "blob store availability")
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -56,6 +77,15 @@ class ProxyRoutes:
     async def forward(self, request: Request, token: str) -> Response:
         path = forwardable_path(request.scope["path"])
         body = await read_body(request, self._max_body_size)
+        organization = _ORGANIZATION.fullmatch(path)
+        if request.method == "GET" and not request.scope.get("query_string") and (organization or path == _BLOB_STATUS):
+            answer = await self._server.call("GET", path, token)
+            fact = answer.json() if answer.is_success else None
+            if isinstance(fact, dict) and organization and fact.get("public_key"):
+                self._public_keys.remember(int(organization.group(1)), str(fact["public_key"]))
+            elif isinstance(fact, dict) and path == _BLOB_STATUS:
+                self._blob_store.remember("server", fact.get("blob_store_enabled") is True)
+            return relay(answer)
         upstream = await self._server.send(
             request.method,
             path,
@@ -86,13 +116,16 @@ class ProxyRoutes:
         return relay(upstream)
 
     async def _blob_store_enabled(self, token: str) -> bool:
-        answer = await self._server.call("GET", "blobstream/status", token)
-        if not answer.is_success:
-            # Servers before blob storage have no such endpoint: inputs are inline then.
-            log.warning("GET blobstream/status -> %d; assuming the server has no blob store", answer.status_code)
-            return False
-        status = answer.json()
-        return isinstance(status, dict) and status.get("blob_store_enabled") is True
+        async def ask() -> bool:
+            answer = await self._server.call("GET", _BLOB_STATUS, token)
+            if not answer.is_success:
+                # Servers before blob storage have no such endpoint: inputs are inline then.
+                log.warning("GET blobstream/status -> %d; assuming the server has no blob store", answer.status_code)
+                raise _NotKept(False)
+            status = answer.json()
+            return isinstance(status, dict) and status.get("blob_store_enabled") is True
+
+        return await _kept(self._blob_store, "server", ask)
 
     async def _encrypt_inputs(
         self, organizations: list[Any], token: str, cryptor: Cryptor
@@ -143,14 +176,18 @@ class ProxyRoutes:
 
     async def _public_key(self, org_id: int, token: str) -> str | Response:
         """The organization's public key, or the answer refusing the task without it."""
-        answer = await self._server.call("GET", f"organization/{org_id}", token)
-        if not answer.is_success:
-            return relay(answer)
-        organization = answer.json()
-        public_key = organization.get("public_key") if isinstance(organization, dict) else None
-        if not public_key:
-            return msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted")
-        return public_key
+
+        async def ask() -> str:
+            answer = await self._server.call("GET", f"organization/{org_id}", token)
+            if not answer.is_success:
+                raise _NotKept(relay(answer))
+            organization = answer.json()
+            public_key = organization.get("public_key") if isinstance(organization, dict) else None
+            if not public_key:
+                raise _NotKept(msg(400, f"Organization {org_id} has no public key, so its input cannot be encrypted"))
+            return str(public_key)
+
+        return await _kept(self._public_keys, org_id, ask)
 
     async def results(self, request: Request, token: str) -> Response:
         if not request.query_params.get("task_id"):
@@ -245,3 +282,11 @@ def _decrypt_items(cryptor: Cryptor, items: list[Any]) -> list[Any]:
                 item = {**item, "result": base64.b64encode(plaintext).decode("ascii")}
         decrypted.append(item)
     return decrypted
+
+
+async def _kept(cache: TimedCache[Any, T], key: object, ask: Callable[[], Awaitable[T]]) -> Any:
+    """The cached fact, or ``ask``'s answer (kept), or the outcome of a lookup that is not a fact."""
+    try:
+        return await cache.get(key, ask)
+    except _NotKept as not_kept:
+        return not_kept.outcome

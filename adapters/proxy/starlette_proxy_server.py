@@ -167,7 +167,7 @@ class StarletteProxyServer(ProxyServer):
             backoff_max=backoff_max, clock=clock, transport=transport, max_answer_size=max_answer_size,
         )
         routes = ProxyRoutes(
-            self._upstream, self._crypto,
+            self._upstream, self._crypto, clock=clock,
             chunk_size=chunk_size, max_body_size=max_body_size, max_upload_size=max_upload_size,
         )
         self._tokens: set[str] = set()
