@@ -3,9 +3,10 @@
 For each node, ``repeats`` fresh processes do nothing but import the modules its start
 command imports and print their resident memory:
 
-- v6node: ``python -c "import v6node.app.cli"`` with the interpreter of the venv it runs
-  from (what ``v6node start`` loads before it reads its config; the CLI module imports the
-  container, so every adapter is in).
+- v6node: ``python -c "import v6node.app.cli, v6node.app.cli.run"`` with the interpreter of
+  the venv it runs from (what ``v6node start`` loads before it reads its config: the CLI
+  loads a command's module when it runs, and ``start``'s imports the container, so every
+  adapter a node on one engine uses is in).
 - reference: ``docker run --rm`` of its image with ``python3 -c "import vantage6.node,
   vantage6.node.cli.node"``, so the container's own start is in the figure too, as it is
   in the reference's start-up.
@@ -29,7 +30,7 @@ _PRINT_RSS = (
     "rss = next(l for l in open('/proc/self/status') if l.startswith('VmRSS:')).split()[1]\n"
     "sys.stdout.write(rss)\n"
 )
-V6NODE_IMPORT = "import v6node.app.cli\n" + _PRINT_RSS
+V6NODE_IMPORT = "import v6node.app.cli, v6node.app.cli.run\n" + _PRINT_RSS
 REFERENCE_IMPORT = "import vantage6.node, vantage6.node.cli.node\n" + _PRINT_RSS
 BARE_PYTHON = _PRINT_RSS
 
