@@ -1,12 +1,17 @@
-"""Fixtures for tests against the real Docker engine: a node name, the adapter, its network."""
+"""Fixtures for tests against the real Docker engine: a node name, the adapter, its network;
+for the egress tests also an engine client, the "outside" network and the service firewall."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import docker
 import pytest
 
+from tests.rig.egress import Outside
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
+from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
 from v6node.domain.containers import managed_labels, network_name
 
 
@@ -29,3 +34,29 @@ async def network(runtime: DockerContainerRuntime, node: str) -> tuple[str, str]
     """(name, gateway) of the node's internal network; removed with the node's labels."""
     name = network_name(node)
     return name, await runtime.ensure_network(name, managed_labels(node))
+
+
+@pytest.fixture
+def client() -> Iterator[docker.DockerClient]:
+    engine = docker.from_env()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def outside(client: docker.DockerClient) -> Iterator[Outside]:
+    """A bridge network the test makes, standing for the internet beyond the sidecars."""
+    made = Outside(client)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+async def firewall(
+    runtime: DockerContainerRuntime, node: str, network: tuple[str, str], images: dict[str, str], tmp_path: Path
+) -> AsyncIterator[DockerServiceFirewall]:
+    """The node's service firewall opened on its network (``images`` is each module's own fixture)."""
+    made = DockerServiceFirewall(runtime, node, images["network_config"], str(tmp_path / "service-firewall"))
+    await made.open(network[0])
+    yield made
+    await made.close()

@@ -6,7 +6,6 @@ node's network, as the node runs them.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import docker
@@ -28,30 +27,6 @@ pytestmark = pytest.mark.docker
 def images() -> dict[str, str]:
     ensure_images(["echo-algo", SIDECARS])
     return sidecar_images()
-
-
-@pytest.fixture
-def client() -> Iterator[docker.DockerClient]:
-    engine = docker.from_env()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
-def outside(client: docker.DockerClient) -> Iterator[Outside]:
-    made = Outside(client)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-async def firewall(
-    runtime: DockerContainerRuntime, node: str, network: tuple[str, str], images: dict[str, str], tmp_path: Path
-) -> AsyncIterator[DockerServiceFirewall]:
-    made = DockerServiceFirewall(runtime, node, images["network_config"], str(tmp_path / "service-firewall"))
-    await made.open(network[0])
-    yield made
-    await made.close()
 
 
 def squid(runtime: DockerContainerRuntime, node: str, outside: Outside, image: str) -> DockerWhitelistProxy:

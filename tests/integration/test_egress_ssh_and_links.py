@@ -6,7 +6,6 @@ capabilities on the node's network.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
@@ -17,7 +16,6 @@ from tests.rig.egress import Outside, answers, fetch, other_host_key, probe, ssh
 from tests.rig.images import SIDECARS, SSHD_HOST, ensure_images, sidecar_images
 from tests.rig.paths import image
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
-from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
 from v6node.adapters.docker.docker_service_linker import DockerServiceLinker
 from v6node.adapters.docker.sidecars import SidecarLauncher
 from v6node.adapters.ssh.docker_tunnel_manager import DockerTunnelManager
@@ -31,30 +29,6 @@ pytestmark = pytest.mark.docker
 def images() -> dict[str, str]:
     ensure_images(["echo-algo", SSHD_HOST, SIDECARS])
     return sidecar_images()
-
-
-@pytest.fixture
-def client() -> Iterator[docker.DockerClient]:
-    engine = docker.from_env()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
-def outside(client: docker.DockerClient) -> Iterator[Outside]:
-    made = Outside(client)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-async def firewall(
-    runtime: DockerContainerRuntime, node: str, network: tuple[str, str], images: dict[str, str], tmp_path: Path
-) -> AsyncIterator[None]:
-    made = DockerServiceFirewall(runtime, node, images["network_config"], str(tmp_path / "service-firewall"))
-    await made.open(network[0])
-    yield
-    await made.close()
 
 
 @pytest.fixture
