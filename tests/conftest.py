@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -10,6 +11,15 @@ import pytest
 from tests.rig.server import AdminApi, Federation, RealServer, create_federation
 
 _names = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C acts as at a terminal, in the suite and in every process it starts, also when
+    the suite was started in the background of a shell without job control (``cmd &``):
+    that makes SIGINT ignored, an ignored signal stays ignored in every child, and the tests
+    that detach ``v6node attach`` with Ctrl-C would wait for nothing."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +10,6 @@ from pathlib import Path
 import yaml
 
 V6NODE = Path(sys.executable).with_name("v6node")
-
-
-def _as_at_a_terminal() -> None:
-    """Ctrl-C and Ctrl-\\ act as at a terminal, also when the suite itself was started in the
-    background of a shell without job control (``cmd &``), which makes them ignored, and an
-    ignored signal stays ignored in every child: ``attach`` would never see its Ctrl-C."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 class OperatorShell:
@@ -55,8 +46,7 @@ class OperatorShell:
 
     def run(self, *args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [str(V6NODE), *args], input=input, capture_output=True, text=True, env=self.env, timeout=timeout,
-            preexec_fn=_as_at_a_terminal,
+            [str(V6NODE), *args], input=input, capture_output=True, text=True, env=self.env, timeout=timeout
         )
         self._note(args, done.stdout + done.stderr, done.returncode)
         return done
@@ -64,8 +54,7 @@ class OperatorShell:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         self.transcript.append(f"$ v6node {shlex.join(args)}")
         return subprocess.Popen(
-            [str(V6NODE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
-            preexec_fn=_as_at_a_terminal,
+            [str(V6NODE), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
         )
 
     def note(self, text: str) -> None:
