@@ -177,6 +177,11 @@ def remove_network(api: docker.APIClient, network_id: str, name: str) -> int:
             try:
                 attached = api.inspect_network(network_id).get("Containers") or {}
                 for container_id in attached:
+                    if _being_removed(api, container_id):
+                        # Its removal releases the endpoint; a forced disconnect racing that
+                        # removal can leave the engine counting an endpoint that no longer
+                        # exists (Docker 20.10: the network then stays until the engine restarts).
+                        continue
                     with suppress(docker.errors.NotFound):
                         api.disconnect_container_from_network(container_id, network_id, force=True)
                 api.remove_network(network_id)
@@ -187,3 +192,11 @@ def remove_network(api: docker.APIClient, network_id: str, name: str) -> int:
                 if status_code(exc) not in (403, 409) or time.monotonic() > deadline:
                     raise
             time.sleep(0.2)
+
+
+def _being_removed(api: docker.APIClient, container_id: str) -> bool:
+    try:
+        state = api.inspect_container(container_id).get("State") or {}
+    except docker.errors.NotFound:
+        return True
+    return state.get("Status") == "removing"
