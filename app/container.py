@@ -23,7 +23,7 @@ from v6node.adapters.http.httpx_server_api import HttpxServerApi
 from v6node.adapters.http.httpx_vpn_server_api import HttpxVpnServerApi
 from v6node.adapters.journal.sqlite_run_journal import SqliteRunJournal
 from v6node.adapters.memory.audit_log import MemoryAuditLog
-from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
+from v6node.adapters.monitoring.no_metrics import NoNodeMetrics
 from v6node.adapters.monitoring.starlette_monitoring_server import StarletteMonitoringServer
 from v6node.adapters.proxy.starlette_proxy_server import StarletteProxyServer
 from v6node.adapters.socketio.websockets_event_stream import WebsocketsEventStream
@@ -107,6 +107,16 @@ def _journal(config: NodeConfig) -> Iterator[SqliteRunJournal]:
         journal.close()
 
 
+def _node_metrics(config: NodeConfig) -> NodeMetrics:
+    """A Prometheus registry when the local endpoint (``monitoring.enabled``) serves it; otherwise
+    nothing is kept, and prometheus-client is not loaded (≈ 5 MiB of the node's memory)."""
+    if not config.monitoring.endpoint:
+        return NoNodeMetrics()
+    from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
+
+    return PrometheusNodeMetrics()
+
+
 def _audit_log(config: NodeConfig) -> AuditLog:
     if not config.audit_log:
         return MemoryAuditLog()  # kept for the process only: audit_log is false
@@ -120,7 +130,7 @@ class Adapters(containers.DeclarativeContainer):
     # The name of the container the node runs in (`v6node start --dockerized`); None on the host.
     own_container: providers.Object[str | None] = providers.Object(None)
     clock = providers.Singleton(SystemClock)
-    node_metrics = providers.Singleton(PrometheusNodeMetrics)
+    node_metrics = providers.Singleton(_node_metrics, config=config)
     server = providers.Resource(_server_api, config=config, clock=clock, metrics=node_metrics)
     events = providers.Singleton(
         WebsocketsEventStream, server_root=config.provided.server_root, token_provider=server.provided.access_token

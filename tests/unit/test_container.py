@@ -34,3 +34,14 @@ def test_a_node_in_a_container_is_refused_a_swarm_runtime() -> None:
     container = NodeContainer(config=config, own_container="v6node-memnode")
     with pytest.raises(ConfigError, match="runtime.kind.*not one in a container"):
         container.adapters.runtime()
+
+
+def test_metrics_are_kept_only_when_the_local_endpoint_serves_them() -> None:
+    from v6node.adapters.monitoring.no_metrics import NoNodeMetrics
+    from v6node.adapters.monitoring.prometheus_node_metrics import PrometheusNodeMetrics
+    from v6node.domain.config import Monitoring
+
+    assert isinstance(Adapters(config=default_config()).node_metrics(), NoNodeMetrics)
+    served = Adapters(config=default_config(monitoring=Monitoring(endpoint=True))).node_metrics()
+    assert isinstance(served, PrometheusNodeMetrics)
+    assert b"v6node_runs_received" in served.exposition()[0]
