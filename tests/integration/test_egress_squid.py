@@ -85,7 +85,8 @@ async def test_the_firewall_exception_is_two_tagged_rules_that_go_away_again(
     runtime: DockerContainerRuntime, node: str, network: tuple[str, str], images: dict[str, str], tmp_path: Path
 ) -> None:
     tag = firewall_tag(node)
-    before = [rule for rule in docker_user_rules() if tag not in rule]
+    # Without other nodes' tagged rules: suites running at the same time add and remove theirs.
+    before = [rule for rule in docker_user_rules(node) if tag not in rule]
     firewall = DockerServiceFirewall(runtime, node, images["network_config"], str(tmp_path / "marker"))
 
     await firewall.open(network[0])
@@ -96,7 +97,7 @@ async def test_the_firewall_exception_is_two_tagged_rules_that_go_away_again(
 
     assert len(made) == 2 and all("ACCEPT" in rule for rule in made), made
     assert [rule for rule in docker_user_rules() if tag in rule] == []
-    assert [rule for rule in docker_user_rules() if tag not in rule] == before
+    assert [rule for rule in docker_user_rules(node) if tag not in rule] == before
 
 
 async def test_a_squid_that_cannot_start_says_why(
