@@ -78,3 +78,13 @@ async def test_a_refusal_or_a_missing_key_is_not_kept(start_proxy, server: FakeS
     assert [s.path for s in server.seen if s.method == "GET" and s.path != "organization/1"] == [
         "organization/2", "blobstream/status", "organization/2", "blobstream/status", "organization/2",
     ]
+
+
+async def test_an_answer_that_is_not_json_passes_as_it_came(start_proxy, server: FakeServer) -> None:
+    import httpx
+
+    server.on("GET", "organization/1", lambda _request: httpx.Response(200, content=b"not json"))
+    proxy = await start_proxy(XorCryptor())
+    async with client_of(proxy) as algorithm:
+        answer = await algorithm.get("/organization/1")
+    assert (answer.status_code, answer.content) == (200, b"not json")
