@@ -5,10 +5,15 @@ import itertools
 import signal
 from pathlib import Path
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.rig.egress import Outside
 from tests.rig.server import AdminApi, Federation, RealServer, create_federation
+
+if TYPE_CHECKING:
+    import docker
 
 _names = itertools.count(1)
 
@@ -20,6 +25,25 @@ def pytest_configure(config: pytest.Config) -> None:
     that detach ``v6node attach`` with Ctrl-C would wait for nothing."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A plain client of the machine's Docker engine, to look at what the node made there."""
+    import docker
+
+    client = docker.from_env()
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
+    """The tests' stand-in for the internet (networks, web and SSH servers), removed afterwards."""
+    made = Outside(docker_client)
+    yield made
+    made.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.rig.egress import Outside
 from tests.rig.images import ensure_images
 from tests.rig.node_process import NodeProcess, node_config
 from tests.rig.researcher import Researcher
 from tests.rig.server import Federation, NodeCredentials, RealServer
 from v6node.adapters.crypto.rsa_cryptor import create_private_key_pem
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    client.ping()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
-    """The tests' stand-in for the internet (networks, web and SSH servers), removed afterwards."""
-    made = Outside(docker_client)
-    yield made
-    made.close()
 
 
 @pytest.fixture(scope="session")

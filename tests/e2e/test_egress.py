@@ -126,7 +126,7 @@ def test_one_task_reaches_the_whitelist_two_tunnels_and_a_linked_container(
     # The reference's name of the node's proxy reaches it (a hosts entry naming the gateway).
     assert fetched["node"] == "{status:ok}"
     log = node.output
-    assert f"whitelist proxy ready: algorithms reach domains [data-" in log
+    assert "whitelist proxy ready: algorithms reach domains [data-" in log
     assert "ssh tunnel 'one' ready: algorithms reach one:8000" in log
     assert "ssh tunnel 'two' ready: algorithms reach two:8000" in log
     assert ("ssh tunnel 'bad' (ssh-tunnels[2], tunnel@sshd-" in log

@@ -1,15 +1,13 @@
 """Fixtures for tests against the real Docker engine: a node name, the adapter, its network;
-for the egress tests also an engine client, the "outside" network and the service firewall."""
+for the egress tests also the service firewall (the engine client and "outside" are the suite's)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import docker
 import pytest
 
-from tests.rig.egress import Outside
 from v6node.adapters.docker.docker_container_runtime import DockerContainerRuntime
 from v6node.adapters.docker.docker_service_firewall import DockerServiceFirewall
 from v6node.domain.containers import managed_labels, network_name
@@ -34,21 +32,6 @@ async def network(runtime: DockerContainerRuntime, node: str) -> tuple[str, str]
     """(name, gateway) of the node's internal network; removed with the node's labels."""
     name = network_name(node)
     return name, await runtime.ensure_network(name, managed_labels(node))
-
-
-@pytest.fixture
-def client() -> Iterator[docker.DockerClient]:
-    engine = docker.from_env()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
-def outside(client: docker.DockerClient) -> Iterator[Outside]:
-    """A bridge network the test makes, standing for the internet beyond the sidecars."""
-    made = Outside(client)
-    yield made
-    made.close()
 
 
 @pytest.fixture

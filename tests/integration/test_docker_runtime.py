@@ -47,14 +47,6 @@ def images() -> None:
     ensure_images(["shell-algo", "sleep-algo", "env-algo"])
 
 
-@pytest.fixture
-def client() -> Iterator[docker.DockerClient]:
-    """A plain docker client, to look at what the adapter made."""
-    raw = docker.from_env()
-    yield raw
-    raw.close()
-
-
 def shell(node: str, name: str, script: str, network: str, **kwargs: object) -> ContainerSpec:
     """A busybox container running ``script``, labelled as the node's."""
     return ContainerSpec(
@@ -75,10 +67,10 @@ async def run_to_end(runtime: DockerContainerRuntime, spec: ContainerSpec) -> tu
 
 # --- network -------------------------------------------------------------------------------------
 async def test_the_network_is_an_internal_labelled_bridge(
-    network: tuple[str, str], client: docker.DockerClient, node: str
+    network: tuple[str, str], docker_client: docker.DockerClient, node: str
 ) -> None:
     name, gateway = network
-    attrs = client.networks.get(name).attrs
+    attrs = docker_client.networks.get(name).attrs
 
     assert attrs["Internal"] is True
     assert attrs["Driver"] == "bridge"
@@ -126,23 +118,23 @@ async def test_a_host_server_on_the_gateway_address_is_reachable_from_the_networ
 
 
 async def test_an_unused_network_that_is_not_isolated_is_replaced_by_an_isolated_one(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, node: str
 ) -> None:
     name = f"{network_name(node)}-open"
-    client.networks.create(name, driver="bridge", internal=False, labels=managed_labels(node))
+    docker_client.networks.create(name, driver="bridge", internal=False, labels=managed_labels(node))
 
     await runtime.ensure_network(name, managed_labels(node))
 
-    attrs = client.networks.get(name).attrs
+    attrs = docker_client.networks.get(name).attrs
     assert attrs["Internal"] is True
     assert attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
 
 
 async def test_a_network_that_is_not_isolated_and_in_use_is_refused(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, node: str
 ) -> None:
     name = f"{network_name(node)}-open"
-    client.networks.create(name, driver="bridge", internal=True, labels=managed_labels(node))
+    docker_client.networks.create(name, driver="bridge", internal=True, labels=managed_labels(node))
     await runtime.run(shell(node, "user", "sleep 600", name))
 
     with pytest.raises(ContainerError, match="reach each other"):
@@ -150,10 +142,10 @@ async def test_a_network_that_is_not_isolated_and_in_use_is_refused(
 
 
 async def test_containers_on_the_network_cannot_reach_each_other(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, network: tuple[str, str], node: str
 ) -> None:
     listener_id = await runtime.run(shell(node, "listener", "echo ready; nc -l -p 7000", network[0]))
-    address = client.api.inspect_container(listener_id)["NetworkSettings"]["Networks"][network[0]]["IPAddress"]
+    address = docker_client.api.inspect_container(listener_id)["NetworkSettings"]["Networks"][network[0]]["IPAddress"]
     probe = shell(node, "neighbour", f"echo hello | timeout 5 nc {address} 7000 && echo reached", network[0])
 
     code, _, logs = await run_to_end(runtime, probe)
@@ -172,7 +164,7 @@ async def test_extra_hosts_are_names_in_the_containers_hosts_file(
 
 
 async def test_remove_labelled_removes_a_network_that_foreign_containers_still_use(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, network: tuple[str, str], node: str
 ) -> None:
     stranger = {"v6node.node": f"{node}-stranger"}
     spec = evolve(shell(node, "stranger", "sleep 600", network[0]), labels=stranger)
@@ -181,7 +173,7 @@ async def test_remove_labelled_removes_a_network_that_foreign_containers_still_u
         assert await runtime.remove_labelled(managed_labels(node)) == 1
 
         with pytest.raises(docker.errors.NotFound):
-            client.networks.get(network[0])
+            docker_client.networks.get(network[0])
         [info] = await runtime.list_containers(stranger)
         assert info.id == container_id and info.running
     finally:
@@ -209,7 +201,7 @@ async def test_a_read_only_bind_mount_cannot_be_written_and_a_read_write_one_can
 
 
 async def test_limits_and_confinement_are_applied(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, network: tuple[str, str], node: str
 ) -> None:
     script = "grep NoNewPrivs /proc/self/status; touch /tmp/f && chown 65534 /tmp/f"
     confined = shell(
@@ -224,7 +216,7 @@ async def test_limits_and_confinement_are_applied(
     logs = await runtime.logs(confined_id)
     free_code, _, _ = await run_to_end(runtime, free)
 
-    host_config = client.api.inspect_container(confined_id)["HostConfig"]
+    host_config = docker_client.api.inspect_container(confined_id)["HostConfig"]
     assert host_config["CapDrop"] == ["ALL"]
     assert host_config["SecurityOpt"] == ["no-new-privileges"]
     assert (host_config["PidsLimit"], host_config["Memory"], host_config["NanoCpus"]) == (64, 64 * MiB, 500_000_000)
@@ -235,7 +227,7 @@ async def test_limits_and_confinement_are_applied(
 
 
 async def test_a_read_only_root_leaves_a_writable_tmpfs_and_the_user_is_applied(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, network: tuple[str, str], node: str
 ) -> None:
     script = "id -u; touch /tmp/ok && echo tmp-writable; touch /root-file || echo root-read-only"
     spec = shell(
@@ -268,14 +260,14 @@ async def test_logs_keep_only_the_tail_of_what_was_printed(
 
 
 async def test_the_engine_keeps_at_most_log_size_bytes_of_output(
-    runtime: DockerContainerRuntime, client: docker.DockerClient, network: tuple[str, str], node: str
+    runtime: DockerContainerRuntime, docker_client: docker.DockerClient, network: tuple[str, str], node: str
 ) -> None:
     container_id = await runtime.run(shell(node, "capped", CHATTY, network[0], log_size=2 * MiB))
     await asyncio.wait_for(runtime.wait(container_id), 60)
 
     logs = await runtime.logs(container_id)
 
-    host_config = client.api.inspect_container(container_id)["HostConfig"]
+    host_config = docker_client.api.inspect_container(container_id)["HostConfig"]
     assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "2", "max-size": str(MiB)}}
     assert logs.endswith("x\nlast-line\n")
     assert MiB <= len(logs.encode()) <= 2 * MiB  # of the 8 MiB printed: the newest part
@@ -442,17 +434,17 @@ async def test_an_unreachable_engine_raises_runtime_unavailable(call: str, tmp_p
 
 
 # --- clean-up ---------------------------------------------------------------------------------------------
-def _remove_racing(client: docker.DockerClient, container_id: str) -> None:
+def _remove_racing(docker_client: docker.DockerClient, container_id: str) -> None:
     """The other side of the race: whichever removal comes second is told so (404 or 409)."""
     try:
-        client.api.remove_container(container_id, force=True)
+        docker_client.api.remove_container(container_id, force=True)
     except docker.errors.APIError as exc:
         if exc.status_code not in (404, 409):
             raise
 
 
 async def test_remove_labelled_waits_for_a_container_removal_already_in_progress(
-    runtime: DockerContainerRuntime, node: str, client: docker.DockerClient
+    runtime: DockerContainerRuntime, node: str, docker_client: docker.DockerClient
 ) -> None:
     """A node stopping while a run's own clean-up removes its container (found by the fault
     suite): the container's network endpoint and volume are busy until that removal ends."""
@@ -465,13 +457,13 @@ async def test_remove_labelled_waits_for_a_container_removal_already_in_progress
         await runtime.ensure_volume(volume, labels)
         mounts = (Mount(source=volume, target="/mnt/tmp", kind="volume"),)
         container_id = await runtime.run(shell(node, f"busy{attempt}", "sleep 600", name, mounts=mounts))
-        removing = threading.Thread(target=_remove_racing, args=(client, container_id))
+        removing = threading.Thread(target=_remove_racing, args=(docker_client, container_id))
         removing.start()
         try:
             await runtime.remove_labelled(labels)
         finally:
             removing.join()
 
-        assert client.api.containers(all=True, filters=label) == []
-        assert client.api.networks(filters=label) == []
-        assert (client.api.volumes(filters=label).get("Volumes") or []) == []
+        assert docker_client.api.containers(all=True, filters=label) == []
+        assert docker_client.api.networks(filters=label) == []
+        assert (docker_client.api.volumes(filters=label).get("Volumes") or []) == []

@@ -35,7 +35,7 @@ def squid(runtime: DockerContainerRuntime, node: str, outside: Outside, image: s
 
 async def test_algorithms_reach_exactly_the_whitelist_through_squid(
     runtime: DockerContainerRuntime, node: str, network: tuple[str, str], outside: Outside,
-    firewall: DockerServiceFirewall, images: dict[str, str], client: docker.DockerClient,
+    firewall: DockerServiceFirewall, images: dict[str, str], docker_client: docker.DockerClient,
 ) -> None:
     name = f"data-{outside.tag}.example.test"
     outside.web(name, "by-name")
@@ -47,7 +47,7 @@ async def test_algorithms_reach_exactly_the_whitelist_through_squid(
 
     env = egress_environment(True, network[1], ())  # as the node gives them (before encoding)
     output = probe(
-        client, network[0],
+        docker_client, network[0],
         fetch(f"http://{name}/", "name") + fetch(f"http://{by_ip}/", "ip")
         + fetch(f"http://other-{outside.tag}.example.test/", "host") + fetch(f"http://{other}/", "host-ip")
         + fetch(f"http://{name}:8080/", "port") + f"unset http_proxy; {fetch(f'http://{by_ip}/', 'direct')}",
@@ -63,10 +63,10 @@ async def test_algorithms_reach_exactly_the_whitelist_through_squid(
 
 async def test_squid_is_reachable_but_algorithms_still_cannot_reach_each_other(
     runtime: DockerContainerRuntime, node: str, network: tuple[str, str], outside: Outside,
-    firewall: DockerServiceFirewall, images: dict[str, str], client: docker.DockerClient,
+    firewall: DockerServiceFirewall, images: dict[str, str], docker_client: docker.DockerClient,
 ) -> None:
     await squid(runtime, node, outside, images["squid"]).start(WhitelistConfig(ports=(80,)), network[0])
-    peer = client.containers.run(
+    peer = docker_client.containers.run(
         "127.0.0.1:5999/echo-algo:1", ["sh", "-c", "mkdir -p /tmp/w && echo peer > /tmp/w/index.html && "
                                         "exec httpd -f -p 80 -h /tmp/w"],
         detach=True, network=network[0], labels={"v6node.node": node},
@@ -74,7 +74,7 @@ async def test_squid_is_reachable_but_algorithms_still_cannot_reach_each_other(
     peer.reload()
     peer_ip = peer.attrs["NetworkSettings"]["Networks"][network[0]]["IPAddress"]
 
-    output = probe(client, network[0], "echo | nc -w 5 squid 3128 >/dev/null && echo 'squid: open'; " + fetch(f"http://{peer_ip}/", "peer"))
+    output = probe(docker_client, network[0], "echo | nc -w 5 squid 3128 >/dev/null && echo 'squid: open'; " + fetch(f"http://{peer_ip}/", "peer"))
 
     lines = answers(output)
     assert lines["squid"] == "open", output

@@ -54,7 +54,7 @@ def manager(runtime: DockerContainerRuntime, node: str, outside: Outside, image_
 
 async def test_two_tunnels_at_once_reach_their_own_services(
     runtime: DockerContainerRuntime, node: str, network: tuple[str, str], outside: Outside, firewall: None,
-    sshd: tuple[str, str, Path], images: dict[str, str], client: docker.DockerClient,
+    sshd: tuple[str, str, Path], images: dict[str, str], docker_client: docker.DockerClient,
 ) -> None:
     tunnels = manager(runtime, node, outside, images["ssh-tunnel"])
 
@@ -62,14 +62,14 @@ async def test_two_tunnels_at_once_reach_their_own_services(
     one = await tunnels.start(tunnel("one", sshd, 8001), network[0])
     two = await tunnels.start(tunnel("two", sshd, 8002), network[0])
 
-    output = probe(client, network[0], fetch("http://one:8000/", "one") + fetch("http://two:8000/", "two"))
+    output = probe(docker_client, network[0], fetch("http://one:8000/", "one") + fetch("http://two:8000/", "two"))
     assert answers(output) == {"one": "one", "two": "two"}, output
     assert one.name != two.name and one.address != two.address
 
 
 async def test_a_wrong_fingerprint_fails_only_its_tunnel_and_says_so(
     runtime: DockerContainerRuntime, node: str, network: tuple[str, str], outside: Outside, firewall: None,
-    sshd: tuple[str, str, Path], images: dict[str, str], client: docker.DockerClient,
+    sshd: tuple[str, str, Path], images: dict[str, str], docker_client: docker.DockerClient,
 ) -> None:
     tunnels = manager(runtime, node, outside, images["ssh-tunnel"])
     good = await tunnels.start(tunnel("good", sshd, 8001), network[0])
@@ -79,9 +79,9 @@ async def test_a_wrong_fingerprint_fails_only_its_tunnel_and_says_so(
 
     assert "host key does not match ssh.fingerprint" in failed.value.reason
     assert failed.value.what == "ssh tunnel 'bad'"
-    assert answers(probe(client, network[0], fetch("http://good:8000/", "good"))) == {"good": "one"}
-    assert client.api.inspect_container(good.container_id)["State"]["Running"]
-    assert not client.containers.list(all=True, filters={"name": f"vantage6-{node}-ssh-tunnel-bad"})
+    assert answers(probe(docker_client, network[0], fetch("http://good:8000/", "good"))) == {"good": "one"}
+    assert docker_client.api.inspect_container(good.container_id)["State"]["Running"]
+    assert not docker_client.containers.list(all=True, filters={"name": f"vantage6-{node}-ssh-tunnel-bad"})
 
 
 async def test_a_refused_key_fails_its_tunnel_and_says_so(
@@ -97,12 +97,12 @@ async def test_a_refused_key_fails_its_tunnel_and_says_so(
 
 async def test_a_tunnel_whose_container_stops_is_seen_to_stop(
     runtime: DockerContainerRuntime, node: str, network: tuple[str, str], outside: Outside,
-    sshd: tuple[str, str, Path], images: dict[str, str], client: docker.DockerClient,
+    sshd: tuple[str, str, Path], images: dict[str, str], docker_client: docker.DockerClient,
 ) -> None:
     tunnels = manager(runtime, node, outside, images["ssh-tunnel"])
     sidecar = await tunnels.start(tunnel("db", sshd, 8001), network[0])
 
-    client.api.kill(sidecar.container_id)
+    docker_client.api.kill(sidecar.container_id)
     ended = await tunnels.wait(sidecar)
     again = await tunnels.start(tunnel("db", sshd, 8001), network[0])
 
@@ -111,10 +111,10 @@ async def test_a_tunnel_whose_container_stops_is_seen_to_stop(
 
 
 async def test_a_linked_container_is_reachable_by_its_alias_and_stays_after_unlinking(
-    runtime: DockerContainerRuntime, network: tuple[str, str], firewall: None, client: docker.DockerClient,
+    runtime: DockerContainerRuntime, network: tuple[str, str], firewall: None, docker_client: docker.DockerClient,
     outside: Outside,
 ) -> None:
-    operator = client.containers.run(
+    operator = docker_client.containers.run(
         image("echo-algo"), ["sh", "-c", "mkdir -p /tmp/w && echo operator-db > /tmp/w/index.html && "
                              "exec httpd -f -p 5432 -h /tmp/w"],
         detach=True, name=f"v6t-operator-{outside.tag}", labels={"v6node.test": outside.tag},
@@ -125,10 +125,10 @@ async def test_a_linked_container_is_reachable_by_its_alias_and_stays_after_unli
 
     linked = await linker.link(service, network[0])
     again = await linker.link(service, network[0])  # idempotent: kept as it is
-    before = probe(client, network[0], fetch("http://db:5432/", "db") + fetch("http://warehouse:5432/", "warehouse"))
+    before = probe(docker_client, network[0], fetch("http://db:5432/", "db") + fetch("http://warehouse:5432/", "warehouse"))
     await linker.unlink(service, network[0])
     await linker.unlink(service, network[0])
-    after = probe(client, network[0], fetch("http://db:5432/", "db"))
+    after = probe(docker_client, network[0], fetch("http://db:5432/", "db"))
 
     assert answers(before) == {"db": "operator-db", "warehouse": "operator-db"}, before
     assert again == linked and linked.running

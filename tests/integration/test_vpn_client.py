@@ -35,14 +35,14 @@ ALGORITHM = image("vpn-algo")  # exposes 8888/tcp, labelled p8888=message
 LISTENER = 'while true; do nc -l -p 8888 -e sh -c "read line; echo ack:\\$line"; done'
 
 
-def talk(client: docker.DockerClient, helper_id: str, address: str, port: int, message: str) -> str:
+def talk(docker_client: docker.DockerClient, helper_id: str, address: str, port: int, message: str) -> str:
     """Send ``message`` from the run whose helper is ``helper_id`` to ``address:port``; the answer.
     A few attempts: the peer's listener may still be starting."""
     script = (
         f'for i in $(seq 1 40); do r=$(echo "{message}" | timeout 5 nc {address} {port} 2>/dev/null); '
         '[ -n "$r" ] && break; sleep 0.25; done; echo "$r"'
     )
-    container = client.containers.create(
+    container = docker_client.containers.create(
         BUSYBOX, ["sh", "-c", script], network_mode=f"container:{helper_id}", cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
     )
@@ -61,22 +61,15 @@ def images() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    engine = docker.from_env()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
-def outside(client: docker.DockerClient) -> Iterator[Outside]:
-    made = Outside(client)
+def outside(docker_client: docker.DockerClient) -> Iterator[Outside]:
+    made = Outside(docker_client)
     yield made
     made.close()
 
 
 @pytest.fixture(scope="module")
-def vpn_server(client: docker.DockerClient, outside: Outside) -> Iterator[VpnServer]:
-    server = VpnServer(client, outside.name)
+def vpn_server(docker_client: docker.DockerClient, outside: Outside) -> Iterator[VpnServer]:
+    server = VpnServer(docker_client, outside.name)
     yield server
     server.close()
 
@@ -131,9 +124,9 @@ async def connect(station: Station, subnet: str) -> VpnConnection:
     return connection
 
 
-def listen(client: docker.DockerClient, helper_id: str, node: str, run_id: int) -> None:
+def listen(docker_client: docker.DockerClient, helper_id: str, node: str, run_id: int) -> None:
     """The run's algorithm, labelled as the node labels one: it answers each line with ack:<line>."""
-    client.containers.run(
+    docker_client.containers.run(
         BUSYBOX, ["sh", "-c", LISTENER], detach=True, network_mode=f"container:{helper_id}",
         labels={**managed_labels(node), "vantage6-type": "algorithm", "run_id": str(run_id)},
         cap_drop=["ALL"], security_opt=["no-new-privileges"],
@@ -141,7 +134,7 @@ def listen(client: docker.DockerClient, helper_id: str, node: str, run_id: int) 
 
 
 async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
-    stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient
+    stations: list[Station], vpn_server: VpnServer, docker_client: docker.DockerClient
 ) -> None:
     a, b = stations
     nodes = (a.node, b.node)
@@ -152,7 +145,7 @@ async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
     added = sorted(rule.replace('"', "") for rule in docker_user_rules(nodes) if rule not in rules_before)
     expected = []
     for station in (a, b):
-        bridge = "br-" + client.networks.get(station.network).id[:12]
+        bridge = "br-" + docker_client.networks.get(station.network).id[:12]
         for match in ("-s", "-d"):
             expected.append(
                 f"-A DOCKER-USER {match} 10.76.0.0/16 -i {bridge} -o {bridge} -m comment --comment {vpn_tag(station.node)} -j ACCEPT"
@@ -161,10 +154,10 @@ async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
 
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
     assert run_a.ports == (ForwardedPort(49152, 8888, "message"),)
-    listen(client, run_a.helper_id, a.node, 1)
+    listen(docker_client, run_a.helper_id, a.node, 1)
     run_b = await b.vpn.forward_run(2, ALGORITHM, b.network)
 
-    assert talk(client, run_b.helper_id, at_a.vpn_address, 49152, "hello from b") == "ack:hello from b"
+    assert talk(docker_client, run_b.helper_id, at_a.vpn_address, 49152, "hello from b") == "ack:hello from b"
 
     assert await a.vpn.release_run(1) and await b.vpn.release_run(2)
     assert not await a.vpn.release_run(1)  # nothing left to release
@@ -173,55 +166,55 @@ async def test_two_stations_exchange_a_message_and_the_host_rules_go_at_close(
         await station.vpn.disconnect()
     assert docker_user_rules(nodes) == rules_before
     for station in (a, b):
-        left = client.containers.list(all=True, filters={"label": f"v6node.node={station.node}"})
+        left = docker_client.containers.list(all=True, filters={"label": f"v6node.node={station.node}"})
         assert [c.name for c in left if "vpn" in c.name or "helper" in c.name] == []
 
 
 async def test_an_algorithm_without_a_helper_reaches_no_station(
-    stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient
+    stations: list[Station], vpn_server: VpnServer, docker_client: docker.DockerClient
 ) -> None:
     a, b = stations
     at_a = await connect(a, vpn_server.subnet)
     await connect(b, vpn_server.subnet)
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
-    listen(client, run_a.helper_id, a.node, 1)
-    direct = probe(client, b.network, f"echo hi | timeout 5 nc {at_a.vpn_address} 49152; echo rc=$?")
+    listen(docker_client, run_a.helper_id, a.node, 1)
+    direct = probe(docker_client, b.network, f"echo hi | timeout 5 nc {at_a.vpn_address} 49152; echo rc=$?")
     assert "ack" not in direct and "rc=0" not in direct
 
 
 async def test_two_runs_on_one_station_reach_each_other_at_its_vpn_address(
-    stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient
+    stations: list[Station], vpn_server: VpnServer, docker_client: docker.DockerClient
 ) -> None:
     a = stations[0]
     at_a = await connect(a, vpn_server.subnet)
     listener = await a.vpn.forward_run(1, ALGORITHM, a.network)
     talker = await a.vpn.forward_run(2, ALGORITHM, a.network)
     assert talker.ports == (ForwardedPort(49153, 8888, "message"),)  # 49152 is taken
-    listen(client, listener.helper_id, a.node, 1)
-    assert talk(client, talker.helper_id, at_a.vpn_address, 49152, "same node") == "ack:same node"
+    listen(docker_client, listener.helper_id, a.node, 1)
+    assert talk(docker_client, talker.helper_id, at_a.vpn_address, 49152, "same node") == "ack:same node"
 
 
 async def test_a_killed_client_comes_back_with_the_forwarding_of_running_runs(
-    stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient
+    stations: list[Station], vpn_server: VpnServer, docker_client: docker.DockerClient
 ) -> None:
     a, b = stations
     await connect(a, vpn_server.subnet)
     at_b = await connect(b, vpn_server.subnet)
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
     run_b = await b.vpn.forward_run(2, ALGORITHM, b.network)
-    listen(client, run_b.helper_id, b.node, 2)
-    assert talk(client, run_a.helper_id, at_b.vpn_address, 49152, "before") == "ack:before"
+    listen(docker_client, run_b.helper_id, b.node, 2)
+    assert talk(docker_client, run_a.helper_id, at_b.vpn_address, 49152, "before") == "ack:before"
 
-    client.api.kill(f"vantage6-{b.node}-vpn-client")
+    docker_client.api.kill(f"vantage6-{b.node}-vpn-client")
     gone = await b.vpn.wait(at_b)
     assert gone.exit_code == 137
     again = await b.vpn.connect(b.network)  # what the node's supervision does
     assert again.sidecar.address == at_b.sidecar.address  # the runs' routes still lead to it
-    assert talk(client, run_a.helper_id, again.vpn_address, 49152, "after") == "ack:after"
+    assert talk(docker_client, run_a.helper_id, again.vpn_address, 49152, "after") == "ack:after"
 
 
 async def test_a_new_process_restores_the_forwarding_of_runs_an_earlier_one_left(
-    stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient,
+    stations: list[Station], vpn_server: VpnServer, docker_client: docker.DockerClient,
     engine: DockerContainerRuntime, outside: Outside, images: dict[str, str],
 ) -> None:
     a, b = stations
@@ -229,19 +222,19 @@ async def test_a_new_process_restores_the_forwarding_of_runs_an_earlier_one_left
     await connect(b, vpn_server.subnet)
     run_a = await a.vpn.forward_run(1, ALGORITHM, a.network)
     run_b = await b.vpn.forward_run(2, ALGORITHM, b.network)
-    listen(client, run_b.helper_id, b.node, 2)
+    listen(docker_client, run_b.helper_id, b.node, 2)
     orphan = await b.vpn.forward_run(3, ALGORITHM, b.network)  # its algorithm never ran (or ended)
 
     restarted = station_client(engine, b.node, outside, images, b.data)  # the same data folder
     again = await restarted.connect(b.network)
     await restarted.open_forwarding(b.network, vpn_server.subnet)
-    assert talk(client, run_a.helper_id, again.vpn_address, 49152, "restored") == "ack:restored"
+    assert talk(docker_client, run_a.helper_id, again.vpn_address, 49152, "restored") == "ack:restored"
     with pytest.raises(docker.errors.NotFound):
-        client.containers.get(orphan.helper_id)
+        docker_client.containers.get(orphan.helper_id)
 
 
 async def test_a_configuration_of_another_ca_fails_at_once_with_the_reason(
-    stations: list[Station], vpn_server: VpnServer, client: docker.DockerClient
+    stations: list[Station], vpn_server: VpnServer, docker_client: docker.DockerClient
 ) -> None:
     a = stations[0]
     await a.vpn.save_config(vpn_server.stale_client_config())
@@ -249,15 +242,15 @@ async def test_a_configuration_of_another_ca_fails_at_once_with_the_reason(
         await a.vpn.connect(a.network)
     assert "a certificate did not verify: the configuration's CA does not match the VPN server" in failed.value.reason
     with pytest.raises(docker.errors.NotFound):
-        client.containers.get(f"vantage6-{a.node}-vpn-client")
+        docker_client.containers.get(f"vantage6-{a.node}-vpn-client")
 
 
-async def test_without_a_configuration_nothing_is_made(stations: list[Station], client: docker.DockerClient) -> None:
+async def test_without_a_configuration_nothing_is_made(stations: list[Station], docker_client: docker.DockerClient) -> None:
     a = stations[0]
     (a.data / "vpn" / "vpn-config.ovpn.conf").unlink()
     with pytest.raises(SidecarFailed, match="there is no VPN configuration"):
         await a.vpn.connect(a.network)
-    assert client.containers.list(all=True, filters={"label": f"v6node.node={a.node}"}) == []
+    assert docker_client.containers.list(all=True, filters={"label": f"v6node.node={a.node}"}) == []
 
 
 async def test_rules_a_killed_process_left_are_removed_by_the_next_one(
