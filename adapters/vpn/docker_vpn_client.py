@@ -24,7 +24,7 @@ import asyncio
 import ipaddress
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 
 import docker.errors
@@ -66,7 +66,7 @@ _PERMANENT = (
     ("Cannot load", "OpenVPN cannot load a key or certificate of the configuration ({line})"),
     ("Cannot resolve host address", "the VPN server's name cannot be resolved ({line})"),
     ("Cannot open TUN/TAP dev", "OpenVPN cannot open /dev/net/tun ({line})"),
-    ("Exiting due to fatal error", "OpenVPN stopped ({line})"),
+    ("Exiting due to fatal error", "OpenVPN stopped ({line}); before that it said: {before}"),
 )
 
 
@@ -74,10 +74,12 @@ def vpn_tag(node_name: str) -> str:
     return f"v6node:{node_name}:vpn"
 
 
-def diagnose(line: str) -> str | None:
+def diagnose(line: str, before: Iterable[str] = ()) -> str | None:
+    """The cause in the operator's terms when ``line`` says OpenVPN cannot go on; ``before``
+    (the lines that came before it) names the cause when the line itself does not."""
     for needle, reason in _PERMANENT:
         if needle in line:
-            return reason.format(line=line.strip())
+            return reason.format(line=line.strip(), before=" | ".join(before) or "nothing")
     return None
 
 
@@ -177,11 +179,11 @@ class DockerVpnClient(VpnClient):
         lines = self.runtime.follow_logs(sidecar.container_id)
         try:
             async for line in lines:
-                if line.strip():
-                    seen.append(line.strip())
                 if READY_LINE in line:
                     return
-                reason = diagnose(line)
+                reason = diagnose(line, seen)
+                if line.strip():
+                    seen.append(line.strip())
                 if reason is not None:
                     raise SidecarFailed(WHAT, reason)
         finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from v6node.adapters.memory.harness import MemoryNodeHarness, default_config
-from v6node.adapters.vpn.docker_vpn_client import read_config, write_config
+from v6node.adapters.vpn.docker_vpn_client import diagnose, read_config, write_config
 from v6node.domain.errors import ServerUnavailable
 from v6node.domain.events import NewTask
 from v6node.domain.vpn import AlgorithmPort, VpnConfig
@@ -249,3 +249,11 @@ def test_the_configuration_is_stored_with_lf_line_ends_and_mode_0600(tmp_path: P
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     write_config(str(path), "client\n")
     assert read_config(str(path)) == "client\n" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_fatal_stop_of_openvpn_names_what_it_said_before() -> None:
+    before = ["TUN/TAP device tun0 opened", "ERROR: Cannot ioctl TUNSETIFF tun: Device or resource busy (errno=16)"]
+    reason = diagnose("2026-12-06 08:53:25 Exiting due to fatal error", before)
+    assert reason is not None and "Exiting due to fatal error" in reason and "TUNSETIFF" in reason
+    assert diagnose("Initialization Sequence Completed", before) is None
+    assert diagnose("AUTH: Received control message: AUTH_FAILED") == "the VPN server refused the client (AUTH_FAILED)"
