@@ -61,11 +61,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after start-up before the idle window")
     parser.add_argument("--floors", type=int, default=5, help="processes per floor measurement (0 skips)")
     parser.add_argument("--only", choices=KINDS, help="one node only")
-    parser.add_argument("--order", default="reference,v6node", help="which node runs first")
+    parser.add_argument(
+        "--order", default="reference,v6node", help="which node runs first: reference,v6node or v6node,reference"
+    )
     parser.add_argument("--json", type=Path, help="where the results go (default .rig/bench/vs_reference-<UTC>.json)")
     parser.add_argument("--clean", action="store_true", help="remove the reference image and anything left labelled")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of an earlier run (markdown)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if sorted(k.strip() for k in args.order.split(",")) != sorted(KINDS):
+        # One name alone would quietly leave the other node out: that is what --only is for.
+        parser.error(f"--order {args.order}: name both nodes, e.g. {','.join(reversed(KINDS))} (one node alone: --only)")
+    return args
 
 
 def machine() -> dict[str, Any]:
@@ -190,8 +196,6 @@ NAME_PREFIXES = ("vantage6-bench-ref-", "v6bench-")
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [args.only] if args.only else [k.strip() for k in args.order.split(",")]
-    if sorted(set(kinds)) != sorted(kinds) or not set(kinds) <= set(KINDS):
-        raise SystemExit(f"--order: a comma-separated list of {', '.join(KINDS)}")
     ensure_images(["echo-algo"])
     client = docker.from_env(timeout=300)
     if "reference" in kinds:
