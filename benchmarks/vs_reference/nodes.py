@@ -124,8 +124,10 @@ class V6Node:
     def stop(self) -> None:
         if self.process is not None:
             code = self.process.stop()
-            if code != 0:
+            if code != 0 and not (code == CLEANUP_INCOMPLETE and only_engine_kept_networks(self.process.output)):
                 raise RuntimeError(f"v6node exited with {code}:\n{self.process.output[-3000:]}")
+            if code != 0:
+                print(f"v6node exited {code}: {ENGINE_KEPT_NETWORK}", file=sys.stderr, flush=True)
             self.process = None
 
     def remove_leftovers(self) -> list[str]:
@@ -245,6 +247,23 @@ def remove_run_leftovers() -> list[str]:
     return _remove_labelled(f"{BENCH_RUN_LABEL}={RUN_ID}")
 
 
+CLEANUP_INCOMPLETE = 5  # v6node's exit code when its stop left something behind
+STUCK_ENDPOINTS = "has active endpoints"
+ENGINE_KEPT_NETWORK = (
+    "the Docker engine refuses to remove a network for endpoints no container holds (an engine bug, "
+    "moby/moby#42119; the network goes when the engine restarts, which a benchmark must not do)"
+)
+
+
+def only_engine_kept_networks(output: str) -> bool:
+    """Whether all a stop could not remove are networks the engine keeps for phantom endpoints."""
+    reports = [line.split("could not remove: ", 1)[1] for line in output.splitlines() if "could not remove: " in line]
+    if not reports:
+        return False
+    items = [item for report in reports for item in report.split(". The next start")[0].split("; ")]
+    return all(item.startswith("network ") and STUCK_ENDPOINTS in item for item in items)
+
+
 def _remove_labelled(label: str) -> list[str]:
     client = docker.from_env()
     removed = []
@@ -253,7 +272,13 @@ def _remove_labelled(label: str) -> list[str]:
             container.remove(force=True)
             removed.append(f"container {container.name}")
         for network in client.networks.list(filters={"label": label}):
-            network.remove()
+            try:
+                network.remove()
+            except docker.errors.APIError as exc:
+                if STUCK_ENDPOINTS not in str(exc):
+                    raise
+                removed.append(f"network {network.name} NOT removed: {ENGINE_KEPT_NETWORK}")
+                continue
             removed.append(f"network {network.name}")
         for volume in client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
