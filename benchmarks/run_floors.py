@@ -11,27 +11,23 @@
   and the machine's CPU seconds (``/proc/stat``) they take; with the server's and the node's
   CPU per run (``vs_reference``'s burst phase) this is the CPU a burst needs on this machine.
 
-Everything it makes carries ``v6node.bench=run-floors`` and is removed at the end.
+The runs are ``vs_reference``'s bare runs (its labels, ``--rm``); the network and the
+volumes it makes carry ``v6node.bench=run-floors`` and are removed at the end.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import tempfile
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.vs_reference.phases import BARE_CONCURRENCY, bare_docker_run, bare_runs_at_once
 from tests.rig.images import ensure_images
-from tests.rig.paths import image
 
-IMAGE = image("echo-algo")
 LABEL = "v6node.bench=run-floors"
-TARGET = "/mnt/data/task"
 
 
 def machine_cpu_seconds() -> float:
@@ -41,28 +37,10 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def task_folder(work: Path, i: int) -> Path:
-    folder = work / f"task-{i}"
-    folder.mkdir()
-    (folder / "input").write_text(json.dumps({"method": "echo", "kwargs": {"i": i}}))
-    (folder / "output").write_text("")
-    return folder
-
-
-def docker_run(folder: Path, isolation: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        ["docker", "run", "--rm", "--label", LABEL, *isolation, "-v", f"{folder}:{TARGET}",
-         "-e", f"INPUT_FILE={TARGET}/input", "-e", f"OUTPUT_FILE={TARGET}/output", IMAGE],
-        check=True, capture_output=True,
-    )
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_floors", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="runs of each kind for the isolation figure")
-    parser.add_argument("--burst", type=int, default=50, help="bare runs 8 at a time for the CPU figure (0 skips)")
+    parser.add_argument("--burst", type=int, default=50, help=f"bare runs {BARE_CONCURRENCY} at a time for the CPU figure (0 skips)")
     args = parser.parse_args()
     ensure_images(["echo-algo"])
     network = f"v6node-run-floors-{uuid.uuid4().hex[:8]}"
@@ -73,7 +51,8 @@ def main() -> None:
     )
     volumes: list[str] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="v6node-run-floors-") as work:
+        with tempfile.TemporaryDirectory(prefix="v6node-run-floors-") as folder:
+            work = Path(folder)
             plain, isolated = [], []
             for i in range(args.runs):
                 volume = f"{network}-tmp-{i}"
@@ -83,19 +62,17 @@ def main() -> None:
                     "--pids-limit", "1024", "--mount", f"type=volume,source={volume},target=/mnt/tmp",
                     "--add-host", "proxyserver:192.0.2.1", "--log-opt", "max-size=10m",
                 ]
-                plain.append(docker_run(task_folder(Path(work), 2 * i), []))
-                isolated.append(docker_run(task_folder(Path(work), 2 * i + 1), isolation))
+                plain.append(bare_docker_run(work / "plain", i))
+                isolated.append(bare_docker_run(work / "isolated", i, isolation))
             p50_plain, p50_isolated = statistics.median(plain), statistics.median(isolated)
             print(f"docker run --rm, p50 of {args.runs}: plain {p50_plain:.3f} s, with v6node's isolation "
                   f"{p50_isolated:.3f} s, difference {p50_isolated - p50_plain:+.3f} s")
             if args.burst:
-                folders = [task_folder(Path(work), 10_000 + i) for i in range(args.burst)]
-                cpu_before, started = machine_cpu_seconds(), time.perf_counter()
-                with ThreadPoolExecutor(8) as pool:
-                    list(pool.map(lambda folder: docker_run(folder, []), folders))
-                wall, cpu = time.perf_counter() - started, machine_cpu_seconds() - cpu_before
-                print(f"{args.burst} bare runs 8 at a time: {wall:.2f} s wall, {cpu:.2f} CPU-seconds of the machine "
-                      f"({cpu / args.burst * 1000:.0f} ms per run; {os.cpu_count()} CPUs)")
+                cpu_before = machine_cpu_seconds()
+                wall = bare_runs_at_once(work / "burst", args.burst)
+                cpu = machine_cpu_seconds() - cpu_before
+                print(f"{args.burst} bare runs {BARE_CONCURRENCY} at a time: {wall:.2f} s wall, {cpu:.2f} CPU-seconds "
+                      f"of the machine ({cpu / args.burst * 1000:.0f} ms per run; {os.cpu_count()} CPUs)")
     finally:
         subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
         subprocess.run(["docker", "network", "rm", network], capture_output=True)

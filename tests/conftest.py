@@ -5,15 +5,12 @@ import itertools
 import signal
 from pathlib import Path
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+import docker
 import pytest
 
 from tests.rig.egress import Outside
 from tests.rig.server import AdminApi, Federation, RealServer, create_federation
-
-if TYPE_CHECKING:
-    import docker
 
 _names = itertools.count(1)
 
@@ -30,8 +27,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A plain client of the machine's Docker engine, to look at what the node made there."""
-    import docker
-
     client = docker.from_env()
     client.ping()
     yield client

@@ -10,6 +10,7 @@ import json
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,9 @@ class Window:
         }
 
 
-def bare_docker_run(work: Path, i: int) -> float:
-    """The same algorithm with the docker CLI: its input and output in a mounted folder."""
+def bare_docker_run(work: Path, i: int, options: Sequence[str] = ()) -> float:
+    """The same algorithm with the docker CLI: its input and output in a mounted folder
+    (``options``: more ``docker run`` options)."""
     folder = work / f"task-{i:09d}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "input").write_text(json.dumps({"method": "echo", "kwargs": {"i": i}}))
@@ -111,10 +113,18 @@ def bare_docker_run(work: Path, i: int) -> float:
     labels = [arg for key, value in BENCH_LABELS.items() for arg in ("--label", f"{key}={value}")]
     started = time.perf_counter()
     subprocess.run(
-        ["docker", "run", "--rm", *labels, "-v", f"{folder}:{target}",
+        ["docker", "run", "--rm", *labels, *options, "-v", f"{folder}:{target}",
          "-e", f"INPUT_FILE={target}/input", "-e", f"OUTPUT_FILE={target}/output", IMAGE],
         check=True, capture_output=True,
     )
+    return time.perf_counter() - started
+
+
+def bare_runs_at_once(work: Path, n: int) -> float:
+    """``n`` bare runs, ``BARE_CONCURRENCY`` at a time: their wall time."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(BARE_CONCURRENCY) as pool:
+        list(pool.map(lambda i: bare_docker_run(work, i), range(n)))
     return time.perf_counter() - started
 
 
@@ -197,10 +207,7 @@ def burst(bench: Bench, n: int, timeout: float) -> dict[str, Any]:
     statuses = {bench.researcher.finished[task_id].status for task_id, _ in tasks}
     if statuses != {"completed"}:
         raise RuntimeError(f"burst runs ended {statuses}")
-    bare_started = time.perf_counter()
-    with ThreadPoolExecutor(BARE_CONCURRENCY) as pool:
-        list(pool.map(lambda i: bare_docker_run(bench.work / "bare-burst", i), range(n)))
-    bare_wall = time.perf_counter() - bare_started
+    bare_wall = bare_runs_at_once(bench.work / "bare-burst", n)
     wall = done - started
     return {
         "n": n, "wall_s": wall, "tasks_per_s": n / wall, "creating_s": created - started,

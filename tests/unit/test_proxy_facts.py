@@ -3,6 +3,8 @@ blob store setting) for FACT_TTL seconds, as the run path does, also when they p
 the algorithm's own requests (issue 15: the encrypted POST /task cost 1 + N extra round trips)."""
 from __future__ import annotations
 
+import httpx
+
 from v6node.adapters.memory.manual_clock import ManualClock
 from v6node.app.cache import FACT_TTL
 from tests.unit.test_starlette_proxy import (  # noqa: F401 - fixtures
@@ -81,8 +83,6 @@ async def test_a_refusal_or_a_missing_key_is_not_kept(start_proxy, server: FakeS
 
 
 async def test_an_answer_that_is_not_json_passes_as_it_came(start_proxy, server: FakeServer) -> None:
-    import httpx
-
     server.on("GET", "organization/1", lambda _request: httpx.Response(200, content=b"not json"))
     proxy = await start_proxy(XorCryptor())
     async with client_of(proxy) as algorithm:
